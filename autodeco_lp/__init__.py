@@ -1,0 +1,22 @@
+"""AutoDeco for every Hugging Face causal LM: per-token temperature and top-p from two small heads.
+
+Public API::
+
+    from autodeco_lp import AutoDeco, AutoDecoHeads, AutoDecoConfig
+"""
+
+from autodeco_lp.config import AutoDecoConfig
+from autodeco_lp.heads import AutoDecoHeads, TemperatureHead, TopPHead
+from autodeco_lp.processor import AutoDeco, AutoDecoLogitsProcessor, AutoDecoTrace
+from autodeco_lp.version import __version__
+
+__all__ = [
+    "AutoDeco",
+    "AutoDecoConfig",
+    "AutoDecoHeads",
+    "AutoDecoLogitsProcessor",
+    "AutoDecoTrace",
+    "TemperatureHead",
+    "TopPHead",
+    "__version__",
+]

@@ -1,0 +1,141 @@
+"""Pure tensor math shared by the heads, the processor and the losses. No model code here.
+
+Every function takes logits of shape `(..., V)` and per-row parameters of shape `(...)` (or a
+Python float), computes in fp32 whatever the input dtype, and never returns NaN or inf for
+finite parameters: `+inf` logits count as the largest float, `NaN` logits as `-inf`, and a row
+whose logits are all `-inf` (everything masked) gives an all-zero distribution instead of NaN.
+
+Conventions (REFERENCE section 1):
+- temperature scaling divides by `max(T, MIN_TEMPERATURE)`;
+- the hard nucleus filter is transformers' `TopPLogitsWarper` with a per-row p;
+- the soft top-p mask is `exp(-alpha * relu(c - P))` with `c` the inclusive cumulative sum of
+  the probabilities sorted in descending order. As alpha grows it keeps exactly the tokens whose
+  inclusive cumulative probability is <= P (the "strict nucleus"); the hard filter also keeps the
+  one token that crosses P. They agree whenever P falls on a cumulative boundary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Floor applied to predicted temperatures before dividing logits. 1e-2 is the floor the
+# authors' training loss uses (`clamp_min(T, 1e-2)`); below it sampling is greedy in practice.
+MIN_TEMPERATURE = 1e-2
+# The soft top-p sharpness used by the paper.
+DEFAULT_ALPHA = 30.0
+# Added to the soft distribution's normaliser, as in the paper.
+SOFT_TOP_P_EPS = 1e-8
+# The released heads compute the statistics from softmax(logits / (T + STATS_TEMPERATURE_EPS)).
+STATS_TEMPERATURE_EPS = 1e-8
+
+_FP32_MAX = torch.finfo(torch.float32).max
+
+
+def _per_row(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """A per-row parameter as an fp32 tensor of shape `(..., 1)` that broadcasts against `(..., V)`.
+
+    Differentiable: a tensor that needs grad keeps its graph through the dtype/device cast.
+    """
+    return torch.as_tensor(value, dtype=torch.float32, device=like.device).unsqueeze(-1)
+
+
+def sanitize_logits(logits: torch.Tensor) -> torch.Tensor:
+    """fp32 copy of `logits` (..., V) with NaN -> -inf and +inf -> the largest finite float."""
+    return torch.nan_to_num(logits.float(), nan=-float("inf"), posinf=_FP32_MAX, neginf=-float("inf"))
+
+
+def safe_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim in fp32 that returns zeros (not NaN) for an all `-inf` row.
+
+    Shapes: `(..., V) -> (..., V)`.
+    """
+    x = sanitize_logits(logits)
+    # An all -inf row has max -inf; flooring it keeps `x - m` at -inf (exp 0) instead of NaN.
+    m = x.amax(dim=-1, keepdim=True).clamp_min(-_FP32_MAX)
+    e = torch.exp(x - m)
+    return e / e.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def scale_by_temperature(
+    logits: torch.Tensor, temperature: torch.Tensor | float, min_temperature: float = MIN_TEMPERATURE
+) -> torch.Tensor:
+    """`logits / max(T, min_temperature)` in fp32. Shapes: logits `(..., V)`, T `(...)` -> `(..., V)`."""
+    t = _per_row(temperature, logits).clamp_min(min_temperature)
+    return logits.float() / t
+
+
+def hard_top_p_filter(
+    scores: torch.Tensor,
+    top_p: torch.Tensor | float,
+    min_tokens_to_keep: int = 1,
+    filter_value: float = -float("inf"),
+) -> torch.Tensor:
+    """Nucleus filtering with a per-row p, identical to transformers' `TopPLogitsWarper`.
+
+    Keeps the smallest set of most probable tokens whose probabilities add up to at least p
+    (and at least `min_tokens_to_keep` tokens); the others get `filter_value`. Returns a new
+    tensor; `scores` is never modified.
+
+    Shapes: scores `(..., V)`, top_p `(...)` or a float -> `(..., V)` (fp32).
+    """
+    scores = scores.float()
+    p = _per_row(top_p, scores)
+    sorted_logits, sorted_indices = torch.sort(scores, descending=False)  # ascending, as transformers
+    cumulative = safe_softmax(sorted_logits).cumsum(dim=-1)
+    sorted_remove = cumulative <= (1 - p)
+    sorted_remove[..., -min_tokens_to_keep:] = False
+    remove = sorted_remove.scatter(-1, sorted_indices, sorted_remove)
+    return scores.masked_fill(remove, filter_value)
+
+
+def soft_top_p_mask(
+    probs: torch.Tensor, top_p: torch.Tensor | float, alpha: float = DEFAULT_ALPHA
+) -> torch.Tensor:
+    """Differentiable nucleus mask `exp(-alpha * relu(c - P))`, returned in vocabulary order.
+
+    `c` is the inclusive cumulative sum of `probs` sorted in descending order. The mask is in
+    (0, 1], equals 1 on tokens whose cumulative probability is <= P and decays beyond.
+    Gradients flow to `probs` and `top_p`.
+
+    Shapes: probs `(..., V)`, top_p `(...)` or a float -> `(..., V)` (fp32).
+    """
+    probs = probs.float()
+    sorted_probs, sorted_indices = torch.sort(probs, dim=-1, descending=True)
+    cumulative = sorted_probs.cumsum(dim=-1)  # (..., V), inclusive
+    sorted_mask = torch.exp(-alpha * torch.relu(cumulative - _per_row(top_p, probs)))
+    # scatter (not gather) back to vocabulary order; differentiable in sorted_mask.
+    return torch.empty_like(sorted_mask).scatter(-1, sorted_indices, sorted_mask)
+
+
+def soft_top_p_probs(
+    logits: torch.Tensor,
+    temperature: torch.Tensor | float,
+    top_p: torch.Tensor | float,
+    alpha: float = DEFAULT_ALPHA,
+    eps: float = SOFT_TOP_P_EPS,
+    min_temperature: float = MIN_TEMPERATURE,
+) -> torch.Tensor:
+    """The paper's soft top-p distribution `p * m / (sum(p * m) + eps)` with `p = softmax(l / T)`.
+
+    Shapes: logits `(..., V)`, temperature and top_p `(...)` or floats -> `(..., V)` (fp32).
+    """
+    probs = safe_softmax(scale_by_temperature(logits, temperature, min_temperature))
+    weighted = probs * soft_top_p_mask(probs, top_p, alpha)
+    return weighted / (weighted.sum(dim=-1, keepdim=True) + eps)
+
+
+def distribution_statistics(logits: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    """The top-p head's four statistics of `q = softmax(logits / (T + 1e-8))`, as released.
+
+    Columns, in order: `max_prob`, `entropy = -(q * log(q + 1e-8)).sum()`, `prob_var = q.var()`
+    (unbiased, over the full width V), `top5_sum`.
+
+    Shapes: logits `(..., V)`, temperature `(...)` or a float -> `(..., 4)` (fp32).
+    """
+    t = _per_row(temperature, logits)
+    q = safe_softmax(logits.float() / (t + STATS_TEMPERATURE_EPS))  # (..., V)
+    max_prob = q.amax(dim=-1)
+    entropy = -(q * torch.log(q + 1e-8)).sum(dim=-1)
+    prob_var = q.var(dim=-1, correction=1 if q.shape[-1] > 1 else 0)
+    top5_sum = q.topk(min(5, q.shape[-1]), dim=-1).values.sum(dim=-1)
+    return torch.stack([max_prob, entropy, prob_var, top5_sum], dim=-1)

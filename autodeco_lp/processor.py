@@ -1,0 +1,263 @@
+"""`AutoDeco`: a transformers `LogitsProcessor` that applies the heads' per-token T and top-p.
+
+It attaches one hook to an unmodified model (see `capture.py`), and at every decoding step:
+1. takes the final hidden state `(rows, H)` and raw logits `(rows, V)` the hook recorded,
+2. predicts `T` and `P` per row with the heads,
+3. returns `hard_top_p_filter(scores / T, P)`: a new tensor, `scores` is never modified.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import LogitsProcessor
+
+from autodeco_lp.capture import LMHeadCapture
+from autodeco_lp.features import MIN_TEMPERATURE, hard_top_p_filter
+from autodeco_lp.generation_checks import inspect_generate_call
+from autodeco_lp.heads import AutoDecoHeads
+
+
+@dataclass
+class AutoDecoTrace:
+    """Per generated step and row: the temperature and top-p that were applied.
+
+    `temperature[s, r]` and `top_p[s, r]` (shape `(steps, rows)`, fp32, CPU) are the values used
+    to choose the token at position `prompt_length + s` of row `r`. Under beam search rows are
+    batch x beams in the order `generate` scored them at that step.
+    """
+
+    temperature: torch.Tensor
+    top_p: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.temperature.shape[0]
+
+    def row(self, index: int) -> list[tuple[float, float]]:
+        """`[(T, P), ...]` for one row, one pair per generated step."""
+        return list(zip(self.temperature[:, index].tolist(), self.top_p[:, index].tolist()))
+
+
+def _check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
+        raise ValueError(f"`{name}` has to be a positive float, but is {value!r}")
+    return float(value)
+
+
+def _check_range(low_name: str, low: float, high_name: str, high: float, upper: float) -> None:
+    if not 0 <= low <= high <= upper:
+        raise ValueError(
+            f"`{low_name}` and `{high_name}` have to satisfy 0 <= {low_name} <= {high_name} <= {upper}, "
+            f"but are {low!r} and {high!r}"
+        )
+
+
+class AutoDeco(LogitsProcessor):
+    r"""Per-token temperature and nucleus filtering predicted by AutoDeco heads.
+
+    Args:
+        model: any Hugging Face causal LM (left unmodified: one forward hook, removed by `close()`).
+        heads: `AutoDecoHeads` trained for this model; moved to the `lm_head`'s device.
+        temperature_scale: multiplies the predicted T (as the authors' server does). Default 1.
+        top_p_scale: multiplies the predicted P before clamping to `max_top_p`. Default 1.
+        min_temperature / max_temperature: clamp of the applied T. `min_temperature` defaults to
+            `features.MIN_TEMPERATURE` (1e-2), below which sampling is greedy in practice.
+        min_top_p / max_top_p: clamp of the applied P, within [0, 1].
+        use_temperature_head: False applies T = 1 (top-p head only).
+        use_top_p_head: False applies P = 1 (temperature head only).
+        record_trace: keep the applied T and P of every step in `self.trace`.
+        min_tokens_to_keep: tokens never filtered by the nucleus (>= 1).
+
+    Examples:
+
+    ```python
+    >>> from autodeco_lp import AutoDeco
+    >>> from autodeco_lp.models import load_model
+    >>> model, tokenizer = load_model("smollm2")
+    >>> enc = tokenizer(["1 + 1 ="], return_tensors="pt")
+    >>> with AutoDeco.from_pretrained(model) as autodeco:        # heads from heads/registry.json
+    ...     out = model.generate(**enc, do_sample=True, top_k=None, max_new_tokens=8,
+    ...                          logits_processor=[autodeco])
+    ...     trace = autodeco.trace                               # (steps, rows) T and P
+    ```
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        heads: AutoDecoHeads,
+        *,
+        temperature_scale: float = 1.0,
+        top_p_scale: float = 1.0,
+        min_temperature: float = MIN_TEMPERATURE,
+        max_temperature: float = float("inf"),
+        min_top_p: float = 0.0,
+        max_top_p: float = 1.0,
+        use_temperature_head: bool = True,
+        use_top_p_head: bool = True,
+        record_trace: bool = True,
+        min_tokens_to_keep: int = 1,
+    ) -> None:
+        if not isinstance(heads, AutoDecoHeads):
+            raise TypeError(
+                f"`heads` has to be an AutoDecoHeads, but is {type(heads).__name__}; "
+                "load one with AutoDecoHeads.from_pretrained(path_or_repo_id)."
+            )
+        self.temperature_scale = _check_positive("temperature_scale", temperature_scale)
+        self.top_p_scale = _check_positive("top_p_scale", top_p_scale)
+        self.min_temperature = _check_positive("min_temperature", min_temperature)
+        self.max_temperature = _check_positive("max_temperature", max_temperature)
+        _check_range("min_temperature", self.min_temperature, "max_temperature", self.max_temperature, float("inf"))
+        _check_range("min_top_p", min_top_p, "max_top_p", max_top_p, 1.0)
+        if max_top_p == 0:
+            raise ValueError("`max_top_p` has to be > 0, but is 0; use greedy decoding instead.")
+        self.min_top_p, self.max_top_p = float(min_top_p), float(max_top_p)
+        if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+            raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep!r}")
+        self.min_tokens_to_keep = min_tokens_to_keep
+        self.use_temperature_head = bool(use_temperature_head) and heads.temp_head is not None
+        self.use_top_p_head = bool(use_top_p_head) and heads.top_p_head is not None
+        self.record_trace = bool(record_trace)
+
+        self._capture = LMHeadCapture(model)
+        _check_heads_match_model(heads, model, self._capture.lm_head)
+        weight = self._capture.lm_head.weight
+        if heads.device != weight.device:
+            heads.to(weight.device)
+        self.heads = heads.eval()
+        self.model = model
+        self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._next_length: int | None = None
+        self._warned: set[str] = set()
+        self._capture.attach()
+
+    @classmethod
+    def from_pretrained(
+        cls, model: nn.Module, path_or_repo_id: str | os.PathLike | None = None, *, load_kwargs: dict | None = None, **kwargs
+    ) -> "AutoDeco":
+        """Load heads (from a folder, a Hub id, or, when omitted, the registry entry whose base
+        model matches `model.name_or_path`) and attach them. `kwargs` go to `AutoDeco(...)`,
+        `load_kwargs` to `AutoDecoHeads.from_pretrained` (e.g. `revision`, `cache_dir`)."""
+        from autodeco_lp.registry import resolve_heads_for_model
+
+        if path_or_repo_id is None:
+            path_or_repo_id = resolve_heads_for_model(model)
+        heads = AutoDecoHeads.from_pretrained(path_or_repo_id, **(load_kwargs or {}))
+        return cls(model, heads, **kwargs)
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        """Remove the hook; the model is exactly as before. Safe to call twice."""
+        self._capture.detach()
+
+    def __enter__(self) -> "AutoDeco":
+        if not self._capture.attached:
+            self._capture.attach()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- prediction --
+
+    @property
+    def trace(self) -> AutoDecoTrace:
+        """Applied T and P of the latest generate call, `(steps, rows)` each."""
+        if not self._steps:
+            empty = torch.empty(0, 0)
+            return AutoDecoTrace(empty, empty.clone())
+        temperature = torch.stack([t for t, _ in self._steps]).cpu()
+        top_p = torch.stack([p for _, p in self._steps]).cpu()
+        return AutoDecoTrace(temperature, top_p)
+
+    @torch.no_grad()
+    def predict(self, hidden: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Applied `(T, P)`, each `(rows,)` fp32: head outputs, scaled, clamped, or 1 for a head off."""
+        temperature, top_p = self.heads(hidden, logits)
+        if self.use_temperature_head:
+            temperature = (temperature * self.temperature_scale).clamp(self.min_temperature, self.max_temperature)
+        else:
+            temperature = torch.ones_like(temperature)
+        if self.use_top_p_head:
+            top_p = (top_p * self.top_p_scale).clamp(self.min_top_p, self.max_top_p)
+        else:
+            top_p = torch.ones_like(top_p)
+        return temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self._capture.attached:
+            raise RuntimeError("this AutoDeco was closed; create a new one (or use it inside `with`).")
+        if input_ids.shape[1] != self._next_length:
+            self._start_generation()
+        self._next_length = input_ids.shape[1] + 1
+        hidden, logits = self._capture.take()  # (rows, H), (rows, V)
+        if hidden.shape[0] != scores.shape[0]:
+            raise RuntimeError(
+                f"AutoDeco captured {hidden.shape[0]} rows but generate scores {scores.shape[0]}; "
+                "this decoding mode scores several positions per forward and is not supported."
+            )
+        temperature, top_p = self.predict(hidden, logits)
+        out = hard_top_p_filter(scores.float() / temperature.unsqueeze(-1), top_p, self.min_tokens_to_keep)
+        if self.record_trace:
+            self._steps.append((temperature, top_p))
+        return out
+
+    def _start_generation(self) -> None:
+        """First step of a generate call: reset the trace, check how generate will use us."""
+        self._steps = []
+        info = inspect_generate_call()
+        if info is None:
+            return
+        if info.assisted:
+            raise ValueError(
+                "AutoDeco does not support assisted or prompt-lookup decoding: the target model scores "
+                "several positions per forward, so the hidden state behind each score is ambiguous. "
+                "Remove `assistant_model` / `prompt_lookup_num_tokens` from the generate call."
+            )
+        if not info.do_sample and info.num_beams == 1:
+            self._warn_once(
+                "greedy",
+                "AutoDeco is used under greedy decoding (do_sample=False), where temperature and top-p "
+                "change nothing. Pass do_sample=True (and top_k=None) to sample with AutoDeco.",
+            )
+        if info.extra_warpers:
+            fix = ", ".join(f"{name}={'None' if name in ('top_k', 'min_p', 'typical_p') else '1.0'}" for name in info.extra_warpers)
+            self._warn_once(
+                "warpers",
+                f"generate will apply {info.extra_warpers} after AutoDeco (from the call or "
+                f"model.generation_config; do_sample=True adds top_k=50 by default). Pass {fix} to "
+                "generate to sample with AutoDeco's T and P alone.",
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=4)
+
+
+AutoDecoLogitsProcessor = AutoDeco
+
+
+def _check_heads_match_model(heads: AutoDecoHeads, model: nn.Module, lm_head: nn.Module) -> None:
+    weight = getattr(lm_head, "weight", None)
+    if weight is None or weight.dim() != 2:
+        return  # an unusual lm_head; the heads' own shape check runs at the first step
+    vocab, hidden = weight.shape
+    name = getattr(model, "name_or_path", "") or type(model).__name__
+    if heads.config.hidden_size != hidden:
+        raise ValueError(
+            f"the heads expect hidden_size={heads.config.hidden_size} but {name!r} has final hidden "
+            f"states of width {hidden}; load the heads trained for this model "
+            f"(these were trained on {heads.config.base_model_name_or_path!r})."
+        )
+    if heads.config.vocab_size is not None and heads.config.vocab_size != vocab:
+        raise ValueError(
+            f"the heads expect vocab_size={heads.config.vocab_size} but {name!r} has {vocab} logits; "
+            f"load the heads trained for this model (these were trained on {heads.config.base_model_name_or_path!r})."
+        )

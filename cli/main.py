@@ -1,0 +1,120 @@
+"""`autodeco`: the command group. Commands parse options into a config and call the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from autodeco_lp.cli.options import dataclass_options
+from autodeco_lp.textgen import GenerateArgs
+from autodeco_lp.version import __version__
+
+
+def _fail(exc: Exception) -> None:
+    """User errors print one clear line instead of a traceback."""
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.version_option(__version__, prog_name="autodeco")
+def autodeco() -> None:
+    """AutoDeco for Hugging Face causal LMs: per-token temperature and top-p from two small heads."""
+
+
+@autodeco.command()
+@dataclass_options(GenerateArgs)
+@click.argument("prompts", nargs=-1, required=True)
+def generate(prompts: tuple[str, ...], **options) -> None:
+    """Sample a completion for each PROMPT with AutoDeco deciding T and P at every token."""
+    import torch
+
+    from autodeco_lp.models import load_model
+    from autodeco_lp.processor import AutoDeco
+    from autodeco_lp.textgen import generate_text
+
+    try:
+        args = GenerateArgs(**options)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, tokenizer = load_model(args.model, device=device)
+        with AutoDeco.from_pretrained(
+            model, args.heads, temperature_scale=args.temperature_scale, top_p_scale=args.top_p_scale
+        ) as processor:
+            completions = generate_text(
+                model, tokenizer, list(prompts), processor, max_new_tokens=args.max_new_tokens, chat=args.chat, seed=args.seed
+            )
+    except (ValueError, TypeError, OSError, ModuleNotFoundError) as exc:
+        _fail(exc)
+    for completion in completions:
+        click.echo(f"### {completion.prompt}")
+        click.echo(completion.text)
+        if args.show_trace:
+            click.echo(f"{'token':>16}  {'T':>6}  {'P':>6}")
+            for token, t, p in zip(completion.tokens, completion.temperature, completion.top_p):
+                click.echo(f"{json.dumps(token, ensure_ascii=False):>16}  {t:6.3f}  {p:6.3f}")
+            if completion.tokens:
+                mean_t = sum(completion.temperature) / len(completion.temperature)
+                mean_p = sum(completion.top_p) / len(completion.top_p)
+                click.echo(f"{'mean':>16}  {mean_t:6.3f}  {mean_p:6.3f}")
+        click.echo()
+
+
+@autodeco.command()
+@click.option("--heads", required=True, help="Heads folder or Hub id to export.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["official", "native"]),
+    default="official",
+    show_default=True,
+    help="official: the released lightweight layout (config.json + model.safetensors) that the authors' "
+    "vLLM fork serves; native: autodeco_config.json + autodeco_heads.safetensors.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Base model whose config the official layout inlines (default: the heads' recorded base model).",
+)
+def export(heads: str, out_dir: str, fmt: str, model: str | None) -> None:
+    """Write heads in another layout."""
+    from autodeco_lp.checkpoint import export_official, save_heads
+    from autodeco_lp.heads import AutoDecoHeads
+
+    try:
+        loaded = AutoDecoHeads.from_pretrained(heads)
+        if fmt == "native":
+            save_heads(loaded, out_dir)
+        else:
+            export_official(loaded, out_dir, base_config=_base_config(model or loaded.config.base_model_name_or_path))
+    except (ValueError, TypeError, OSError) as exc:
+        _fail(exc)
+    click.echo(f"wrote {fmt} heads to {out_dir}")
+
+
+def _base_config(name_or_path: str | None) -> dict:
+    if not name_or_path:
+        raise ValueError("the heads record no base model; pass --model ID so its config can be inlined.")
+    from transformers import AutoConfig
+
+    from autodeco_lp.models import EMBEDDED_MODEL_ID, embedded_model_dir, is_embedded
+
+    if is_embedded(name_or_path) or name_or_path == EMBEDDED_MODEL_ID:
+        config = AutoConfig.from_pretrained(embedded_model_dir())
+        config.name_or_path = EMBEDDED_MODEL_ID
+        return config.to_dict()
+    try:
+        return AutoConfig.from_pretrained(name_or_path).to_dict()
+    except OSError as exc:
+        raise ValueError(
+            f"cannot read the config of base model {name_or_path!r} ({exc}); pass --model with a local folder."
+        ) from exc
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    autodeco(prog_name="autodeco")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

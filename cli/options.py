@@ -1,0 +1,43 @@
+"""Click options built from a config dataclass, so each command's flags and help live in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Callable
+
+import click
+
+
+def _base_type(annotation: Any) -> Any:
+    """`int | None` -> int; `bool` -> bool."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"types": types})  # field annotations under `from __future__`
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def dataclass_options(config_cls: type, skip: tuple[str, ...] = ()) -> Callable:
+    """Decorate a click command with one `--field-name` option per dataclass field.
+
+    Booleans become `--flag/--no-flag`. Defaults come from the dataclass, so `config_cls(**kwargs)`
+    receives exactly what the user typed or the documented default.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(config_cls)):
+            if f.name in skip:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            kind = _base_type(f.type)
+            default = f.default if f.default is not dataclasses.MISSING else None
+            help_text = f.metadata.get("help", "")
+            if kind is bool:
+                option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_text)
+            else:
+                option = click.option(flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text)
+            command = option(command)
+        return command
+
+    return decorate

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random-init causal LMs built from a config (no network, no files)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from autodeco_lp import AutoDecoConfig, AutoDecoHeads
+
+VOCAB = 97
+HIDDEN = 32
+
+
+def tiny_llama(seed: int = 0, **overrides) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **overrides,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def random_heads(hidden: int = HIDDEN, vocab: int | None = VOCAB, seed: int = 1, **config) -> AutoDecoHeads:
+    torch.manual_seed(seed)
+    return AutoDecoHeads(AutoDecoConfig(hidden_size=hidden, vocab_size=vocab, **config)).eval()
+
+
+def constant_heads(temperature: float, top_p: float, hidden: int = HIDDEN, vocab: int | None = VOCAB) -> AutoDecoHeads:
+    """Heads whose output is (temperature, top_p) whatever the input: zero last-layer weights."""
+    heads = random_heads(hidden, vocab)
+    with torch.no_grad():
+        for head, value in ((heads.temp_head, temperature / 2), (heads.top_p_head, top_p)):
+            head.mlp[2].weight.zero_()
+            head.mlp[2].bias.fill_(math.log(value / (1 - value)))
+    return heads
+
+
+@pytest.fixture
+def model() -> LlamaForCausalLM:
+    return tiny_llama()
+
+
+@pytest.fixture
+def heads() -> AutoDecoHeads:
+    return random_heads()
+
+
+def left_padded_batch(rows: int = 3, length: int = 7, seed: int = 2) -> dict[str, torch.Tensor]:
+    """`input_ids`/`attention_mask` with row i left-padded by i tokens (pad id 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (rows, length), generator=gen)
+    mask = torch.ones_like(ids)
+    for i in range(rows):
+        ids[i, :i] = 0
+        mask[i, :i] = 0
+    return {"input_ids": ids, "attention_mask": mask}
