@@ -29,11 +29,13 @@ def autodeco() -> None:
 def generate(prompts: tuple[str, ...], **options) -> None:
     """Sample a completion for each PROMPT with AutoDeco deciding T and P at every token."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     from autodeco_lp.models import load_model
     from autodeco_lp.processor import AutoDeco
     from autodeco_lp.textgen import generate_text
 
+    hf_logging.disable_progress_bar()  # keep stdout to the completions and the trace
     try:
         args = GenerateArgs(**options)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,46 @@
+"""heads/registry.json: released pairs, matching by name_or_path, and the error listing the pairs."""
+
+from __future__ import annotations
+
+import pytest
+
+from autodeco_lp import AutoDeco
+from autodeco_lp.registry import find_heads, load_registry, resolve_heads_for_model
+from tests.conftest import tiny_llama
+
+RELEASED = {
+    "Jadeislaw/AutoDeco-Llama-Nemotron-8B": "nvidia/Llama-3.1-Nemotron-Nano-8B-v1",
+    "Jadeislaw/AutoDeco-R1-Distill-Qwen-7B": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    "Jadeislaw/AutoDeco-Qwen3-30B-A3B-Instruct-2507": "Qwen/Qwen3-30B-A3B-Instruct-2507",
+    "Jadeislaw/AutoDeco-GPT-Oss-20B": "openai/gpt-oss-20b",
+    "Jadeislaw/AutoDeco-GPT-Oss-120B": "openai/gpt-oss-120b",
+    "zacks917/AutoDeco-Qwen3-235B-A22B-Thinking-2507": "Qwen/Qwen3-235B-A22B-Thinking-2507",
+}
+
+
+def test_registry_lists_the_released_heads():
+    entries = {e.heads: e.base_model for e in load_registry()}
+    assert RELEASED.items() <= entries.items()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "openai/gpt-oss-20b",
+        "OpenAI/GPT-OSS-20B",
+        "/models/gpt-oss-20b/",
+        "/root/.cache/huggingface/hub/models--openai--gpt-oss-20b/snapshots/0123abcd",
+    ],
+)
+def test_matching_by_name_or_path(name):
+    assert find_heads(name).heads == "Jadeislaw/AutoDeco-GPT-Oss-20B"
+
+
+def test_no_match_lists_known_pairs():
+    model = tiny_llama()
+    model.name_or_path = "my/unknown-model"
+    with pytest.raises(ValueError, match=r"(?s)no registered AutoDeco heads for model 'my/unknown-model'.*openai/gpt-oss-20b  ->  Jadeislaw/AutoDeco-GPT-Oss-20B"):
+        resolve_heads_for_model(model)
+    with pytest.raises(ValueError, match="no registered AutoDeco heads"):
+        AutoDeco.from_pretrained(model)
+    assert find_heads("openai/gpt-oss-20b-extra") is None
