@@ -22,8 +22,9 @@ class LMHeadCapture:
             (with the model's final logit soft-capping applied when it has one, e.g. Gemma).
         fresh: True from a forward until `take()` consumes it.
 
-    Only tensors are stored in the hook (no counters), so a compiled model does not recompile
-    every step; tensors are cloned so that CUDA-graph output buffers can be reused safely.
+    Only tensors (and a constant flag) are stored in the hook, no counters, so a compiled model
+    does not recompile every step; under compilation the tensors are cloned so that CUDA-graph
+    buffers can be reused safely.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -59,11 +60,15 @@ class LMHeadCapture:
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
         hidden = args[0] if args else next(iter(kwargs.values()))
         # (B, T, H) at prefill without logits_to_keep, (B, 1, H) otherwise: keep the last position.
-        self.hidden = hidden[:, -1, :].detach().clone()  # (B, H)
+        hidden = hidden[:, -1, :].detach()  # (B, H)
         logits = output[:, -1, :].detach()  # (B, V)
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        self.logits = logits.clone()
+        if torch.compiler.is_compiling():
+            # Inside a compiled (possibly CUDA-graph) forward the buffers are reused by the next
+            # replay: keep our own copies. Eager outputs are fresh tensors and need no copy.
+            hidden, logits = hidden.clone(), logits.clone()
+        self.hidden, self.logits = hidden, logits
         self.fresh = True
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor]:

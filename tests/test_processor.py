@@ -272,3 +272,24 @@ def test_cuda_bf16_model_and_heads():
     with AutoDeco(model, heads) as autodeco:
         model.generate(**batch, **SAMPLE, max_new_tokens=4, logits_processor=[autodeco])
         assert autodeco.heads.device.type == "cuda" and torch.isfinite(autodeco.trace.temperature).all()
+
+
+@pytest.mark.integration  # ~40 s of compilation on CPU
+def test_torch_compile_static_cache_no_recompiles_and_same_output():
+    from torch._dynamo.utils import counters
+
+    model, heads = tiny_llama(), random_heads()
+    batch = left_padded_batch()
+    kwargs = dict(**SAMPLE, max_new_tokens=6, min_new_tokens=6, cache_implementation="static")
+    with AutoDeco(model, heads) as autodeco:
+        torch.manual_seed(0)
+        eager = model.generate(**batch, **kwargs, logits_processor=[autodeco])
+        eager_trace = autodeco.trace.temperature
+    counters.clear()
+    model.forward = torch.compile(model.forward, dynamic=False)
+    with AutoDeco(model, heads) as autodeco:
+        torch.manual_seed(0)
+        compiled = model.generate(**batch, **kwargs, logits_processor=[autodeco])
+        torch.testing.assert_close(autodeco.trace.temperature, eager_trace, atol=1e-5, rtol=1e-5)
+    assert torch.equal(eager, compiled)
+    assert counters["stats"]["unique_graphs"] <= 2  # prefill + decode: the hook causes no recompiles
