@@ -52,8 +52,14 @@ def embedded_model_dir() -> Path:
     gguf = embedded_gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (ImportError, ValueError) as exc:  # transformers raises ValueError for a missing gguf/accelerate
+        raise ModuleNotFoundError(
+            f"converting the embedded model failed ({exc}). Reading GGUF needs the `gguf` and "
+            "`accelerate` packages: pip install 'autodeco-lp[embedded]'"
+        ) from exc
     # The weights are de-quantised fp32 now; drop the GGUF quantizer so save_pretrained writes plain weights.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
