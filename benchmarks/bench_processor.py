@@ -92,10 +92,11 @@ def main() -> None:
                 ratios.append(a / s)
                 peaks = [max(peaks[0], ps), max(peaks[1], pa)]
             tokens = batch * args.new_tokens
+            peak_text = f"{peaks[0] / 2**20:.0f}/{peaks[1] / 2**20:.0f}" if device == "cuda" else "n/a (CPU)"
             print(
                 f"{batch:>5} {tokens / statistics.median(static_times):>13.1f} {tokens / statistics.median(autodeco_times):>15.1f}"
                 f" {statistics.median(ratios):>13.3f} {min(ratios):>7.3f}-{max(ratios):<7.3f}"
-                f" {peaks[0] / 2**20:>6.0f}/{peaks[1] / 2**20:<6.0f}"
+                f" {peak_text:>14}"
             )
 
 
