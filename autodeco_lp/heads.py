@@ -99,10 +99,13 @@ class AutoDecoHeads(nn.Module):
                 f"hidden_size={self.config.hidden_size}: these heads belong to another base model."
             )
         h = hidden_states.to(self.dtype)
-        ones = torch.ones(hidden_states.shape[:-1], dtype=torch.float32, device=hidden_states.device)
-        temperature = self.temp_head(h).float() if self.temp_head is not None else ones
+
+        def ones() -> torch.Tensor:  # the output of a disabled head, (...)
+            return torch.ones(hidden_states.shape[:-1], dtype=torch.float32, device=hidden_states.device)
+
+        temperature = self.temp_head(h).float() if self.temp_head is not None else ones()
         if self.top_p_head is None:
-            return temperature, ones
+            return temperature, ones()
         t_in = temperature.detach()  # (...)
         features = [h, t_in.unsqueeze(-1).to(h.dtype)]  # [(..., H), (..., 1)]
         if self.config.use_enhanced_features:

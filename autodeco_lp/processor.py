@@ -80,7 +80,7 @@ class AutoDeco(LogitsProcessor):
     >>> from autodeco_lp.models import load_model
     >>> model, tokenizer = load_model("smollm2")
     >>> enc = tokenizer(["1 + 1 ="], return_tensors="pt")
-    >>> with AutoDeco.from_pretrained(model) as autodeco:        # heads from heads/registry.json
+    >>> with AutoDeco.from_pretrained(model, "path/to/heads") as autodeco:  # or a Hub id
     ...     out = model.generate(**enc, do_sample=True, top_k=None, max_new_tokens=8,
     ...                          logits_processor=[autodeco])
     ...     trace = autodeco.trace                               # (steps, rows) T and P
