@@ -97,3 +97,17 @@ def test_cli_export_official(tmp_path, smol_heads):
     loaded = AutoDecoHeads.from_pretrained(tmp_path / "official")
     for name, value in heads.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value, atol=1e-2, rtol=1e-2)
+
+
+def test_example_script_runs(smol_heads):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "generate_with_heads.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(smol_heads[1]), "What is 17 + 25?"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if "T=" in line]
+    assert len(lines) == 32 and all("P=" in line for line in lines)
