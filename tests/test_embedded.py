@@ -110,4 +110,4 @@ def test_example_script_runs(smol_heads):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "T=" in line]
-    assert len(lines) == 32 and all("P=" in line for line in lines)
+    assert 1 <= len(lines) <= 32 and all("P=" in line for line in lines)  # stops early at EOS
