@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from autodeco_lp.config import NUM_STATISTICS, AutoDecoConfig
+from autodeco_lp.atomic import write_files_atomically, write_text
+from autodeco_lp.config import DEFAULT_MLP_HIDDEN_SIZE, NUM_STATISTICS, AutoDecoConfig
 from autodeco_lp.heads import AutoDecoHeads
 
 CONFIG_NAME = "autodeco_config.json"
@@ -51,62 +50,21 @@ WRAPPER_PREFIXES = ("module.", "adapter.", "model.")
 
 
 def save_heads(heads: AutoDecoHeads, save_directory: str | os.PathLike) -> Path:
-    """Write `heads` in the native format. Never leaves a half-written file in place of a good one.
-
-    A new folder is written under a temporary name and renamed into place. An existing folder
-    (e.g. a training `output_dir`, which holds other things) gets each file written to a
-    temporary name, flushed to disk, then `os.replace`d.
-    """
-    target = Path(save_directory)
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"`save_directory` {str(target)!r} is a file; pass a folder path.")
+    """Write `heads` in the native format. Never leaves a half-written file in place of a good one
+    (see `atomic.write_files_atomically`)."""
     config_json = json.dumps(heads.config.to_dict(), indent=2, sort_keys=True) + "\n"
     # Contiguous CPU copies: safetensors refuses views and device tensors.
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in heads.state_dict().items()}
     metadata = {"format": "pt", METADATA_CONFIG_KEY: config_json}
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            save_file(tensors, str(staging / WEIGHTS_NAME), metadata=metadata)
-            _write_text(staging / CONFIG_NAME, config_json)
-            _fsync_path(staging / WEIGHTS_NAME)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target
-
-    _atomic_write(target / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    _atomic_write(target / CONFIG_NAME, lambda tmp: _write_text(tmp, config_json))
-    return target
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through `write(tmp_path)` to a sibling temporary file, then rename over `path`."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Weights first: a crash between the two renames leaves a config that disagrees with the
+    # weights' embedded copy, which `load_heads` reports instead of loading a mix.
+    return write_files_atomically(
+        Path(save_directory),
+        {
+            WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
+            CONFIG_NAME: lambda tmp: write_text(tmp, config_json),
+        },
+    )
 
 
 def export_official(
@@ -141,12 +99,14 @@ def export_official(
     if cfg.vocab_size is not None:
         config["vocab_size"] = cfg.vocab_size
     tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in heads.state_dict().items()}
-    target = Path(out_dir)
-    target.mkdir(parents=True, exist_ok=True)
-    _atomic_write(target / OFFICIAL_WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
-    _atomic_write(target / OFFICIAL_CONFIG_NAME, lambda tmp: _write_text(tmp, text))
-    return target
+    return write_files_atomically(
+        Path(out_dir),
+        {
+            OFFICIAL_WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}),
+            OFFICIAL_CONFIG_NAME: lambda tmp: write_text(tmp, text),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- file sources
@@ -407,7 +367,7 @@ def _config_from_released(raw: dict[str, Any], tensors: dict[str, torch.Tensor],
         mlp_hidden, top_p_in = tensors["top_p_head.mlp.0.weight"].shape
         hidden_size = top_p_in - 1 - (NUM_STATISTICS if use_enhanced else 0)
     else:
-        hidden_size, mlp_hidden = raw.get("hidden_size") or text_config.get("hidden_size"), 256
+        hidden_size, mlp_hidden = raw.get("hidden_size") or text_config.get("hidden_size"), DEFAULT_MLP_HIDDEN_SIZE
     if hidden_size is None:
         raise ValueError(f"{where}: cannot tell the hidden size (no temp_head/top_p_head first-layer weight).")
     declared = raw.get("hidden_size") or text_config.get("hidden_size")

