@@ -12,7 +12,7 @@ from autodeco_lp import AutoDeco, AutoDecoHeads, AutoDecoConfig
 from autodeco_lp import models as embedded_models
 from autodeco_lp.cli.main import autodeco as cli
 from autodeco_lp.models import EMBEDDED_MODEL_ID, load_model
-from tests.test_processor import SAMPLE, _reference_trace
+from tests.test_processor import SAMPLE, assert_trace_matches_full_forward
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +50,7 @@ def test_generate_left_padded_batch_matches_full_forward(smollm2, smol_heads):
     enc = tokenizer(texts, return_tensors="pt", padding=True)
     assert (enc["attention_mask"][:, 0] == 0).any()  # really left-padded
     torch.manual_seed(0)
-    with AutoDeco(model, heads) as autodeco:
-        out = model.generate(**enc, **SAMPLE, max_new_tokens=8, min_new_tokens=8, logits_processor=[autodeco])
-        trace = autodeco.trace
-    t_ref, p_ref = _reference_trace(model, heads, out, enc["attention_mask"], 8)
-    torch.testing.assert_close(trace.temperature, t_ref, atol=2e-3, rtol=2e-3)
-    torch.testing.assert_close(trace.top_p, p_ref, atol=2e-3, rtol=2e-3)
+    trace = assert_trace_matches_full_forward(model, heads, dict(enc), 8, 2e-3)
     # The first step of a padded row predicts what the same prompt alone predicts.
     single = tokenizer(texts[0:1], return_tensors="pt")
     with AutoDeco(model, heads) as autodeco:
@@ -111,3 +106,12 @@ def test_example_script_runs(smol_heads):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "T=" in line]
     assert 1 <= len(lines) <= 32 and all("P=" in line for line in lines)  # stops early at EOS
+
+
+def test_cli_export_native(tmp_path, smol_heads):
+    heads, folder = smol_heads
+    result = CliRunner().invoke(cli, ["export", "--heads", str(folder), "--out", str(tmp_path / "n"), "--format", "native"])
+    assert result.exit_code == 0, result.output
+    loaded = AutoDecoHeads.from_pretrained(tmp_path / "n")
+    assert loaded.config == heads.config
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in heads.state_dict().items())

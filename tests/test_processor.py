@@ -27,20 +27,25 @@ def _reference_trace(model, heads, out, prompt_mask, steps):
     return t.T, p.T  # (steps, rows)
 
 
-@pytest.mark.parametrize("cache", [None, "static"])
-def test_trace_matches_a_full_forward_with_left_padding(cache):
-    model, heads = tiny_llama(), random_heads()
-    batch = left_padded_batch()
-    torch.manual_seed(0)
+def assert_trace_matches_full_forward(model, heads, batch, steps, tol, **generate_kwargs):
+    """Generate exactly `steps` tokens with AutoDeco and compare its trace with `_reference_trace`."""
     with AutoDeco(model, heads) as autodeco:
         out = model.generate(
-            **batch, **SAMPLE, max_new_tokens=6, min_new_tokens=6, cache_implementation=cache, logits_processor=[autodeco]
+            **batch, **SAMPLE, max_new_tokens=steps, min_new_tokens=steps, logits_processor=[autodeco], **generate_kwargs
         )
         trace = autodeco.trace
-    assert trace.temperature.shape == (6, 3)
-    t_ref, p_ref = _reference_trace(model, heads, out, batch["attention_mask"], 6)
-    torch.testing.assert_close(trace.temperature, t_ref, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(trace.top_p, p_ref, atol=1e-4, rtol=1e-4)
+    assert trace.temperature.shape == (steps, batch["input_ids"].shape[0])
+    assert trace.temperature.dtype == torch.float32 and torch.isfinite(trace.temperature).all()
+    t_ref, p_ref = _reference_trace(model, heads, out, batch["attention_mask"], steps)
+    torch.testing.assert_close(trace.temperature, t_ref, atol=tol, rtol=tol)
+    torch.testing.assert_close(trace.top_p, p_ref, atol=tol, rtol=tol)
+    return trace
+
+
+@pytest.mark.parametrize("cache", [None, "static"])
+def test_trace_matches_a_full_forward_with_left_padding(cache):
+    torch.manual_seed(0)
+    assert_trace_matches_full_forward(tiny_llama(), random_heads(), left_padded_batch(), 6, 1e-4, cache_implementation=cache)
 
 
 def test_constant_heads_reproduce_transformers_warpers_in_generate():
@@ -105,16 +110,8 @@ def test_beam_search_with_random_heads_matches_full_forward_per_row():
 
 @pytest.mark.parametrize("model_dtype,heads_dtype", [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)])
 def test_dtypes(model_dtype, heads_dtype):
-    model = tiny_llama().to(model_dtype)
-    heads = random_heads().to(heads_dtype)
-    batch = left_padded_batch()
-    with AutoDeco(model, heads) as autodeco:
-        out = model.generate(**batch, **SAMPLE, max_new_tokens=4, min_new_tokens=4, logits_processor=[autodeco])
-        trace = autodeco.trace
-    assert trace.temperature.dtype == torch.float32 and torch.isfinite(trace.temperature).all()
-    t_ref, p_ref = _reference_trace(model, heads, out, batch["attention_mask"], 4)
-    torch.testing.assert_close(trace.temperature, t_ref, atol=3e-2, rtol=3e-2)
-    torch.testing.assert_close(trace.top_p, p_ref, atol=3e-2, rtol=3e-2)
+    model, heads = tiny_llama().to(model_dtype), random_heads().to(heads_dtype)
+    assert_trace_matches_full_forward(model, heads, left_padded_batch(), 4, 3e-2)
 
 
 def test_options_scale_clamp_and_switches():
