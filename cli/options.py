@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from typing import Any, Callable
 
@@ -12,8 +11,6 @@ import click
 
 def _base_type(annotation: Any) -> Any:
     """`int | None` -> int; `bool` -> bool."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"types": types})  # field annotations under `from __future__`
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     return args[0] if args else annotation
 
@@ -25,12 +22,14 @@ def dataclass_options(config_cls: type, skip: tuple[str, ...] = ()) -> Callable:
     receives exactly what the user typed or the documented default.
     """
 
+    hints = typing.get_type_hints(config_cls)  # resolves annotations written under `from __future__`
+
     def decorate(command: Callable) -> Callable:
         for f in reversed(dataclasses.fields(config_cls)):
             if f.name in skip:
                 continue
             flag = "--" + f.name.replace("_", "-")
-            kind = _base_type(f.type)
+            kind = _base_type(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else None
             help_text = f.metadata.get("help", "")
             if kind is bool:
