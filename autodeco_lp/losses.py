@@ -1,0 +1,307 @@
+"""AutoDeco training losses, computed in chunks of positions so memory stays O(chunk x V).
+
+The objective (REFERENCE section 1; defaults = the released heads' objective):
+
+- temperature loss, per supervised position i with gold token y_i and raw logits l_i (V,):
+  `w_i * -log softmax(l_i / max(T_i, 1e-2))[y_i]`, over the positions that survive the
+  easy-token drop (a position whose base argmax already equals y_i is dropped with probability
+  `easy_token_drop`); averaged over the surviving positions.
+- top-p loss, per supervised position: `w_i * -log p~_i[y_i]` with
+  `p = softmax(l_i / T_i)`, `m = exp(-alpha * relu(cumsum_desc(p) - P_i))`,
+  `p~ = p * m / (sum(p * m) + eps)`; averaged over all supervised positions. As released, T is
+  not detached here, so the temperature head also learns from this loss.
+- `w_i` is the DFT weight `softmax(l_i)[y_i]` (detached), or 1 with DFT off.
+- total = `temperature_weight * loss_T + top_p_weight * loss_P`; a head that is not trained
+  contributes no loss at all (the released code still added loss_P for "temperature only").
+
+`log p~[y]` is computed as `log p[y] - alpha * relu(c[y] - P) - log(sum(p * m) + eps)`, which is
+the same number as `log(p~[y])` but never underflows to `-inf`.
+
+Memory: the base model is frozen, so only the heads need gradients. For each chunk of C
+positions we run forward and backward at once and keep only the gradients, so at most one
+chunk's `(C, V)` intermediates (about 15 fp32 copies: logits, softmaxes, sort values and
+indices, cumsum, mask, statistics) are alive: C = 256, V = 49152 -> ~0.75 GB, against ~12 GB
+for N = 4096 positions done in one piece. Gradients never flow to the hidden states or `lm_head`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autodeco_lp.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS, safe_softmax
+
+DEFAULT_EASY_TOKEN_DROP = 0.6
+DEFAULT_CHUNK_SIZE = 256
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Switches of the AutoDeco objective. Defaults reproduce the released heads' objective.
+
+    Args:
+        alpha: sharpness of the soft top-p mask.
+        easy_token_drop: probability of dropping an "easy" position (base argmax == gold) from
+            the temperature loss.
+        dft: weight each position's loss by the base model's probability of the gold token.
+        temperature_weight / top_p_weight: weights of the two losses in the total.
+        train_temperature / train_top_p: which heads learn. A head that does not learn adds no loss.
+        top_p_loss_trains_temperature: let the top-p loss move the temperature head through T
+            (released behaviour); off detaches T inside the top-p loss.
+        chunk_size: positions per chunk; peak memory grows linearly with it.
+        logit_softcap: final logit soft-capping of the base model (Gemma), applied to the logits.
+    """
+
+    alpha: float = DEFAULT_ALPHA
+    easy_token_drop: float = DEFAULT_EASY_TOKEN_DROP
+    dft: bool = True
+    temperature_weight: float = 1.0
+    top_p_weight: float = 1.0
+    train_temperature: bool = True
+    train_top_p: bool = True
+    top_p_loss_trains_temperature: bool = True
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    logit_softcap: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.alpha > 0:
+            raise ValueError(f"`alpha` has to be a positive float, but is {self.alpha}")
+        if not 0.0 <= self.easy_token_drop <= 1.0:
+            raise ValueError(f"`easy_token_drop` has to be in [0, 1], but is {self.easy_token_drop}")
+        if self.chunk_size < 1:
+            raise ValueError(f"`chunk_size` has to be a positive int, but is {self.chunk_size}")
+        for name in ("temperature_weight", "top_p_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` has to be >= 0, but is {getattr(self, name)}")
+        if not (self.train_temperature or self.train_top_p):
+            raise ValueError("nothing to train: set `train_temperature` or `train_top_p`.")
+
+
+@dataclass
+class LossSums:
+    """Unnormalised sums over the positions of one call, plus the gradients of the two sums.
+
+    `temperature_grads` / `top_p_grads` map parameter name -> gradient of the corresponding
+    sum (missing names got no gradient). Dividing by counts happens in the caller, so batches
+    split across chunks, micro-batches or processes normalise exactly like one big batch.
+    """
+
+    temperature_sum: torch.Tensor  # () fp32
+    temperature_count: torch.Tensor  # () positions kept after the easy-token drop
+    top_p_sum: torch.Tensor  # () fp32
+    top_p_count: torch.Tensor  # () supervised positions
+    predicted_temperature_sum: torch.Tensor  # () for diagnostics: mean T = sum / top_p_count
+    predicted_top_p_sum: torch.Tensor  # ()
+    temperature_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    top_p_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def add_(self, other: "LossSums") -> "LossSums":
+        for name in ("temperature_sum", "temperature_count", "top_p_sum", "top_p_count",
+                     "predicted_temperature_sum", "predicted_top_p_sum"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in ((self.temperature_grads, other.temperature_grads), (self.top_p_grads, other.top_p_grads)):
+            for key, grad in theirs.items():
+                mine[key] = mine[key] + grad if key in mine else grad.clone()
+        return self
+
+
+def trainable_parameters(heads: nn.Module, config: LossConfig) -> dict[str, nn.Parameter]:
+    """The head parameters the objective updates, by name."""
+    params: dict[str, nn.Parameter] = {}
+    for name, param in heads.named_parameters():
+        if name.startswith("temp_head.") and config.train_temperature:
+            params[name] = param
+        elif name.startswith("top_p_head.") and config.train_top_p:
+            params[name] = param
+    return params
+
+
+def _chunk_losses(
+    heads: nn.Module,
+    hidden: torch.Tensor,  # (C, H)
+    labels: torch.Tensor,  # (C,)
+    weight: torch.Tensor,  # (V, H) fp32
+    bias: torch.Tensor | None,  # (V,) fp32
+    uniforms: torch.Tensor,  # (C,) in [0, 1): drop an easy position when u < easy_token_drop
+    config: LossConfig,
+) -> tuple[torch.Tensor, ...]:
+    """Per-position losses for one chunk: (loss_T (C,), keep_T (C,), loss_P (C,), T (C,), P (C,))."""
+    with torch.no_grad():
+        logits = F.linear(hidden.float(), weight, bias)  # (C, V) fp32
+        if config.logit_softcap:
+            logits = torch.tanh(logits / config.logit_softcap) * config.logit_softcap
+        base_log_probs = torch.log_softmax(logits, dim=-1)  # (C, V)
+        gold_base = base_log_probs.gather(-1, labels[:, None]).squeeze(-1)  # (C,)
+        dft_weight = gold_base.exp() if config.dft else torch.ones_like(gold_base)
+        easy = base_log_probs.argmax(dim=-1) == labels  # (C,)
+        keep_t = ~(easy & (uniforms < config.easy_token_drop))
+        del base_log_probs
+
+    temperature, top_p = heads(hidden, logits)  # (C,), (C,) fp32
+    t = temperature.clamp_min(MIN_TEMPERATURE)[:, None]  # (C, 1)
+
+    loss_t = torch.zeros_like(gold_base)
+    if config.train_temperature:
+        scaled_log_probs = torch.log_softmax(logits / t, dim=-1)  # (C, V)
+        loss_t = -scaled_log_probs.gather(-1, labels[:, None]).squeeze(-1) * dft_weight * keep_t
+
+    loss_p = torch.zeros_like(gold_base)
+    if config.train_top_p:
+        t_p = t if config.top_p_loss_trains_temperature else t.detach()
+        log_probs = torch.log_softmax(logits / t_p, dim=-1)  # (C, V)
+        probs = log_probs.exp()
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)  # (C, V) each
+        cumulative = sorted_probs.cumsum(dim=-1)  # (C, V) inclusive
+        excess = torch.relu(cumulative - top_p[:, None])  # (C, V) sorted order
+        normaliser = (sorted_probs * torch.exp(-config.alpha * excess)).sum(dim=-1) + SOFT_TOP_P_EPS  # (C,)
+        # c[y]: the cumulative sum at the gold token's rank, read back through the sort order.
+        gold_rank = (order == labels[:, None]).to(torch.int8).argmax(dim=-1, keepdim=True)  # (C, 1)
+        gold_excess = excess.gather(-1, gold_rank).squeeze(-1)  # (C,)
+        gold_log_prob = log_probs.gather(-1, labels[:, None]).squeeze(-1)  # (C,)
+        log_soft = gold_log_prob - config.alpha * gold_excess - torch.log(normaliser)
+        loss_p = -log_soft * dft_weight
+    return loss_t, keep_t, loss_p, temperature, top_p
+
+
+def autodeco_loss_sums(
+    heads: nn.Module,
+    hidden_states: torch.Tensor,
+    labels: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    lm_head_bias: torch.Tensor | None = None,
+    *,
+    config: LossConfig = LossConfig(),
+    uniforms: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    compute_grads: bool = True,
+) -> LossSums:
+    """Loss sums (and their gradients w.r.t. the trainable head parameters), chunk by chunk.
+
+    Args:
+        heads: an `AutoDecoHeads`.
+        hidden_states: `(N, H)` final hidden states of the supervised positions only (the input of
+            `lm_head`), any dtype. Treated as constants.
+        labels: `(N,)` gold next tokens.
+        lm_head_weight: `(V, H)` the base model's output embedding; `lm_head_bias`: `(V,)` or None.
+        config: a `LossConfig`.
+        uniforms: `(N,)` draws in [0, 1) for the easy-token drop (a position is dropped when its
+            draw is below `easy_token_drop`). Pass them to make the drop independent of batching;
+            otherwise they are drawn from `generator`.
+        compute_grads: False to evaluate only (no graph is built).
+
+    Returns:
+        `LossSums` with sums, counts and, when `compute_grads`, the gradients of each sum.
+    """
+    if hidden_states.dim() != 2 or labels.shape != hidden_states.shape[:1]:
+        raise ValueError(
+            f"expected hidden_states (N, H) and labels (N,), got {tuple(hidden_states.shape)} and {tuple(labels.shape)}"
+        )
+    device = hidden_states.device
+    n = hidden_states.shape[0]
+    if uniforms is None:
+        uniforms = torch.rand(n, generator=generator, device="cpu" if generator is None else generator.device)
+    uniforms = uniforms.to(device)
+    labels = labels.to(device=device, dtype=torch.long)
+    weight = lm_head_weight.detach().float()  # (V, H): one fp32 copy per call, not per chunk
+    bias = lm_head_bias.detach().float() if lm_head_bias is not None else None
+    params = trainable_parameters(heads, config) if compute_grads else {}
+    temperature_params = {k: v for k, v in params.items() if k.startswith("temp_head.")}
+
+    zero = torch.zeros((), dtype=torch.float32, device=device)
+    sums = LossSums(zero, zero, zero, zero, zero, zero)
+    for start in range(0, n, config.chunk_size):
+        stop = min(start + config.chunk_size, n)
+        with torch.set_grad_enabled(compute_grads):
+            loss_t, keep_t, loss_p, temperature, top_p = _chunk_losses(
+                heads, hidden_states[start:stop], labels[start:stop], weight, bias, uniforms[start:stop], config
+            )
+            chunk_t, chunk_p = loss_t.sum(), loss_p.sum()
+        chunk = LossSums(
+            chunk_t.detach(),
+            keep_t.sum().float() if config.train_temperature else zero,
+            chunk_p.detach(),
+            torch.tensor(float(stop - start), device=device) if config.train_top_p else zero,
+            temperature.detach().sum(),
+            top_p.detach().sum(),
+        )
+        if compute_grads and config.train_temperature and temperature_params:
+            grads = torch.autograd.grad(chunk_t, list(temperature_params.values()), retain_graph=config.train_top_p, allow_unused=True)
+            chunk.temperature_grads = {k: g for k, g in zip(temperature_params, grads) if g is not None}
+        if compute_grads and config.train_top_p and params:
+            grads = torch.autograd.grad(chunk_p, list(params.values()), allow_unused=True)
+            chunk.top_p_grads = {k: g for k, g in zip(params, grads) if g is not None}
+        sums.add_(chunk)
+    return sums
+
+
+def normalised_loss(sums: LossSums, config: LossConfig) -> torch.Tensor:
+    """`temperature_weight * mean loss_T + top_p_weight * mean loss_P` from (possibly reduced) sums."""
+    total = torch.zeros((), dtype=torch.float32, device=sums.top_p_sum.device)
+    if config.train_temperature:
+        total = total + config.temperature_weight * sums.temperature_sum / sums.temperature_count.clamp_min(1)
+    if config.train_top_p:
+        total = total + config.top_p_weight * sums.top_p_sum / sums.top_p_count.clamp_min(1)
+    return total
+
+
+def combine_gradients(sums: LossSums, config: LossConfig) -> dict[str, torch.Tensor]:
+    """The gradient of `normalised_loss`, by parameter name, from the gradients of the sums."""
+    scale_t = config.temperature_weight / sums.temperature_count.clamp_min(1)
+    scale_p = config.top_p_weight / sums.top_p_count.clamp_min(1)
+    grads: dict[str, torch.Tensor] = {}
+    for key, grad in sums.temperature_grads.items():
+        grads[key] = grad * scale_t
+    for key, grad in sums.top_p_grads.items():
+        grads[key] = grads[key] + grad * scale_p if key in grads else grad * scale_p
+    return grads
+
+
+class _AutoDecoLossFunction(torch.autograd.Function):
+    """Autograd wrapper: the forward already computed the gradients; backward scales them."""
+
+    @staticmethod
+    def forward(ctx, loss: torch.Tensor, grads: list[torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
+        ctx.grads = grads
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return (None, None, *(g * grad_output if g is not None else None for g in ctx.grads))
+
+
+def autodeco_loss(
+    heads: nn.Module,
+    hidden_states: torch.Tensor,
+    labels: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    lm_head_bias: torch.Tensor | None = None,
+    *,
+    config: LossConfig = LossConfig(),
+    uniforms: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The AutoDeco loss as a scalar you can `.backward()`; gradients reach the head parameters.
+
+    Shapes: hidden_states `(N, H)`, labels `(N,)`, lm_head_weight `(V, H)`. See
+    `autodeco_loss_sums` for the arguments.
+
+    Example:
+        >>> import torch
+        >>> from autodeco_lp import AutoDecoConfig, AutoDecoHeads
+        >>> heads = AutoDecoHeads(AutoDecoConfig(hidden_size=8, vocab_size=11))
+        >>> loss = autodeco_loss(heads, torch.randn(5, 8), torch.randint(0, 11, (5,)), torch.randn(11, 8))
+        >>> loss.backward()
+    """
+    sums = autodeco_loss_sums(
+        heads, hidden_states, labels, lm_head_weight, lm_head_bias,
+        config=config, uniforms=uniforms, generator=generator, compute_grads=torch.is_grad_enabled(),
+    )
+    loss = normalised_loss(sums, config)
+    if not torch.is_grad_enabled():
+        return loss
+    params = trainable_parameters(heads, config)
+    grads = combine_gradients(sums, config)
+    return _AutoDecoLossFunction.apply(loss, [grads.get(k) for k in params], *params.values())
