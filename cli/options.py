@@ -32,7 +32,9 @@ def dataclass_options(config_cls: type, skip: tuple[str, ...] = ()) -> Callable:
             kind = _base_type(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else None
             help_text = f.metadata.get("help", "")
-            if kind is bool:
+            if "flag_value" in f.metadata:  # `--flag` alone means flag_value; `--flag VALUE` also works
+                option = click.option(flag, f.name, is_flag=False, flag_value=f.metadata["flag_value"], default=default, help=help_text)
+            elif kind is bool:
                 option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_text)
             else:
                 option = click.option(flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text)

@@ -1,0 +1,136 @@
+"""`FitArgs`: every option of `autodeco-fit`, with its help text. The CLI and `--config fit.yaml`
+both fill this one dataclass; names follow Hugging Face `TrainingArguments` where one exists.
+
+Defaults follow the paper's recipe (REFERENCE section 1): AdamW at 5e-6, effective batch 32
+(8 per device x 4 accumulation steps on one process), alpha 30, easy-token drop 0.6, DFT on.
+Small models need a larger learning rate to move within a few hundred steps; the shipped heads'
+model card records the settings they used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autodeco_lp.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_DROP, LossConfig
+
+TRAIN_HEADS = ("both", "temperature", "top_p")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+REPORT_TO = ("none", "tensorboard")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class FitArgs:
+    # What to train on.
+    model: str = field(default="smollm2", metadata=_help("Base model: Hub id, local folder, or `smollm2` (the embedded SmolLM2-135M-Instruct)."))
+    data: str | None = field(default=None, metadata=_help("Training data: a JSONL file of `messages`, `prompt`+`completion` or `text` rows."))
+    output_dir: str | None = field(default=None, metadata=_help("Folder for checkpoints, logs, the hidden-state cache and the final heads."))
+    max_length: int = field(default=2048, metadata=_help("Truncate each tokenised row to this many tokens."))
+    init_heads: str | None = field(default=None, metadata=_help("Start from these heads (folder or Hub id) instead of a fresh initialisation."))
+    # Heads.
+    train_heads: str = field(default="both", metadata=_help("Which heads learn: both, temperature or top_p. A head that does not learn adds no loss."))
+    use_enhanced_features: bool = field(default=True, metadata=_help("Feed the top-p head [h, T, 4 statistics] as released (off: [h, T])."))
+    mlp_hidden_size: int = field(default=256, metadata=_help("Hidden width of both head MLPs (256 in every released checkpoint)."))
+    # Objective.
+    alpha: float = field(default=30.0, metadata=_help("Sharpness of the soft top-p mask."))
+    easy_token_drop: float = field(default=DEFAULT_EASY_TOKEN_DROP, metadata=_help("Probability of dropping a position whose base argmax is already right from the temperature loss."))
+    dft: bool = field(default=True, metadata=_help("Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning)."))
+    temperature_loss_weight: float = field(default=1.0, metadata=_help("Weight of the temperature loss in the total."))
+    top_p_loss_weight: float = field(default=1.0, metadata=_help("Weight of the soft top-p loss in the total."))
+    top_p_loss_trains_temperature: bool = field(default=True, metadata=_help("Let the top-p loss also move the temperature head (released behaviour)."))
+    loss_chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."))
+    # Optimisation.
+    num_train_epochs: float = field(default=1.0, metadata=_help("Passes over the data (fractions allowed); ignored when --max-steps > 0."))
+    max_steps: int = field(default=-1, metadata=_help("Total optimizer steps; overrides --num-train-epochs when > 0."))
+    per_device_train_batch_size: int = field(default=8, metadata=_help("Examples per micro-batch on each process."))
+    gradient_accumulation_steps: int = field(default=4, metadata=_help("Micro-batches per optimizer step on each process."))
+    max_tokens_per_batch: int | None = field(default=None, metadata=_help("Token budget of a micro-batch (longest row x rows); larger micro-batches are split. The loss is per token, so this never changes the result."))
+    learning_rate: float = field(default=5e-6, metadata=_help("Peak AdamW learning rate."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1."))
+    adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2."))
+    adam_epsilon: float = field(default=1e-8, metadata=_help("AdamW epsilon."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Clip the gradient norm to this (0 disables)."))
+    lr_scheduler_type: str = field(default="cosine", metadata=_help("Learning-rate schedule: " + ", ".join(SCHEDULERS) + "."))
+    warmup_ratio: float = field(default=0.03, metadata=_help("Share of the steps spent warming the learning rate up linearly."))
+    seed: int = field(default=42, metadata=_help("Seed of the head initialisation, the data order and the easy-token drop."))
+    bf16: bool = field(default=False, metadata=_help("Run the frozen base model in bf16 (heads and loss math stay fp32)."))
+    use_cpu: bool = field(default=False, metadata=_help("Train on the CPU even when a GPU is available."))
+    # Hidden-state cache.
+    cache: bool = field(default=True, metadata=_help("Run the base model once and keep the hidden states of supervised positions on disk (--no-cache streams through the base model every epoch)."))
+    cache_max_gb: float = field(default=20.0, metadata=_help("Disk budget of the cache; above it training streams instead."))
+    cache_batch_size: int = field(default=16, metadata=_help("Rows per base-model forward while building the cache."))
+    # Checkpoints and logs.
+    save_steps: int = field(default=500, metadata=_help("Write output_dir/checkpoint-N every N steps (0: only the final heads)."))
+    save_total_limit: int | None = field(default=None, metadata=_help("Keep at most this many checkpoints, deleting the oldest."))
+    resume_from_checkpoint: str | None = field(default=None, metadata=_help("Continue from a checkpoint folder; the flag alone picks the latest in output_dir.", flag_value="latest"))
+    logging_steps: int = field(default=10, metadata=_help("Write metrics every N steps."))
+    report_to: str = field(default="none", metadata=_help("Also log to: none or tensorboard (needs the tensorboard package)."))
+    disable_tqdm: bool = field(default=False, metadata=_help("Hide the progress bar."))
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            raise ValueError("`--data` is required: a JSONL training file (see `autodeco data sample`).")
+        if self.output_dir is None:
+            raise ValueError("`--output-dir` is required: where checkpoints and the final heads go.")
+        choices = {"train_heads": TRAIN_HEADS, "lr_scheduler_type": SCHEDULERS, "report_to": REPORT_TO}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`--{name.replace('_', '-')}` has to be one of {', '.join(allowed)}, but is {getattr(self, name)!r}")
+        positive = ("max_length", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "cache_batch_size", "mlp_hidden_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ValueError(f"`--num-train-epochs` has to be > 0 when --max-steps is not set, but is {self.num_train_epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"`--learning-rate` has to be a positive float, but is {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"`--warmup-ratio` has to be in [0, 1), but is {self.warmup_ratio}")
+        if self.save_steps < 0 or (self.save_total_limit is not None and self.save_total_limit < 1):
+            raise ValueError("`--save-steps` has to be >= 0 and `--save-total-limit` >= 1")
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
+            raise ValueError(f"`--max-tokens-per-batch` has to be a positive int, but is {self.max_tokens_per_batch}")
+        self.loss_config()  # validates the objective's options
+
+    def loss_config(self, logit_softcap: float | None = None) -> LossConfig:
+        return LossConfig(
+            alpha=self.alpha,
+            easy_token_drop=self.easy_token_drop,
+            dft=self.dft,
+            temperature_weight=self.temperature_loss_weight,
+            top_p_weight=self.top_p_loss_weight,
+            train_temperature=self.train_heads in ("both", "temperature"),
+            train_top_p=self.train_heads in ("both", "top_p"),
+            top_p_loss_trains_temperature=self.top_p_loss_trains_temperature,
+            chunk_size=self.loss_chunk_size,
+            logit_softcap=logit_softcap,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Fields from a YAML (or JSON) file; unknown keys are refused with the list of known ones."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"`--config` {str(path)!r} cannot be read: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"`--config` {str(path)!r} has to hold a mapping of option: value")
+    known = {f.name for f in dataclasses.fields(FitArgs)}
+    fields = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"`--config` {str(path)!r} has unknown options {unknown}; known options: {sorted(known)}")
+    return fields

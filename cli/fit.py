@@ -1,0 +1,53 @@
+"""`autodeco-fit` (also `autodeco fit`, `python -m autodeco_lp.training`): parse options, call `fit`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+from click.core import ParameterSource
+
+from autodeco_lp.cli.options import dataclass_options
+from autodeco_lp.training.args import FitArgs, read_config_file
+
+
+@click.command("fit", context_settings={"show_default": True, "max_content_width": 120})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of the same options (snake_case or dash names); flags given on the command line win.")
+@dataclass_options(FitArgs)
+@click.pass_context
+def fit_command(ctx: click.Context, config_file: str | None, **options) -> None:
+    """Train AutoDeco heads on a frozen causal LM and write them to --output-dir.
+
+    \b
+    autodeco-fit --model smollm2 --data train.jsonl --output-dir out/
+    accelerate launch --num_processes 8 -m autodeco_lp.training --data train.jsonl --output-dir out/
+    autodeco-fit ... --resume-from-checkpoint      # continue from the latest checkpoint-N
+    """
+    from autodeco_lp.training import fit
+
+    try:
+        values = dict(options)
+        if config_file:
+            from_file = read_config_file(config_file)
+            for name, value in from_file.items():
+                if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+                    values[name] = value
+        args = FitArgs(**values)
+        result = fit(args, command=shlex.join(["autodeco-fit", *sys.argv[1:]]))
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"trained {result.steps} steps in {result.seconds:.0f} s: loss {result.loss:.4f} "
+        f"(T {result.temperature_loss:.4f}, P {result.top_p_loss:.4f}), mean T {result.mean_temperature:.3f}, "
+        f"mean P {result.mean_top_p:.3f}; heads in {result.output_dir}"
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    fit_command(prog_name="autodeco-fit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
