@@ -133,25 +133,26 @@ def _chunk_losses(
         logits = F.linear(hidden.float(), weight, bias)  # (C, V) fp32
         if config.logit_softcap:
             logits = torch.tanh(logits / config.logit_softcap) * config.logit_softcap
-        base_log_probs = torch.log_softmax(logits, dim=-1)  # (C, V)
-        gold_base = base_log_probs.gather(-1, labels[:, None]).squeeze(-1)  # (C,)
+        # log softmax(l)[y] without writing a (C, V) log-softmax: l[y] - logsumexp(l).
+        gold_base = logits.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (C,)
         dft_weight = gold_base.exp() if config.dft else torch.ones_like(gold_base)
-        easy = base_log_probs.argmax(dim=-1) == labels  # (C,)
+        easy = logits.argmax(dim=-1) == labels  # (C,)
         keep_t = ~(easy & (uniforms < config.easy_token_drop))
-        del base_log_probs
 
     temperature, top_p = heads(hidden, logits)  # (C,), (C,) fp32
     t = temperature.clamp_min(MIN_TEMPERATURE)[:, None]  # (C, 1)
+    # One (C, V) log-softmax serves both losses unless the top-p loss must not move T.
+    scaled_log_probs = torch.log_softmax(logits / t, dim=-1)  # (C, V)
 
     loss_t = torch.zeros_like(gold_base)
     if config.train_temperature:
-        scaled_log_probs = torch.log_softmax(logits / t, dim=-1)  # (C, V)
         loss_t = -scaled_log_probs.gather(-1, labels[:, None]).squeeze(-1) * dft_weight * keep_t
 
     loss_p = torch.zeros_like(gold_base)
     if config.train_top_p:
-        t_p = t if config.top_p_loss_trains_temperature else t.detach()
-        log_probs = torch.log_softmax(logits / t_p, dim=-1)  # (C, V)
+        log_probs = scaled_log_probs
+        if not config.top_p_loss_trains_temperature:
+            log_probs = torch.log_softmax(logits / t.detach(), dim=-1)  # (C, V)
         probs = log_probs.exp()
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)  # (C, V) each
         cumulative = sorted_probs.cumsum(dim=-1)  # (C, V) inclusive

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from autodeco_lp.processor import AutoDeco
+from autodeco_lp.sampling import format_prompts
 
 
 @dataclass
@@ -45,12 +46,7 @@ def generate_text(
     """Sample one completion per prompt with AutoDeco alone deciding T and P (no other warpers)."""
     if not prompts:
         raise ValueError("`prompts` is empty; pass at least one prompt.")
-    texts = list(prompts)
-    if chat and getattr(tokenizer, "chat_template", None):
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            for p in prompts
-        ]
+    texts = format_prompts(tokenizer, list(prompts), chat)
     tokenizer.padding_side = "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(model.device)
     torch.manual_seed(seed)

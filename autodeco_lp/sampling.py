@@ -1,0 +1,75 @@
+"""Batched sampling with a static (T, P) or any logits processors: used by the data builder and evaluation."""
+
+from __future__ import annotations
+
+import torch
+
+
+def uses_chat_template(tokenizer, chat: bool = True) -> bool:
+    return bool(chat and getattr(tokenizer, "chat_template", None))
+
+
+def format_prompts(tokenizer, prompts: list[str], chat: bool = True) -> list[str]:
+    """Wrap each prompt as one user turn of the tokenizer's chat template (when `chat` and it has one)."""
+    if uses_chat_template(tokenizer, chat):
+        return [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+    return list(prompts)
+
+
+def _stop_ids(model) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+@torch.no_grad()
+def sample_completions(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+    logits_processor: list | None = None,
+    add_special_tokens: bool = False,
+    progress=None,
+) -> list[list[str]]:
+    """`num_samples` completions for each already-formatted prompt text, as decoded strings.
+
+    Only the given (T, P) shape the distribution: generate's own `top_k=50` default is switched
+    off. Pass `add_special_tokens=True` for raw (non-chat) prompts so BOS is added. Prompts are batched `batch_size // num_samples` at a time, left padded; the seed is set
+    once, so the same call gives the same completions.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"`num_samples` and `batch_size` have to be positive, but are {num_samples} and {batch_size}")
+    tokenizer.padding_side = "left"
+    per_call = max(1, batch_size // num_samples)
+    stop = _stop_ids(model)
+    torch.manual_seed(seed)
+    results: list[list[str]] = []
+    for start in range(0, len(texts), per_call):
+        chunk = texts[start : start + per_call]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(model.device)
+        sampling = {} if greedy else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+        out = model.generate(
+            **enc, **sampling, num_return_sequences=1 if greedy else num_samples, max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id, logits_processor=logits_processor or [],
+        )
+        new = out[:, enc["input_ids"].shape[1] :].tolist()  # (rows * samples, steps)
+        per_prompt = 1 if greedy else num_samples
+        for row in range(len(chunk)):
+            texts_out = []
+            for ids in new[row * per_prompt : (row + 1) * per_prompt]:
+                length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
+                texts_out.append(tokenizer.decode(ids[:length], skip_special_tokens=True))
+            results.append(texts_out)
+        if progress is not None:
+            progress.update(len(chunk))
+    return results

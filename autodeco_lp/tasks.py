@@ -1,0 +1,108 @@
+"""Tasks with a verifier: `reasoning_gym:NAME` (optional extra) or a JSONL file of questions.
+
+A task yields `Problem`s and scores a completion: the answer is extracted from the completion
+(`extract_answer`) and checked by the task's own verifier (reasoning-gym's `score_answer`).
+
+Seeds: reasoning-gym builds its problems from a dataset seed. Evaluation uses dataset seed
+`EVAL_DATASET_SEED` (0) by default and the training-data builder `TRAIN_DATASET_SEED` (1000),
+and `autodeco data sample` refuses the evaluation seed, so the shipped heads never train on the
+generator stream they are evaluated on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+EVAL_DATASET_SEED = 0
+TRAIN_DATASET_SEED = 1000
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*(.+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    answer: str
+    index: int
+    entry: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _is_number(text: str) -> bool:
+    return bool(re.fullmatch(r"-?\d+(?:\.\d+)?", text.strip().replace(",", "")))
+
+
+def extract_answer(completion: str, gold: str | None = None) -> str:
+    """The answer a completion commits to, in this order of preference:
+
+    1. the text of the last `<answer>...</answer>` tag;
+    2. otherwise the text after the last "answer is" / "answer:" (to the end of that line);
+    3. then, when the gold answer is a number, the last number in what remains (commas dropped,
+       a trailing ".0" kept as written);
+    4. otherwise the last non-empty line, stripped of surrounding spaces and a final period.
+    """
+    text = completion
+    tags = _ANSWER_TAG.findall(text)
+    if tags:
+        text = tags[-1]
+    else:
+        found = list(_ANSWER_IS.finditer(text))
+        if found:
+            text = found[-1].group(1).splitlines()[0]
+    if gold is not None and _is_number(gold):
+        numbers = _NUMBER.findall(text)
+        if numbers:
+            return numbers[-1].replace(",", "")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].rstrip(".").strip() if lines else ""
+
+
+def parse_task_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`["min_digits=1", "name=x"]` -> `{"min_digits": 1, "name": "x"}` (values read as JSON when they parse)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"`--task-option` has to look like KEY=VALUE, but is {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+class ReasoningGymTask:
+    """`reasoning_gym:NAME` with its dataset options; scoring uses the task's own `score_answer`."""
+
+    def __init__(self, name: str, options: dict[str, Any], dataset_seed: int, size: int) -> None:
+        try:
+            import reasoning_gym
+        except ImportError as exc:
+            raise ValueError(
+                "reasoning_gym tasks need the reasoning-gym package: pip install 'autodeco-lp[tasks]'"
+            ) from exc
+        try:
+            self.dataset = reasoning_gym.create_dataset(name, size=size, seed=dataset_seed, **options)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"`--task reasoning_gym:{name}` with options {options} failed: {exc}") from exc
+        self.name, self.options, self.dataset_seed = name, options, dataset_seed
+        self.problems = [Problem(e["question"], str(e["answer"]), i, e) for i, e in enumerate(self.dataset)]
+
+    @property
+    def spec(self) -> str:
+        return f"reasoning_gym:{self.name}"
+
+    def score(self, problem: Problem, completion: str) -> float:
+        answer = extract_answer(completion, problem.answer)
+        return float(self.dataset.score_answer(answer, problem.entry) or 0.0)
+
+
+def load_task(spec: str, options: dict[str, Any] | None = None, dataset_seed: int = EVAL_DATASET_SEED, size: int = 100):
+    """A task from its spec. Only `reasoning_gym:NAME` here; JSONL tasks live with the evaluation."""
+    if spec.startswith("reasoning_gym:") and len(spec) > len("reasoning_gym:"):
+        return ReasoningGymTask(spec.split(":", 1)[1], options or {}, dataset_seed, size)
+    raise ValueError(f"`--task` {spec!r} is not a known task; use reasoning_gym:NAME (e.g. reasoning_gym:basic_arithmetic)")

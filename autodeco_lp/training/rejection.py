@@ -1,0 +1,90 @@
+"""`autodeco data sample`: the paper's rejection-sampled training data.
+
+Sample several solutions per problem from the base model itself, keep those the task's verifier
+accepts, write them as chat `messages` rows (with a `meta` record of task, options, seeds and
+index, which training ignores).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autodeco_lp.atomic import atomic_write
+from autodeco_lp.tasks import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
+
+
+@dataclass
+class SampleArgs:
+    model: str = field(default="smollm2", metadata={"help": "Base model to sample from: Hub id, folder, or `smollm2`."})
+    task: str | None = field(default=None, metadata={"help": "Task with a verifier, e.g. reasoning_gym:basic_arithmetic."})
+    problems: int = field(default=2000, metadata={"help": "Problems to generate from the task."})
+    samples: int = field(default=4, metadata={"help": "Solutions sampled per problem."})
+    out: str | None = field(default=None, metadata={"help": "JSONL file to write (messages rows)."})
+    dataset_seed: int = field(default=TRAIN_DATASET_SEED, metadata={"help": f"Seed of the task's problem generator (evaluation uses {EVAL_DATASET_SEED}, which is refused here)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (the paper samples the base model as is: 1.0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Sampling top-p."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens per sampled solution."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
+    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for the question."})
+    device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
+
+    def __post_init__(self) -> None:
+        if self.task is None or self.out is None:
+            raise ValueError("`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out train.jsonl")
+        if self.dataset_seed == EVAL_DATASET_SEED:
+            raise ValueError(
+                f"`--dataset-seed {EVAL_DATASET_SEED}` is the evaluation seed; training data from it would leak "
+                f"evaluation problems. Pick another (default {TRAIN_DATASET_SEED})."
+            )
+        for name in ("problems", "samples", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
+        if not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ValueError(f"`--temperature` has to be > 0 and `--top-p` in (0, 1], but are {self.temperature}, {self.top_p}")
+
+
+@dataclass
+class SampleSummary:
+    problems: int
+    sampled: int
+    accepted: int
+    problems_solved: int
+    seconds: float
+    out: Path
+
+
+def sample_training_data(args: SampleArgs, task_options: dict | None = None, progress: bool = True) -> SampleSummary:
+    import torch
+    from tqdm.auto import tqdm
+
+    from autodeco_lp.models import load_model
+    from autodeco_lp.sampling import format_prompts, sample_completions, uses_chat_template
+
+    task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model(args.model, device=device)
+    texts = format_prompts(tokenizer, [p.question for p in task.problems], args.chat)
+    started = time.perf_counter()
+    with tqdm(total=len(texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
+        completions = sample_completions(
+            model, tokenizer, texts, num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
+            add_special_tokens=not uses_chat_template(tokenizer, args.chat), progress=bar,
+        )
+    rows, solved = [], 0
+    for problem, samples in zip(task.problems, completions):
+        kept = [(k, s) for k, s in enumerate(samples) if s.strip() and task.score(problem, s) >= 1.0]
+        solved += bool(kept)
+        for k, text in kept:
+            meta = {"task": task.spec, "options": task.options, "dataset_seed": args.dataset_seed, "index": problem.index,
+                    "sample": k, "seed": args.seed, "temperature": args.temperature, "top_p": args.top_p}
+            rows.append({"messages": [{"role": "user", "content": problem.question}, {"role": "assistant", "content": text}], "meta": meta})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda path: path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"))
+    return SampleSummary(len(task.problems), len(task.problems) * args.samples, len(rows), solved, time.perf_counter() - started, out)

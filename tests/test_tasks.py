@@ -1,0 +1,77 @@
+"""Answer extraction, task options, and the data builder's guards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from autodeco_lp.tasks import extract_answer, load_task, parse_task_options
+
+
+@pytest.mark.parametrize(
+    "completion, gold, expected",
+    [
+        ("The answer is 42.", "42", "42"),
+        ("6 * 7 = 42", "42", "42"),
+        ("<answer>1,234</answer> and then 9", "1234", "1234"),
+        ("First 3, then 5. Answer: -12 because", "-12", "-12"),
+        ("Paris.", "Paris", "Paris"),
+        ("Let me think.\nThe capital\nParis.\n", "Paris", "Paris"),
+        ("no digits here", "7", "no digits here"),
+        ("", "7", ""),
+    ],
+)
+def test_extract_answer(completion, gold, expected):
+    assert extract_answer(completion, gold) == expected
+
+
+def test_parse_task_options():
+    assert parse_task_options(["min_digits=1", "name=x", "flag=true"]) == {"min_digits": 1, "name": "x", "flag": True}
+    with pytest.raises(ValueError, match="KEY=VALUE, but is 'oops'"):
+        parse_task_options(["oops"])
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="not a known task"):
+        load_task("gsm8k")
+
+
+def test_reasoning_gym_task_scores_with_its_verifier():
+    pytest.importorskip("reasoning_gym")
+    task = load_task("reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=3, size=5)
+    problem = task.problems[0]
+    assert task.score(problem, f"The result is {problem.answer}.") == 1.0
+    assert task.score(problem, "I do not know") == 0.0
+    assert load_task("reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=3, size=5).problems == task.problems
+
+
+def test_data_sample_refuses_the_evaluation_seed():
+    from autodeco_lp.cli.main import autodeco
+
+    result = CliRunner().invoke(autodeco, ["data", "sample", "--task", "reasoning_gym:products", "--out", "x.jsonl", "--dataset-seed", "0"])
+    assert result.exit_code != 0 and "evaluation seed" in result.output
+
+
+def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, monkeypatch):
+    """With a verifier that accepts answers ending in a digit, every kept row ends in one and none is lost."""
+    pytest.importorskip("reasoning_gym")
+    from autodeco_lp.tasks import ReasoningGymTask
+    from autodeco_lp.training.rejection import SampleArgs, sample_training_data
+
+    seen = []
+
+    def score(self, problem, completion):
+        seen.append(completion)
+        return 1.0 if completion.strip()[-1:].isdigit() else 0.0
+
+    monkeypatch.setattr(ReasoningGymTask, "score", score)
+    args = SampleArgs(model=str(tiny_model_dir), task="reasoning_gym:products", problems=6, samples=3,
+                      max_new_tokens=6, out=str(tmp_path / "d.jsonl"), batch_size=9)
+    summary = sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert summary.sampled == 18 and 0 < len(seen) <= 18  # empty completions are rejected unscored
+    expected = [s for s in seen if s.strip()[-1:].isdigit()]
+    assert [r["messages"][1]["content"] for r in rows] == expected and summary.accepted == len(rows)
+    assert all(r["meta"]["dataset_seed"] == 1000 and r["meta"]["task"] == "reasoning_gym:products" for r in rows)
