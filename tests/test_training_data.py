@@ -98,3 +98,26 @@ def test_process_shares_partition_each_step_and_order_is_seeded():
         shares = [batches.step_examples(order, step, 8, r, 3) for r in range(3)]
         assert sorted(sum(shares, [])) == sorted(batches.step_examples(order, step, 8, 0, 1))
     assert torch.equal(batches.drop_uniforms(1, 0, 7, 5), batches.drop_uniforms(1, 0, 7, 5))
+
+
+def test_sharded_path_reads_the_same_hidden_states(tiny_model_dir, tok, tmp_path):
+    """FSDP/DeepSpeed models are called through their wrapper; both paths give the same states,
+    and a process with fewer batches pads its forward calls to `min_batches`."""
+    from transformers import AutoModelForCausalLM
+
+    from autodeco_lp.training.hidden import HiddenStateCache, build_part, write_meta
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    examples = [tokenize_row({"text": t}, tok, 64)[0] for t in ("hello there", "ab", "a longer row of text")]
+    direct = supervised_hidden_states(model, examples, tok.pad_token_id)
+    wrapped = supervised_hidden_states(model, examples, tok.pad_token_id, sharded=True)
+    for (h1, y1), (h2, y2) in zip(direct, wrapped):
+        torch.testing.assert_close(h1, h2) and torch.equal(y1, y2)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    build_part(tmp_path, model, examples, [0, 2], "part-0", tok.pad_token_id, batch_size=1, sharded=True, min_batches=4)
+    assert len(calls) == 4
+    write_meta(tmp_path, {"fingerprint": {}, "parts": ["part-0"], "storage_dtype": "float16", "hidden_size": 32})
+    cache = HiddenStateCache(tmp_path)
+    assert len(cache) == 2
+    torch.testing.assert_close(cache[2][0].float(), direct[2][0], rtol=1e-3, atol=1e-3)

@@ -14,6 +14,7 @@ part file; every process then reads all parts, so `output_dir` must be on a shar
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +37,24 @@ def _pad_right(examples: list[Example], pad_id: int, device) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def supervised_hidden_states(model, examples: list[Example], pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def supervised_hidden_states(
+    model, examples: list[Example], pad_id: int, sharded: bool = False
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per example, `(hidden (n, H), labels (n,))` for the positions whose next token is a target.
 
     Uses the decoder stack (`model.get_decoder()`), whose output is exactly `lm_head`'s input,
-    so no `(B, S, V)` logits are ever computed. Right padding: causal attention keeps real tokens
-    blind to the pads after them.
+    so no `(B, S, V)` logits are ever computed. A model sharded by FSDP or DeepSpeed must be
+    called through its wrapper (`sharded=True`): then the last entry of `hidden_states` (the
+    same tensor) is read and `logits_to_keep=1` keeps the logits at one position.
+    Right padding: causal attention keeps real tokens blind to the pads after them.
     """
     device = next(model.parameters()).device
     ids, mask = _pad_right(examples, pad_id, device)
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
+    if sharded:
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+        hidden = out.hidden_states[-1]  # (B, S, H)
+    else:
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, S, H)
     out = []
     for row, e in enumerate(examples):
         targets = torch.tensor(e.loss_mask[1:], device=device)  # (S_i - 1,): position t predicts t + 1
@@ -75,10 +84,19 @@ def build_part(
     pad_id: int,
     batch_size: int,
     progress=None,
+    hidden_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    sharded: bool = False,
+    min_batches: int = 0,
 ) -> None:
-    """Write the hidden states and labels of `examples[ids]` to `folder/part_name.{hidden,labels,index}.npy`."""
-    hidden_size = model.get_output_embeddings().weight.shape[1]
-    torch_dtype, np_dtype = storage_dtype(next(model.parameters()).dtype)
+    """Write the hidden states and labels of `examples[ids]` to `folder/part_name.{hidden,labels,index}.npy`.
+
+    A sharded model (FSDP / DeepSpeed ZeRO-3) runs collectives in every forward, so every process
+    must make the same number of calls: `min_batches` pads this one with repeat forwards whose
+    output is discarded.
+    """
+    hidden_size = hidden_size or model.get_output_embeddings().weight.shape[1]
+    torch_dtype, np_dtype = storage_dtype(dtype or next(model.parameters()).dtype)
     total = sum(examples[i].num_targets for i in ids)
     folder.mkdir(parents=True, exist_ok=True)
     hidden_file = np.lib.format.open_memmap(folder / f"{part_name}.hidden.npy", mode="w+", dtype=np_dtype, shape=(total, hidden_size))
@@ -89,7 +107,7 @@ def build_part(
     order = sorted(range(len(ids)), key=lambda k: -len(examples[ids[k]].input_ids))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        states = supervised_hidden_states(model, [examples[ids[k]] for k in chunk], pad_id)
+        states = supervised_hidden_states(model, [examples[ids[k]] for k in chunk], pad_id, sharded)
         for k, (h, y) in zip(chunk, states):
             n = h.shape[0]
             stored = h.to(torch_dtype).cpu()
@@ -99,6 +117,8 @@ def build_part(
             row += n
         if progress is not None:
             progress.update(len(chunk))
+    for _ in range(math.ceil(len(order) / batch_size), min_batches):
+        supervised_hidden_states(model, [examples[ids[0] if ids else 0]], pad_id, sharded)
     hidden_file.flush()
     del hidden_file
     np.save(folder / f"{part_name}.labels.npy", labels)

@@ -54,6 +54,7 @@ class FitResult:
     mean_top_p: float
     seconds: float
     cached: bool
+    cache_seconds: float = 0.0  # building (or opening) the hidden-state cache, inside `seconds`
 
 
 def _build_heads(args: FitArgs, model, device) -> AutoDecoHeads:
@@ -141,14 +142,21 @@ def _all_reduce(sums: LossSums, positions: int, params: dict, accelerator) -> tu
     return out, float(flat[6])
 
 
-def _prepare_cache(args: FitArgs, model, dataset, pad_id: int, output_dir: Path, accelerator, show_progress: bool):
-    """The hidden-state cache for this run, built now if needed; None when training streams."""
+def _prepare_cache(args: FitArgs, model, runner, sharded: bool, dataset, pad_id: int, output_dir: Path, accelerator, show_progress: bool):
+    """The hidden-state cache for this run, built now if needed; None when training streams.
+
+    `runner` is the model as it runs forwards: the model itself, or its FSDP / DeepSpeed wrapper (`sharded`).
+    """
     if not args.cache:
+        if sharded:
+            raise ValueError("a base model sharded by FSDP / DeepSpeed trains from the hidden-state cache only; drop --no-cache.")
         return None
-    hidden_size = model.get_output_embeddings().weight.shape[1]
+    hidden_size = model.config.get_text_config().hidden_size
     size = hidden.cache_size_bytes(dataset.num_targets, hidden_size)
     free = shutil.disk_usage(output_dir).free
     if size > args.cache_max_gb * 1e9 or size > 0.9 * free:
+        if sharded:
+            raise ValueError(f"the hidden-state cache needs {size / 1e9:.1f} GB; raise --cache-max-gb or free disk space.")
         warnings.warn(
             f"the hidden-state cache would take {size / 1e9:.1f} GB (budget --cache-max-gb {args.cache_max_gb}, "
             f"{free / 1e9:.1f} GB free); streaming through the base model instead."
@@ -174,10 +182,12 @@ def _prepare_cache(args: FitArgs, model, dataset, pad_id: int, output_dir: Path,
     accelerator.wait_for_everyone()
     rank = accelerator.process_index
     mine = [i for i in range(len(dataset.examples)) if i % world == rank]
+    most = math.ceil(len(range(0, len(dataset.examples), world)) / args.cache_batch_size)  # rank 0 has the most
     from tqdm.auto import tqdm
 
     with tqdm(total=len(mine), desc="caching hidden states", disable=not show_progress, file=sys.stderr) as bar:
-        hidden.build_part(build, model, dataset.examples, mine, f"part-{rank}", pad_id, args.cache_batch_size, bar)
+        hidden.build_part(build, runner, dataset.examples, mine, f"part-{rank}", pad_id, args.cache_batch_size, bar,
+                          hidden_size=hidden_size, dtype=next(model.parameters()).dtype, sharded=sharded, min_batches=most)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         torch_dtype, _ = hidden.storage_dtype(next(model.parameters()).dtype)
@@ -213,7 +223,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     Writes `output_dir/{checkpoint-N/, metrics.jsonl, hidden_cache/}` during training and the final
     heads + a model card README.md in `output_dir` at the end.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedType
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
@@ -232,6 +242,15 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dataset = load_jsonl(args.data, tokenizer, args.max_length)
 
+    # The loss needs the whole (V, H) lm_head on every process: keep it before any sharding.
+    weight = model.get_output_embeddings().weight.detach()
+    bias = getattr(model.get_output_embeddings(), "bias", None)
+    runner = model
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded:
+        weight = weight.clone()
+        bias = bias.detach().clone() if bias is not None else None
+        runner = accelerator.prepare_model(model, evaluation_mode=True)  # shards the frozen base
     heads = _build_heads(args, model, device)
     _check_heads(args, heads, model)
     softcap = getattr(model.config, "final_logit_softcapping", None)
@@ -265,13 +284,13 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         set_rng_state(state["rng"])
         step, elapsed_before = state["step"], state["elapsed_seconds"]
 
-    cache = _prepare_cache(args, model, dataset, pad_id, output_dir, accelerator, main and not args.disable_tqdm)
-    weight = model.get_output_embeddings().weight
-    bias = getattr(model.get_output_embeddings(), "bias", None)
+    cache_started = time.perf_counter()
+    cache = _prepare_cache(args, model, runner, sharded, dataset, pad_id, output_dir, accelerator, main and not args.disable_tqdm)
+    cache_seconds = time.perf_counter() - cache_started
     lengths = [len(e.input_ids) for e in dataset.examples]
     metrics = _Metrics(output_dir, step, args.report_to, main)
     bar = tqdm(total=total_steps, initial=step, desc="fit", disable=not main or args.disable_tqdm, file=sys.stderr)
-    started = time.perf_counter()
+    started = cache_started  # the reported time includes building the cache
     last = None
     heads.train()
     while step < total_steps:
@@ -308,6 +327,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
             "learning_rate": lr,
             "tokens": int(total_positions),
             "tokens_per_second": total_positions / max(seconds, 1e-9),
+            "step_seconds": seconds,
         }
         bar.update(1)
         bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_second']:.0f}")
@@ -329,10 +349,10 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         last = {"loss": float("nan"), "temperature_loss": float("nan"), "top_p_loss": float("nan"),
                 "mean_temperature": float("nan"), "mean_top_p": float("nan")}
     result = FitResult(output_dir, step, last["loss"], last["temperature_loss"], last["top_p_loss"],
-                       last["mean_temperature"], last["mean_top_p"], seconds, cache is not None)
+                       last["mean_temperature"], last["mean_top_p"], seconds, cache is not None, cache_seconds)
     if main:
         save_heads(heads, output_dir)
-        write_model_card(output_dir, args, dataset, result, command or " ".join(sys.argv), world, str(device))
+        write_model_card(output_dir, args, dataset, result, command or " ".join(sys.argv), world, f"{device} ({accelerator.distributed_type.value})")
     accelerator.wait_for_everyone()
     return result
 
