@@ -109,16 +109,38 @@ def tokenize_row(row: Any, tokenizer, max_length: int) -> tuple[Example, bool]:
     return Example(tuple(ids), tuple(mask)), truncated
 
 
+def _hub_dataset_rows(name: str) -> tuple[list[str], str]:
+    """Rows of a Hugging Face `datasets` dataset (`NAME` or `NAME:SPLIT`) as JSON lines."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ValueError(
+            f"`--data` {name!r} is not a file; pass a JSONL file, or install `datasets` to read a Hub dataset by name."
+        ) from exc
+    repo, _, split = name.partition(":")
+    try:
+        rows = datasets.load_dataset(repo, split=split or "train")
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; report them all the same way
+        raise ValueError(f"`--data` {name!r}: no such file, and the Hub dataset could not be loaded: {exc}") from exc
+    lines = [json.dumps(dict(row), default=str) for row in rows]
+    return lines, hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def load_jsonl(path: str | Path, tokenizer, max_length: int) -> Dataset:
-    """Tokenise every row of a JSONL file. Errors name the file and line; empty data is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"`--data` {str(path)!r} is not a file; pass a JSONL file (see the README's data formats).")
+    """Tokenise every row of a JSONL file (or a Hub dataset `NAME[:SPLIT]` when `datasets` is
+    installed and no such file exists). Errors name the file and line; empty data is an error."""
     if max_length < 2:
         raise ValueError(f"`--max-length` has to be >= 2, but is {max_length}")
-    raw = path.read_bytes()
+    path = Path(path)
+    if path.is_file():
+        raw = path.read_bytes()
+        lines, digest = raw.decode("utf-8").splitlines(), hashlib.sha256(raw).hexdigest()
+    elif path.exists():
+        raise ValueError(f"`--data` {str(path)!r} is not a file; pass a JSONL file (see the README's data formats).")
+    else:
+        lines, digest = _hub_dataset_rows(str(path))
     examples, skipped, truncated, rows = [], 0, 0, 0
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         rows += 1
@@ -136,4 +158,4 @@ def load_jsonl(path: str | Path, tokenizer, max_length: int) -> Dataset:
             f"{path} has no usable rows ({rows} rows, {skipped} with no supervised token within "
             f"--max-length {max_length}); nothing to train on."
         )
-    return Dataset(examples, str(path), hashlib.sha256(raw).hexdigest(), rows, skipped, truncated)
+    return Dataset(examples, str(path), digest, rows, skipped, truncated)
