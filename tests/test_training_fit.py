@@ -153,3 +153,11 @@ def test_cli_errors_name_the_option(tmp_path, monkeypatch, args, match):
     result = CliRunner().invoke(fit_command, args)
     assert result.exit_code != 0
     assert __import__("re").search(match, result.output), result.output
+
+
+def test_bf16_base_keeps_fp32_heads_and_a_bf16_cache(tiny_model_dir, data, tmp_path):
+    result = fit(fit_args(tiny_model_dir, data, tmp_path, bf16=True, max_steps=2))
+    meta = json.loads((tmp_path / "hidden_cache" / "cache_meta.json").read_text())
+    assert meta["storage_dtype"] == "bfloat16" and result.cached
+    assert all(t.dtype == torch.float32 for t in heads_state(tmp_path).values())
+    assert torch.isfinite(torch.tensor(result.loss))
