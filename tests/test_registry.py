@@ -44,3 +44,17 @@ def test_no_match_lists_known_pairs():
     with pytest.raises(ValueError, match="no registered AutoDeco heads"):
         AutoDeco.from_pretrained(model)
     assert find_heads("openai/gpt-oss-20b-extra") is None
+
+
+def test_readme_commands_are_what_ci_runs():
+    """The README's two set-up commands stay true: CI runs the test one verbatim, and the main-job
+    one is the same set-up followed by generation on the embedded model with the shipped heads."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = (root / "README.md").read_text().split("```bash\n")
+    main_job, tests = blocks[1].split("\n")[0], blocks[2].split("\n")[0]
+    setup = tests.removesuffix(" && .venv/bin/pytest")
+    assert tests.endswith("&& .venv/bin/pytest") and "torch==2.13.0" in setup
+    assert main_job.startswith(setup + " && .venv/bin/autodeco generate --model smollm2 --show-trace")
+    assert tests in (root / ".ci" / "run").read_text()

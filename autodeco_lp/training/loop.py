@@ -267,7 +267,8 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     scheduler = get_scheduler(
         args.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(args.warmup_ratio * total_steps), num_training_steps=total_steps
     )
-    data_identity = {"data_sha256": dataset.sha256, "examples_per_step": per_step, "seed": args.seed, "total_steps": total_steps}
+    data_identity = {"data_sha256": dataset.sha256, "max_length": args.max_length, "examples_per_step": per_step,
+                     "seed": args.seed, "total_steps": total_steps}
 
     step, elapsed_before = 0, 0.0
     if args.resume_from_checkpoint:
@@ -276,7 +277,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         if state["data"] != data_identity:
             raise ValueError(
                 f"cannot resume exactly from {path}: it was trained with {state['data']}, this run has {data_identity}. "
-                "Use the same --data, --seed, batch sizes, process count and step budget, or start a new --output-dir."
+                "Use the same --data, --max-length, --seed, batch sizes, process count and step budget, or start a new --output-dir."
             )
         heads.load_state_dict(load_heads(path, device=device).state_dict())
         optimizer.load_state_dict(state["optimizer"])
