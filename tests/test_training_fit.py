@@ -161,3 +161,11 @@ def test_bf16_base_keeps_fp32_heads_and_a_bf16_cache(tiny_model_dir, data, tmp_p
     assert meta["storage_dtype"] == "bfloat16" and result.cached
     assert all(t.dtype == torch.float32 for t in heads_state(tmp_path).values())
     assert torch.isfinite(torch.tensor(result.loss))
+
+
+def test_example_config_file_is_valid():
+    from autodeco_lp.training.args import read_config_file
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "fit.yaml"
+    args = FitArgs(**{**read_config_file(path), "data": "x.jsonl", "output_dir": "out"})
+    assert args.learning_rate == 1e-3 and args.num_train_epochs == 5
