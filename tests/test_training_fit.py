@@ -169,3 +169,25 @@ def test_example_config_file_is_valid():
     path = Path(__file__).resolve().parents[1] / "examples" / "fit.yaml"
     args = FitArgs(**{**read_config_file(path), "data": "x.jsonl", "output_dir": "out"})
     assert args.learning_rate == 1e-3 and args.num_train_epochs == 5
+
+
+def test_resume_ignores_half_written_checkpoints(tiny_model_dir, data, tmp_path):
+    from autodeco_lp.training.checkpoints import resolve_resume
+
+    fit(fit_args(tiny_model_dir, data, tmp_path, save_steps=2, max_steps=5))
+    (tmp_path / ".checkpoint-4.tmp-abc").mkdir()  # a save killed before its rename
+    (tmp_path / "checkpoint-6").mkdir()  # a folder without its state file
+    assert resolve_resume(tmp_path, "latest").name == "checkpoint-4"
+    with pytest.raises(ValueError, match="not a complete checkpoint folder"):
+        resolve_resume(tmp_path, str(tmp_path / "checkpoint-6"))
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tiny_model_dir, data, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="needs the tensorboard package"):
+            fit(fit_args(tiny_model_dir, data, tmp_path, report_to="tensorboard"))
+    else:
+        fit(fit_args(tiny_model_dir, data, tmp_path, report_to="tensorboard", max_steps=2))
+        assert any((tmp_path / "runs").iterdir())

@@ -10,6 +10,7 @@ model card records the settings they used.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,8 @@ class FitArgs:
             raise ValueError("`--save-steps` has to be >= 0 and `--save-total-limit` >= 1")
         if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
             raise ValueError(f"`--max-tokens-per-batch` has to be a positive int, but is {self.max_tokens_per_batch}")
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard")
         self.loss_config()  # validates the objective's options
 
     def loss_config(self, logit_softcap: float | None = None) -> LossConfig:
