@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion. `mean_temperature` / `mean_top_p` average the values AutoDeco applied over
+    the generated tokens (EOS and padding excluded); None without an AutoDeco processor."""
+
+    text: str
+    num_tokens: int
+    mean_temperature: float | None = None
+    mean_top_p: float | None = None
 
 
 def uses_chat_template(tokenizer, chat: bool = True) -> bool:
@@ -40,8 +53,8 @@ def sample_completions(
     logits_processor: list | None = None,
     add_special_tokens: bool = False,
     progress=None,
-) -> list[list[str]]:
-    """`num_samples` completions for each already-formatted prompt text, as decoded strings.
+) -> list[list[Sample]]:
+    """`num_samples` completions for each already-formatted prompt text.
 
     Only the given (T, P) shape the distribution: generate's own `top_k=50` default is switched
     off. Pass `add_special_tokens=True` for raw (non-chat) prompts so BOS is added. Prompts are batched `batch_size // num_samples` at a time, left padded; the seed is set
@@ -53,7 +66,8 @@ def sample_completions(
     per_call = max(1, batch_size // num_samples)
     stop = _stop_ids(model)
     torch.manual_seed(seed)
-    results: list[list[str]] = []
+    results: list[list[Sample]] = []
+    traced = next((p for p in logits_processor or [] if hasattr(p, "trace") and getattr(p, "record_trace", False)), None)
     for start in range(0, len(texts), per_call):
         chunk = texts[start : start + per_call]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(model.device)
@@ -63,13 +77,19 @@ def sample_completions(
             pad_token_id=tokenizer.pad_token_id, logits_processor=logits_processor or [],
         )
         new = out[:, enc["input_ids"].shape[1] :].tolist()  # (rows * samples, steps)
+        trace = traced.trace if traced is not None else None  # (steps, rows * samples) each
         per_prompt = 1 if greedy else num_samples
         for row in range(len(chunk)):
-            texts_out = []
-            for ids in new[row * per_prompt : (row + 1) * per_prompt]:
+            samples = []
+            for r in range(row * per_prompt, (row + 1) * per_prompt):
+                ids = new[r]
                 length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
-                texts_out.append(tokenizer.decode(ids[:length], skip_special_tokens=True))
-            results.append(texts_out)
+                mean_t = mean_p = None
+                if trace is not None and length:
+                    mean_t = trace.temperature[:length, r].mean().item()
+                    mean_p = trace.top_p[:length, r].mean().item()
+                samples.append(Sample(tokenizer.decode(ids[:length], skip_special_tokens=True), length, mean_t, mean_p))
+            results.append(samples)
         if progress is not None:
             progress.update(len(chunk))
     return results

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 EVAL_DATASET_SEED = 0
@@ -101,8 +102,77 @@ class ReasoningGymTask:
         return float(self.dataset.score_answer(answer, problem.entry) or 0.0)
 
 
+def _normalise(text: str) -> str:
+    return re.sub(r"[\s.,;:!?\"'`]+", " ", text.lower()).strip()
+
+
+class JsonlTask:
+    """User data: one `{"question": str, "answer": str | number, "choices": [str, ...]?}` per line.
+
+    Scoring, by the kind of answer:
+    - with `choices`: multiple choice; the question shows them as "A. ...", "B. ..."; a completion
+      is right when it names the gold letter (as a standalone letter, the last one it names) or
+      contains the gold choice's text; the gold `answer` may be the letter or the choice text;
+    - a numeric answer: the extracted number equals it (within 1e-6);
+    - otherwise: exact match of the extracted answer, case, spaces and punctuation ignored.
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip() or len(self.problems) >= size:
+                continue
+            try:
+                row = json.loads(line)
+                question, answer, choices = row["question"], str(row["answer"]), row.get("choices")
+                if not isinstance(question, str) or (choices is not None and not (isinstance(choices, list) and choices)):
+                    raise ValueError("`question` has to be a string and `choices` a non-empty list")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: a task row needs question, answer and optional choices ({exc})") from exc
+            if choices:
+                letters = [chr(ord("A") + i) for i in range(len(choices))]
+                question = question + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(letters, choices))
+                if answer.strip().upper() in letters:
+                    answer = answer.strip().upper()
+                elif answer in choices:
+                    answer = letters[choices.index(answer)]
+                else:
+                    raise ValueError(f"{path}:{number}: answer {answer!r} is neither a choice letter nor a choice")
+            self.problems.append(Problem(question, answer, len(self.problems), {"choices": choices}))
+        if not self.problems:
+            raise ValueError(f"`--task` {str(path)!r} has no rows")
+
+    @property
+    def spec(self) -> str:
+        return str(self.path)
+
+    def score(self, problem: Problem, completion: str) -> float:
+        choices = problem.entry.get("choices")
+        if choices:
+            named = re.findall(r"\b([A-Z])\b", completion)
+            if named:
+                return float(named[-1] == problem.answer)
+            gold_text = choices[ord(problem.answer) - ord("A")]
+            return float(_normalise(gold_text) in _normalise(completion))
+        answer = extract_answer(completion, problem.answer)
+        if _is_number(problem.answer):
+            try:
+                return float(abs(float(answer) - float(problem.answer.replace(",", ""))) < 1e-6)
+            except ValueError:
+                return 0.0
+        return float(_normalise(answer) == _normalise(problem.answer))
+
+
 def load_task(spec: str, options: dict[str, Any] | None = None, dataset_seed: int = EVAL_DATASET_SEED, size: int = 100):
-    """A task from its spec. Only `reasoning_gym:NAME` here; JSONL tasks live with the evaluation."""
+    """A task from its spec: `reasoning_gym:NAME` or a JSONL file (see `JsonlTask`)."""
     if spec.startswith("reasoning_gym:") and len(spec) > len("reasoning_gym:"):
         return ReasoningGymTask(spec.split(":", 1)[1], options or {}, dataset_seed, size)
-    raise ValueError(f"`--task` {spec!r} is not a known task; use reasoning_gym:NAME (e.g. reasoning_gym:basic_arithmetic)")
+    if Path(spec).is_file():
+        if options:
+            raise ValueError(f"`--task-option` applies to reasoning_gym tasks only, not the file {spec!r}")
+        return JsonlTask(Path(spec), size)
+    raise ValueError(
+        f"`--task` {spec!r} is not a known task; use reasoning_gym:NAME (e.g. reasoning_gym:basic_arithmetic) "
+        "or a JSONL file of {question, answer[, choices]}"
+    )

@@ -78,7 +78,8 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
         )
     rows, solved = [], 0
     for problem, samples in zip(task.problems, completions):
-        kept = [(k, s) for k, s in enumerate(samples) if s.strip() and task.score(problem, s) >= 1.0]
+        texts = [sample.text for sample in samples]
+        kept = [(k, s) for k, s in enumerate(texts) if s.strip() and task.score(problem, s) >= 1.0]
         solved += bool(kept)
         for k, text in kept:
             meta = {"task": task.spec, "options": task.options, "dataset_seed": args.dataset_seed, "index": problem.index,

@@ -1,0 +1,237 @@
+"""`autodeco eval`: run decoding methods on a task, cache every finished problem, summarise.
+
+For each decoding and seed, every problem gets `samples` completions, generated in batches of
+left-padded prompts; each batch is seeded from (decoding, seed, first problem), so a resumed run
+regenerates exactly what a kill interrupted. pass@1 is the mean share of correct samples
+(mean and standard deviation across seeds); pass@k is the unbiased estimator over the same samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
+from autodeco_lp.evaluation.passk import mean_std, pass_at_k
+from autodeco_lp.evaluation.store import ResultStore
+from autodeco_lp.tasks import EVAL_DATASET_SEED
+
+DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
+PASS_KS = (1, 4, 16)
+
+
+@dataclass
+class EvalArgs:
+    model: str = field(default="smollm2", metadata={"help": "Base model: Hub id, folder, or `smollm2`."})
+    heads: str | None = field(default=None, metadata={"help": "Heads folder or Hub id; default: the registry entry for --model."})
+    task: str | None = field(default=None, metadata={"help": "reasoning_gym:NAME or a JSONL file of {question, answer[, choices]}."})
+    problems: int = field(default=200, metadata={"help": "Problems to evaluate."})
+    samples: int = field(default=16, metadata={"help": "Samples per problem and seed (pass@k needs k <= samples)."})
+    seeds: str = field(default="0,1,2,3", metadata={"help": "Comma-separated sampling seeds."})
+    methods: str = field(default=DEFAULT_METHODS, metadata={"help": "Comma-separated: greedy, default, autodeco, meanshift, oracle-grid, temperature-only, top-p-only, static:T,P."})
+    out: str | None = field(default=None, metadata={"help": "Folder for results.json, results.md and the resumable cache."})
+    dataset_seed: int = field(default=EVAL_DATASET_SEED, metadata={"help": "Seed of the task's problem generator (training data uses 1000)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Tokens per completion."})
+    batch_size: int | None = field(default=None, metadata={"help": "Sequences per generate call; default: fill memory (GPU) or 64 (CPU)."})
+    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for questions."})
+    exclude_data: str | None = field(default=None, metadata={"help": "Training JSONL whose questions are removed from the evaluation problems."})
+    device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
+
+    def __post_init__(self) -> None:
+        if self.task is None or self.out is None:
+            raise ValueError("`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out results/")
+        for name in ("problems", "samples", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
+        self.seed_list()
+        parse_methods(self.methods)
+
+    def seed_list(self) -> list[int]:
+        try:
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
+        except ValueError as exc:
+            raise ValueError(f"`--seeds` has to be comma-separated integers, but is {self.seeds!r}") from exc
+        if not seeds:
+            raise ValueError("`--seeds` is empty")
+        return seeds
+
+
+def auto_batch_size(model, prompt_tokens: int, new_tokens: int) -> int:
+    """Sequences per generate call: on CUDA, what the KV cache and logits of 60% of free memory hold."""
+    if not torch.cuda.is_available() or next(model.parameters()).device.type != "cuda":
+        return 64
+    config = model.config.get_text_config()
+    free, _ = torch.cuda.mem_get_info()
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * heads * head_dim * next(model.parameters()).element_size()
+    per_sequence = per_token * (prompt_tokens + new_tokens) + 8 * config.vocab_size * 4  # KV + a few (V,) fp32 rows
+    return int(max(1, min(1024, 0.6 * free // per_sequence)))
+
+
+class Evaluator:
+    def __init__(self, args: EvalArgs, task_options: dict | None, progress: bool) -> None:
+        from autodeco_lp.models import load_model
+        from autodeco_lp.sampling import format_prompts, uses_chat_template
+        from autodeco_lp.tasks import load_task
+
+        self.args, self.progress = args, progress
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.tokenizer = load_model(args.model, device=device)
+        self.task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
+        self.problems = self.task.problems
+        if args.exclude_data:
+            seen = _training_questions(Path(args.exclude_data))
+            self.problems = [p for p in self.problems if p.question not in seen]
+            if not self.problems:
+                raise ValueError(f"every problem appears in `--exclude-data` {args.exclude_data}; change --dataset-seed.")
+        self.texts = format_prompts(self.tokenizer, [p.question for p in self.problems], args.chat)
+        self.add_special_tokens = not uses_chat_template(self.tokenizer, args.chat)
+        longest = max(len(self.tokenizer(t)["input_ids"]) for t in self.texts)
+        self.batch_size = args.batch_size or auto_batch_size(self.model, longest, args.max_new_tokens)
+        self._heads = None
+        fingerprint = {k: v for k, v in asdict(args).items() if k not in ("methods", "seeds", "out", "batch_size", "device")}
+        fingerprint.update(task_options=task_options or {}, questions=[p.question for p in self.problems])
+        digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+        self.store = ResultStore(Path(args.out) / f"cache-{digest}.jsonl")
+
+    @property
+    def heads(self):
+        if self._heads is None:
+            from autodeco_lp.heads import AutoDecoHeads
+            from autodeco_lp.registry import resolve_heads_for_model
+
+            self._heads = AutoDecoHeads.from_pretrained(self.args.heads or resolve_heads_for_model(self.model))
+        return self._heads
+
+    def run(self, decoding: Decoding, label: str) -> dict[int, list[dict]]:
+        """Per seed, the records of every problem (generating what the cache lacks)."""
+        from tqdm.auto import tqdm
+
+        from autodeco_lp.processor import AutoDeco
+        from autodeco_lp.sampling import sample_completions
+
+        seeds = [0] if decoding.kind == "greedy" else self.args.seed_list()
+        samples = 1 if decoding.kind == "greedy" else self.args.samples
+        per_call = max(1, self.batch_size // samples)
+        todo = [(s, i) for s in seeds for i in range(0, len(self.problems), per_call)
+                if any(self.store.get(decoding.key, s, j) is None for j in range(i, min(i + per_call, len(self.problems))))]
+        if todo:
+            processor = None
+            if decoding.kind == "autodeco":
+                processor = AutoDeco(self.model, self.heads, use_temperature_head=decoding.use_temperature_head,
+                                     use_top_p_head=decoding.use_top_p_head)
+            try:
+                with tqdm(total=len(todo) * per_call, desc=label, disable=not self.progress, file=sys.stderr) as bar:
+                    for seed, start in todo:
+                        stop = min(start + per_call, len(self.problems))
+                        batch_seed = zlib.crc32(f"{decoding.key}|{seed}|{start}".encode())
+                        outputs = sample_completions(
+                            self.model, self.tokenizer, self.texts[start:stop], num_samples=samples,
+                            temperature=decoding.temperature, top_p=decoding.top_p, greedy=decoding.kind == "greedy",
+                            max_new_tokens=self.args.max_new_tokens, seed=batch_seed, batch_size=samples * (stop - start),
+                            logits_processor=[processor] if processor is not None else None,
+                            add_special_tokens=self.add_special_tokens,
+                        )
+                        records = []
+                        for index, outs in zip(range(start, stop), outputs):
+                            problem = self.problems[index]
+                            records.append({
+                                "key": decoding.key, "seed": seed, "index": index,
+                                "correct": [int(self.task.score(problem, o.text) >= 1.0) for o in outs],
+                                "tokens": [o.num_tokens for o in outs],
+                                "mean_t": [o.mean_temperature for o in outs], "mean_p": [o.mean_top_p for o in outs],
+                                "texts": [o.text for o in outs],
+                            })
+                        self.store.add(records)
+                        bar.update(per_call)
+            finally:
+                if processor is not None:
+                    processor.close()
+        return {s: [self.store.get(decoding.key, s, i) for i in range(len(self.problems))] for s in seeds}
+
+
+def _training_questions(path: Path) -> set[str]:
+    seen = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            for message in row.get("messages", []):
+                if message.get("role") == "user":
+                    seen.add(message["content"])
+            if "prompt" in row:
+                seen.add(row["prompt"])
+    return seen
+
+
+def summarise(decoding: Decoding, per_seed: dict[int, list[dict]], samples: int) -> dict:
+    """pass@1 mean/std over seeds, pass@k, and the mean applied T and P (token-weighted)."""
+    pass1, passk = [], {k: [] for k in PASS_KS if k <= samples}
+    t_sum = p_sum = weight = 0.0
+    for records in per_seed.values():
+        pass1.append(sum(sum(r["correct"]) / len(r["correct"]) for r in records) / len(records))
+        for k in passk:
+            n = len(records[0]["correct"])
+            if k <= n:
+                passk[k].append(sum(pass_at_k(n, sum(r["correct"]), k) for r in records) / len(records))
+        for r in records:
+            for t, p, n in zip(r["mean_t"], r["mean_p"], r["tokens"]):
+                if t is not None:
+                    t_sum, p_sum, weight = t_sum + t * n, p_sum + p * n, weight + n
+    mean1, std1 = mean_std(pass1)
+    summary = {
+        "decoding": decoding.key, "temperature": decoding.temperature if decoding.kind == "static" else None,
+        "top_p": decoding.top_p if decoding.kind == "static" else None,
+        "pass@1": mean1, "pass@1_std": std1, "seeds": len(pass1),
+        "pass@k": {str(k): mean_std(v)[0] for k, v in passk.items() if v},
+    }
+    if weight:
+        summary.update(mean_temperature=t_sum / weight, mean_top_p=p_sum / weight)
+    return summary
+
+
+def oracle_grid(evaluator: Evaluator, samples: int) -> dict:
+    """The paper's two-stage oracle search, scored on the evaluation problems themselves."""
+    stage1 = []
+    for t in GRID:
+        d = Decoding("static", t, 1.0)
+        stage1.append(summarise(d, evaluator.run(d, f"grid T={t}"), samples))
+    best_t = max(stage1, key=lambda s: s["pass@1"])["temperature"]  # ties: the lowest T (first)
+    stage2 = []
+    for p in GRID:
+        d = Decoding("static", best_t, p)
+        stage2.append(summarise(d, evaluator.run(d, f"grid T={best_t} P={p}"), samples))
+    best = max(stage2, key=lambda s: s["pass@1"])
+    return {**best, "grid": {"temperature_sweep": stage1, "top_p_sweep": stage2, "best_temperature": best_t}}
+
+
+def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = True) -> dict:
+    """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results."""
+    from autodeco_lp.evaluation.report import write_reports
+
+    evaluator = Evaluator(args, task_options, progress)
+    samples = args.samples
+    results: dict[str, dict] = {}
+    for name in parse_methods(args.methods):
+        if name == "meanshift":
+            auto = results.get("autodeco") or summarise(BASIC["autodeco"], evaluator.run(BASIC["autodeco"], "autodeco"), samples)
+            d = Decoding("static", round(auto["mean_temperature"], 3), min(1.0, round(auto["mean_top_p"], 3)))
+            results[name] = summarise(d, evaluator.run(d, name), samples)
+        elif name == "oracle-grid":
+            results[name] = oracle_grid(evaluator, samples)
+        else:
+            d = BASIC[name] if name in BASIC else parse_static(name)
+            results[name] = summarise(d, evaluator.run(d, name), samples)
+    report = {
+        "settings": {**asdict(args), "task_options": task_options or {}, "problems_evaluated": len(evaluator.problems),
+                     "heads_resolved": args.heads or "registry"},
+        "methods": results,
+    }
+    write_reports(Path(args.out), report)
+    return report

@@ -1,0 +1,149 @@
+"""The evaluation harness: pass@k, the oracle procedure, JSONL tasks, and resuming from the cache."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import pytest
+import torch
+
+from autodeco_lp.evaluation import runner
+from autodeco_lp.evaluation.methods import Decoding, parse_methods
+from autodeco_lp.evaluation.passk import mean_std, pass_at_k
+from autodeco_lp.evaluation.runner import EvalArgs, run_eval, summarise
+from autodeco_lp.tasks import load_task
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (4, 0, 1, 0.0),
+        (4, 4, 4, 1.0),
+        (4, 1, 1, 0.25),
+        (4, 2, 2, 1 - 1 / 6),  # 1 of the 6 pairs has no correct sample
+        (5, 2, 4, 1.0),  # only 3 wrong: every 4-subset holds a correct one
+        (16, 3, 4, 1 - comb(13, 4) / comb(16, 4)),
+        (200, 7, 16, 1 - comb(193, 16) / comb(200, 16)),
+    ],
+)
+def test_pass_at_k_matches_hand_computed_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="n=4, c=5, k=1"):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def test_summary_averages_problems_then_seeds():
+    records = {
+        0: [{"correct": [1, 0, 0, 0], "tokens": [3] * 4, "mean_t": [0.5] * 4, "mean_p": [0.9] * 4},
+            {"correct": [1, 1, 1, 1], "tokens": [1] * 4, "mean_t": [1.0] * 4, "mean_p": [0.5] * 4}],
+        1: [{"correct": [0, 0, 0, 0], "tokens": [3] * 4, "mean_t": [0.5] * 4, "mean_p": [0.9] * 4},
+            {"correct": [1, 1, 0, 0], "tokens": [1] * 4, "mean_t": [1.0] * 4, "mean_p": [0.5] * 4}],
+    }
+    s = summarise(Decoding("autodeco"), records, samples=4)
+    seed0, seed1 = (0.25 + 1.0) / 2, (0.0 + 0.5) / 2
+    assert s["pass@1"] == pytest.approx((seed0 + seed1) / 2)
+    assert s["pass@1_std"] == pytest.approx(mean_std([seed0, seed1])[1])
+    assert s["pass@k"]["4"] == pytest.approx((1.0 + 1.0) / 2 / 2 + (0.0 + 1.0) / 2 / 2)
+    assert "16" not in s["pass@k"]
+    assert s["mean_temperature"] == pytest.approx((0.5 * 12 + 1.0 * 4) * 2 / 32)  # token-weighted
+
+
+class _FakeEvaluator:
+    """pass@1 of a static (T, P) = a known table, to check the oracle's two-stage search."""
+
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def run(self, decoding, label):
+        self.calls.append((decoding.temperature, decoding.top_p))
+        score = self.table(decoding.temperature, decoding.top_p)
+        correct = [1] * round(score * 10) + [0] * (10 - round(score * 10))
+        return {0: [{"correct": correct, "tokens": [1] * 10, "mean_t": [None] * 10, "mean_p": [None] * 10}]}
+
+
+def test_oracle_grid_sweeps_t_at_p1_then_p_at_the_best_t():
+    def table(t, p):  # best T at P = 1 is 0.3 (0.6); at T = 0.3 the best P is 0.7 (0.8); T = 0.9, P = 0.2 would be 1.0
+        if p == 1.0:
+            return {0.3: 0.6}.get(t, 0.2)
+        if t == 0.3:
+            return 0.8 if p == 0.7 else 0.3
+        return 1.0
+
+    fake = _FakeEvaluator(table)
+    best = runner.oracle_grid(fake, samples=10)
+    assert [c for c in fake.calls[:10]] == [(round(0.1 * i, 1), 1.0) for i in range(1, 11)]
+    assert [c for c in fake.calls[10:]] == [(0.3, round(0.1 * i, 1)) for i in range(1, 11)]
+    assert (best["temperature"], best["top_p"], best["pass@1"]) == (0.3, 0.7, pytest.approx(0.8))
+    assert best["grid"]["best_temperature"] == 0.3
+
+
+def test_oracle_grid_breaks_ties_towards_the_lowest_value():
+    best = runner.oracle_grid(_FakeEvaluator(lambda t, p: 0.5), samples=10)
+    assert (best["temperature"], best["top_p"]) == (0.1, 0.1)
+
+
+def test_jsonl_task_scoring(tmp_path):
+    path = tmp_path / "task.jsonl"
+    rows = [{"question": "2+2?", "answer": 4}, {"question": "Capital of France?", "answer": "Paris"},
+            {"question": "Pick the even one.", "choices": ["three", "four"], "answer": "four"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = load_task(str(path))
+    numeric, exact, choice = task.problems
+    assert task.score(numeric, "It is 4.0") == 1.0 and task.score(numeric, "5") == 0.0
+    assert task.score(exact, "The answer is paris.") == 1.0 and task.score(exact, "Lyon") == 0.0
+    assert "B. four" in choice.question and choice.answer == "B"
+    assert task.score(choice, "B") == 1.0 and task.score(choice, "A") == 0.0 and task.score(choice, "It is four") == 1.0
+    path.write_text('{"question": "x"}\n')
+    with pytest.raises(ValueError, match="task.jsonl:1"):
+        load_task(str(path))
+
+
+def test_parse_methods():
+    assert parse_methods("greedy, static:0.5,0.9,greedy,autodeco") == ["greedy", "static:0.5,0.9", "autodeco"]
+    with pytest.raises(ValueError, match="unknown method 'beam'"):
+        parse_methods("greedy,beam")
+
+
+@pytest.fixture
+def small_eval(tiny_model_dir, tmp_path):
+    from tests.conftest import random_heads
+
+    heads = tmp_path / "heads"
+    random_heads(hidden=32, vocab=104).save_pretrained(heads)
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"question": f"{a}+{a}=", "answer": 2 * a}) + "\n" for a in range(6)))
+    return dict(model=str(tiny_model_dir), heads=str(heads), task=str(task), problems=6, samples=4, seeds="0,1",
+                max_new_tokens=4, batch_size=8, device="cpu", out=str(tmp_path / "out"))
+
+
+def test_eval_reproduces_its_numbers_from_the_cache(small_eval, monkeypatch):
+    methods = "greedy,default,autodeco,meanshift,temperature-only,top-p-only,static:0.5,0.9"
+    first = run_eval(EvalArgs(**small_eval, methods=methods), progress=False)
+    assert set(first["methods"]) == {"greedy", "default", "autodeco", "meanshift", "temperature-only", "top-p-only", "static:0.5,0.9"}
+    auto, shift = first["methods"]["autodeco"], first["methods"]["meanshift"]
+    assert shift["temperature"] == pytest.approx(round(auto["mean_temperature"], 3))
+    assert first["methods"]["temperature-only"]["mean_top_p"] == pytest.approx(1.0)
+    assert first["methods"]["top-p-only"]["mean_temperature"] == pytest.approx(1.0)
+    # A second run (e.g. after a kill) must not generate anything and must give the same numbers.
+    monkeypatch.setattr("autodeco_lp.sampling.sample_completions", lambda *a, **k: pytest.fail("regenerated"))
+    second = run_eval(EvalArgs(**small_eval, methods=methods), progress=False)
+    assert second["methods"] == first["methods"]
+
+
+def test_eval_resumes_a_killed_run_exactly(small_eval, tmp_path):
+    """Drop the last half of the cache (a kill mid-run, plus a torn line): the rerun regenerates
+    the missing batches with the same seeds and lands on the same numbers."""
+    args = EvalArgs(**small_eval, methods="default,autodeco")
+    first = run_eval(args, progress=False)
+    cache = next((tmp_path / "out").glob("cache-*.jsonl"))
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[: len(lines) // 2]) + "\n" + lines[-1][:20])
+    second = run_eval(args, progress=False)
+    assert second["methods"] == first["methods"]
+    assert (tmp_path / "out" / "results.md").read_text().count("| autodeco |") == 1
