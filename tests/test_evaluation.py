@@ -147,3 +147,17 @@ def test_eval_resumes_a_killed_run_exactly(small_eval, tmp_path):
     second = run_eval(args, progress=False)
     assert second["methods"] == first["methods"]
     assert (tmp_path / "out" / "results.md").read_text().count("| autodeco |") == 1
+
+
+def test_bench_generate_runs_both_arms(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autodeco_lp.evaluation.bench import bench_generate, format_rows
+    from tests.conftest import random_heads
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = bench_generate(model, tokenizer, random_heads(hidden=32, vocab=104), new_tokens=3, repeats=2, batch_sizes=(1, 2))
+    assert [r.batch for r in rows] == [1, 2]
+    assert all(r.ratio_min <= r.ratio_median <= r.ratio_max and r.static_tokens_per_second > 0 for r in rows)
+    assert "n/a (CPU)" in format_rows(rows)

@@ -1,0 +1,93 @@
+"""`autodeco bench generate`: decode overhead of AutoDeco against transformers' own warpers.
+
+Same model, prompts, seeds and number of new tokens (min = max, so every run generates exactly
+N tokens) for static sampling with transformers' Temperature + TopP warpers (T = 0.8, P = 0.9)
+and for AutoDeco; repeats interleaved (static, autodeco, static, ...) so machine noise hits both
+alike. Reports tokens/s, the per-pair time ratio autodeco/static (median, min-max), and peak
+CUDA memory of each arm on a GPU (on a CPU there is no per-arm allocator peak: "n/a").
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+PROMPTS = [
+    "What is 17 + 25?",
+    "Write a haiku about the sea.",
+    "Explain what a prime number is.",
+    "List three colours.",
+    "What is the capital of France?",
+    "Give me a word that rhymes with cat.",
+    "How many legs does a spider have?",
+    "Say hello in Spanish.",
+]
+
+
+@dataclass
+class BenchRow:
+    batch: int
+    static_tokens_per_second: float
+    autodeco_tokens_per_second: float
+    ratio_median: float
+    ratio_min: float
+    ratio_max: float
+    static_peak_bytes: int | None
+    autodeco_peak_bytes: int | None
+
+
+def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[float, int | None]:
+    sampling = dict(temperature=1.0, top_p=1.0) if processor is not None else dict(temperature=0.8, top_p=0.9)
+    cuda = next(model.parameters()).is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model.generate(**enc, do_sample=True, top_k=None, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                   logits_processor=[processor] if processor is not None else None, **sampling)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, torch.cuda.max_memory_allocated() if cuda else None
+
+
+def bench_generate(model, tokenizer, heads, new_tokens: int = 32, repeats: int = 7, batch_sizes=(1, 8)) -> list[BenchRow]:
+    from autodeco_lp.processor import AutoDeco
+    from autodeco_lp.sampling import format_prompts
+
+    if repeats < 1 or new_tokens < 1:
+        raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")
+    rows = []
+    tokenizer.padding_side = "left"
+    with AutoDeco(model, heads, record_trace=False) as autodeco:
+        for batch in batch_sizes:
+            texts = format_prompts(tokenizer, (PROMPTS * batch)[:batch])
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            _timed_generate(model, enc, None, 4, 0)  # warm-up both paths
+            _timed_generate(model, enc, autodeco, 4, 0)
+            static_times, autodeco_times, ratios = [], [], []
+            peaks: list[int | None] = [None, None]
+            for repeat in range(repeats):
+                s, ps = _timed_generate(model, enc, None, new_tokens, repeat)
+                a, pa = _timed_generate(model, enc, autodeco, new_tokens, repeat)
+                static_times.append(s)
+                autodeco_times.append(a)
+                ratios.append(a / s)
+                if ps is not None:
+                    peaks = [max(peaks[0] or 0, ps), max(peaks[1] or 0, pa)]
+            tokens = batch * new_tokens
+            rows.append(BenchRow(batch, tokens / statistics.median(static_times), tokens / statistics.median(autodeco_times),
+                                 statistics.median(ratios), min(ratios), max(ratios), peaks[0], peaks[1]))
+    return rows
+
+
+def format_rows(rows: list[BenchRow]) -> str:
+    lines = [f"{'batch':>5} {'static tok/s':>13} {'autodeco tok/s':>15} {'ratio median':>13} {'ratio min-max':>15} {'peak MiB static/autodeco':>25}"]
+    for r in rows:
+        peak = "n/a (CPU)" if r.static_peak_bytes is None else f"{r.static_peak_bytes / 2**20:.0f}/{r.autodeco_peak_bytes / 2**20:.0f}"
+        lines.append(f"{r.batch:>5} {r.static_tokens_per_second:>13.1f} {r.autodeco_tokens_per_second:>15.1f} "
+                     f"{r.ratio_median:>13.3f} {r.ratio_min:>7.3f}-{r.ratio_max:<7.3f} {peak:>25}")
+    return "\n".join(lines)

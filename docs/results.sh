@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates every number in docs/results.md (about an hour on a 2-core CPU; resumable: rerun
+# after a kill and finished problems come from the caches in docs/results/*/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AUTODECO=${AUTODECO:-.venv/bin/autodeco}
+COMMON=(--model smollm2 --problems 48 --samples 4 --seeds 0,1 --max-new-tokens 40
+        --methods greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only)
+
+# In domain: the task families the shipped heads were trained on (problem seed 0 here, 1000 there).
+$AUTODECO eval "${COMMON[@]}" --task reasoning_gym:products --task-option min_digits=1 --task-option max_digits=1 \
+    --out docs/results/products
+$AUTODECO eval "${COMMON[@]}" --task reasoning_gym:chain_sum --task-option min_digits=1 --task-option max_digits=1 \
+    --task-option min_terms=2 --task-option max_terms=3 --out docs/results/chain_sum
+# Out of domain: a task family not used in training.
+$AUTODECO eval "${COMMON[@]}" --task reasoning_gym:basic_arithmetic --task-option min_digits=1 --task-option max_digits=1 \
+    --task-option min_terms=2 --task-option max_terms=3 --out docs/results/basic_arithmetic
