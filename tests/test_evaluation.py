@@ -161,3 +161,25 @@ def test_bench_generate_runs_both_arms(tiny_model_dir):
     assert [r.batch for r in rows] == [1, 2]
     assert all(r.ratio_min <= r.ratio_median <= r.ratio_max and r.static_tokens_per_second > 0 for r in rows)
     assert "n/a (CPU)" in format_rows(rows)
+
+
+def test_plots_write_images(tmp_path):
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    from autodeco_lp.cli.main import autodeco as cli
+    from autodeco_lp.evaluation.plots import plot_trace
+    from autodeco_lp.textgen import Completion
+
+    grid = runner.oracle_grid(_FakeEvaluator(lambda t, p: t * p), samples=10)
+    line = {"pass@1": 0.4, "pass@1_std": 0.0, "pass@k": {"1": 0.4, "4": 0.7, "16": 0.9}, "temperature": None, "top_p": None}
+    report = {"settings": {"task": "t"}, "methods": {"oracle-grid": grid, "autodeco": line, "meanshift": {**line, "pass@1": 0.3}}}
+    (tmp_path / "results.json").write_text(json.dumps(report))
+    for kind in ("grid", "passk"):
+        result = CliRunner().invoke(cli, ["plot", kind, "--results", str(tmp_path), "--out", str(tmp_path / f"{kind}.png")])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
+    completion = Completion("p", "ab", ["a", "b"], [0.5, 0.7], [0.9, 1.0])
+    assert plot_trace(completion, tmp_path / "trace.png").stat().st_size > 1000
+    missing = CliRunner().invoke(cli, ["plot", "grid", "--results", str(tmp_path / "nope"), "--out", "x.png"])
+    assert missing.exit_code != 0 and "cannot read" in missing.output

@@ -128,7 +128,8 @@ class Evaluator:
                 processor = AutoDeco(self.model, self.heads, use_temperature_head=decoding.use_temperature_head,
                                      use_top_p_head=decoding.use_top_p_head)
             try:
-                with tqdm(total=len(todo) * per_call, desc=label, disable=not self.progress, file=sys.stderr) as bar:
+                total = sum(min(start + per_call, len(self.problems)) - start for _, start in todo)
+                with tqdm(total=total, desc=label, disable=not self.progress, file=sys.stderr) as bar:
                     for seed, start in todo:
                         stop = min(start + per_call, len(self.problems))
                         batch_seed = zlib.crc32(f"{decoding.key}|{seed}|{start}".encode())
@@ -150,7 +151,7 @@ class Evaluator:
                                 "texts": [o.text for o in outs],
                             })
                         self.store.add(records)
-                        bar.update(per_call)
+                        bar.update(stop - start)
             finally:
                 if processor is not None:
                     processor.close()

@@ -1,0 +1,80 @@
+"""Figures (matplotlib, the `plots` extra): per-token T and P (paper Figure 5), the oracle grid
+against AutoDeco and MeanShift (Figure 3), pass@k curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ValueError("plots need matplotlib: pip install 'autodeco-lp[plots]'") from exc
+    return plt
+
+
+def plot_trace(completion, out: Path) -> Path:
+    """Per-token T and P along one generation; tokens on the x axis."""
+    plt = _pyplot()
+    steps = range(len(completion.tokens))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(completion.tokens)), 3.6))
+    ax.plot(steps, completion.temperature, marker="o", label="temperature T")
+    ax.plot(steps, completion.top_p, marker="s", label="top-p P")
+    ax.set_xticks(list(steps), [t.replace("\n", "\\n") for t in completion.tokens], rotation=70, fontsize=8)
+    ax.set_ylim(0, max(1.05, max(completion.temperature, default=1) * 1.05))
+    ax.set_ylabel("predicted value")
+    ax.set_title(completion.prompt[:80])
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_grid(report: dict, out: Path) -> Path:
+    """pass@1 of the oracle grid's two sweeps, with AutoDeco, MeanShift, greedy and default as lines."""
+    plt = _pyplot()
+    methods = report["methods"]
+    grid = methods["oracle-grid"]["grid"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    sweeps = (("temperature_sweep", "temperature", "T (P = 1)"),
+              ("top_p_sweep", "top_p", f"P (T = {grid['best_temperature']:.1f})"))
+    for ax, (key, field, label) in zip(axes, sweeps):
+        xs = [g[field] for g in grid[key]]
+        ys = [g["pass@1"] for g in grid[key]]
+        errs = [g["pass@1_std"] for g in grid[key]]
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label="static grid")
+        for name, style in (("autodeco", "-"), ("meanshift", "--"), ("greedy", ":"), ("default", "-.")):
+            if name in methods:
+                ax.axhline(methods[name]["pass@1"], linestyle=style, color="C" + str(1 + ["autodeco", "meanshift", "greedy", "default"].index(name)), label=name)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("pass@1")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{report['settings']['task']}: oracle grid vs AutoDeco")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_passk(report: dict, out: Path) -> Path:
+    """pass@k against k for every method with k > 1 estimates."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, m in report["methods"].items():
+        ks = sorted(int(k) for k in m["pass@k"])
+        if len(ks) > 1:
+            ax.plot(ks, [m["pass@k"][str(k)] for k in ks], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k")
+    ax.legend(fontsize=8)
+    ax.set_title(report["settings"]["task"])
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,80 @@
+"""`autodeco plot ...`: figures (needs matplotlib)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _report(results: str) -> dict:
+    path = Path(results)
+    path = path / "results.json" if path.is_dir() else path
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}; pass an `autodeco eval --out` folder") from exc
+
+
+@click.group("plot")
+def plot_group() -> None:
+    """Figures from generations and `autodeco eval` results."""
+
+
+@plot_group.command("trace")
+@click.option("--model", default="smollm2", show_default=True)
+@click.option("--heads", default=None, help="Heads folder or Hub id; default: the registry entry for --model.")
+@click.option("--max-new-tokens", default=40, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Image file (.png, .svg, .pdf).")
+@click.argument("prompt")
+def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: str, prompt: str) -> None:
+    """Per-token T and P along one generation (the paper's Figure 5)."""
+    from transformers.utils import logging as hf_logging
+
+    from autodeco_lp.evaluation.plots import plot_trace
+    from autodeco_lp.models import load_model
+    from autodeco_lp.processor import AutoDeco
+    from autodeco_lp.textgen import generate_text
+
+    hf_logging.disable_progress_bar()
+    try:
+        loaded, tokenizer = load_model(model)
+        with AutoDeco.from_pretrained(loaded, heads) as processor:
+            completion = generate_text(loaded, tokenizer, [prompt], processor, max_new_tokens=max_new_tokens, seed=seed)[0]
+        plot_trace(completion, Path(out))
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out} ({len(completion.tokens)} tokens)")
+
+
+@plot_group.command("grid")
+@click.option("--results", required=True, help="An `autodeco eval --out` folder (or its results.json) with oracle-grid.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def grid(results: str, out: str) -> None:
+    """The oracle grid's sweeps against AutoDeco and MeanShift (the paper's Figure 3)."""
+    from autodeco_lp.evaluation.plots import plot_grid
+
+    report = _report(results)
+    if "oracle-grid" not in report["methods"]:
+        raise click.ClickException("these results have no oracle-grid; run autodeco eval with --methods ...,oracle-grid")
+    try:
+        plot_grid(report, Path(out))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out}")
+
+
+@plot_group.command("passk")
+@click.option("--results", required=True, help="An `autodeco eval --out` folder (or its results.json).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def passk(results: str, out: str) -> None:
+    """pass@k curves of every method."""
+    from autodeco_lp.evaluation.plots import plot_passk
+
+    try:
+        plot_passk(_report(results), Path(out))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out}")
