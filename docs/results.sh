@@ -15,3 +15,10 @@ $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:chain_sum --task-option min_d
 # Out of domain: a task family not used in training.
 $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:basic_arithmetic --task-option min_digits=1 --task-option max_digits=1 \
     --task-option min_terms=2 --task-option max_terms=3 --out docs/results/basic_arithmetic
+
+# Figures.
+for task in products chain_sum basic_arithmetic; do
+    $AUTODECO plot grid --results docs/results/$task --out docs/results/$task/grid.png
+    $AUTODECO plot passk --results docs/results/$task --out docs/results/$task/passk.png
+done
+$AUTODECO plot trace --model smollm2 --max-new-tokens 40 --out docs/results/trace.png "What is 7 * 8? Explain briefly."
