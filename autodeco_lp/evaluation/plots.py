@@ -17,6 +17,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def plot_trace(completion, out: Path) -> Path:
     """Per-token T and P along one generation; tokens on the x axis."""
     plt = _pyplot()
@@ -29,10 +36,7 @@ def plot_trace(completion, out: Path) -> Path:
     ax.set_ylabel("predicted value")
     ax.set_title(completion.prompt[:80])
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_grid(report: dict, out: Path) -> Path:
@@ -55,10 +59,7 @@ def plot_grid(report: dict, out: Path) -> Path:
     axes[0].set_ylabel("pass@1")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"{report['settings']['task']}: oracle grid vs AutoDeco")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_passk(report: dict, out: Path) -> Path:
@@ -74,7 +75,4 @@ def plot_passk(report: dict, out: Path) -> Path:
     ax.set_ylabel("pass@k")
     ax.legend(fontsize=8)
     ax.set_title(report["settings"]["task"])
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)

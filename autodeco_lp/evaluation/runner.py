@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.store import ResultStore
-from autodeco_lp.tasks import EVAL_DATASET_SEED
+from autodeco_lp.tasks import EVAL_DATASET_SEED, TRAIN_DATASET_SEED
 
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
@@ -51,6 +52,9 @@ class EvalArgs:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         self.seed_list()
         parse_methods(self.methods)
+        if self.dataset_seed == TRAIN_DATASET_SEED:
+            warnings.warn(f"`--dataset-seed {TRAIN_DATASET_SEED}` is the seed training data is sampled from by default: "
+                          "these problems may be the heads' training problems.")
 
     def seed_list(self) -> list[int]:
         try:
