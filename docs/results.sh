@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates every number in docs/results.md (about an hour on a 2-core CPU; resumable: rerun
+# Regenerates every number in docs/results.md (about an hour on a 2-core CPU, minutes on a GPU; resumable: rerun
 # after a kill and finished problems come from the caches in docs/results/*/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AUTODECO=${AUTODECO:-.venv/bin/autodeco}
-COMMON=(--model smollm2 --problems 48 --samples 4 --seeds 0,1 --max-new-tokens 40
+COMMON=(--model smollm2 --problems 24 --samples 4 --seeds 0,1 --max-new-tokens 24 --batch-size 96
         --methods greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only)
 
 # In domain: the task families the shipped heads were trained on (problem seed 0 here, 1000 there).
