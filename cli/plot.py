@@ -49,21 +49,25 @@ def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: st
     click.echo(f"wrote {out} ({len(completion.tokens)} tokens)")
 
 
+def _plot_results(kind: str, results: str, out: str) -> None:
+    from autodeco_lp.evaluation.plots import plot_grid, plot_passk
+
+    report = _report(results)
+    if kind == "grid" and "oracle-grid" not in report["methods"]:
+        raise click.ClickException("these results have no oracle-grid; run autodeco eval with --methods ...,oracle-grid")
+    try:
+        (plot_grid if kind == "grid" else plot_passk)(report, Path(out))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out}")
+
+
 @plot_group.command("grid")
 @click.option("--results", required=True, help="An `autodeco eval --out` folder (or its results.json) with oracle-grid.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 def grid(results: str, out: str) -> None:
     """The oracle grid's sweeps against AutoDeco and MeanShift (the paper's Figure 3)."""
-    from autodeco_lp.evaluation.plots import plot_grid
-
-    report = _report(results)
-    if "oracle-grid" not in report["methods"]:
-        raise click.ClickException("these results have no oracle-grid; run autodeco eval with --methods ...,oracle-grid")
-    try:
-        plot_grid(report, Path(out))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {out}")
+    _plot_results("grid", results, out)
 
 
 @plot_group.command("passk")
@@ -71,10 +75,4 @@ def grid(results: str, out: str) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 def passk(results: str, out: str) -> None:
     """pass@k curves of every method."""
-    from autodeco_lp.evaluation.plots import plot_passk
-
-    try:
-        plot_passk(_report(results), Path(out))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {out}")
+    _plot_results("passk", results, out)

@@ -346,9 +346,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     bar.close()
     heads.eval()
     seconds = elapsed_before + time.perf_counter() - started
-    if last is None:  # resumed from the final step's checkpoint: nothing left to do
-        last = {"loss": float("nan"), "temperature_loss": float("nan"), "top_p_loss": float("nan"),
-                "mean_temperature": float("nan"), "mean_top_p": float("nan")}
+    # `last` is set: checkpoints are never written at the final step, so a run always has a step left.
     result = FitResult(output_dir, step, last["loss"], last["temperature_loss"], last["top_p_loss"],
                        last["mean_temperature"], last["mean_top_p"], seconds, cache is not None, cache_seconds)
     if main:
