@@ -114,7 +114,8 @@ def test_sharded_path_reads_the_same_hidden_states(tiny_model_dir, tok, tmp_path
     direct = supervised_hidden_states(model, examples, tok.pad_token_id)
     wrapped = supervised_hidden_states(model, examples, tok.pad_token_id, sharded=True)
     for (h1, y1), (h2, y2) in zip(direct, wrapped):
-        torch.testing.assert_close(h1, h2) and torch.equal(y1, y2)
+        torch.testing.assert_close(h1, h2)
+        assert torch.equal(y1, y2)
     calls = []
     model.register_forward_hook(lambda *a: calls.append(1))
     build_part(tmp_path, model, examples, [0, 2], "part-0", tok.pad_token_id, batch_size=1, sharded=True, min_batches=4)
