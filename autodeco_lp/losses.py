@@ -91,16 +91,22 @@ class LossSums:
 
     temperature_sum: torch.Tensor  # () fp32
     temperature_count: torch.Tensor  # () positions kept after the easy-token drop
-    top_p_sum: torch.Tensor  # () fp32
-    top_p_count: torch.Tensor  # () supervised positions
-    predicted_temperature_sum: torch.Tensor  # () for diagnostics: mean T = sum / top_p_count
+    top_p_sum: torch.Tensor  # () fp32; normalised by `positions`
+    positions: torch.Tensor  # () supervised positions seen
+    predicted_temperature_sum: torch.Tensor  # () for diagnostics: mean T = sum / positions
     predicted_top_p_sum: torch.Tensor  # ()
     temperature_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     top_p_grads: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    SCALARS = ("temperature_sum", "temperature_count", "top_p_sum", "positions", "predicted_temperature_sum", "predicted_top_p_sum")
+
+    @classmethod
+    def zeros(cls, device: torch.device | str | None = None) -> "LossSums":
+        zero = torch.zeros((), dtype=torch.float32, device=device)
+        return cls(*(zero for _ in cls.SCALARS))
+
     def add_(self, other: "LossSums") -> "LossSums":
-        for name in ("temperature_sum", "temperature_count", "top_p_sum", "top_p_count",
-                     "predicted_temperature_sum", "predicted_top_p_sum"):
+        for name in self.SCALARS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for mine, theirs in ((self.temperature_grads, other.temperature_grads), (self.top_p_grads, other.top_p_grads)):
             for key, grad in theirs.items():
@@ -212,7 +218,7 @@ def autodeco_loss_sums(
     temperature_params = {k: v for k, v in params.items() if k.startswith("temp_head.")}
 
     zero = torch.zeros((), dtype=torch.float32, device=device)
-    sums = LossSums(zero, zero, zero, zero, zero, zero)
+    sums = LossSums.zeros(device)
     for start in range(0, n, config.chunk_size):
         stop = min(start + config.chunk_size, n)
         with torch.set_grad_enabled(compute_grads):
@@ -224,7 +230,7 @@ def autodeco_loss_sums(
             chunk_t.detach(),
             keep_t.sum().float() if config.train_temperature else zero,
             chunk_p.detach(),
-            torch.tensor(float(stop - start), device=device) if config.train_top_p else zero,
+            torch.tensor(float(stop - start), device=device),
             temperature.detach().sum(),
             top_p.detach().sum(),
         )
@@ -244,14 +250,14 @@ def normalised_loss(sums: LossSums, config: LossConfig) -> torch.Tensor:
     if config.train_temperature:
         total = total + config.temperature_weight * sums.temperature_sum / sums.temperature_count.clamp_min(1)
     if config.train_top_p:
-        total = total + config.top_p_weight * sums.top_p_sum / sums.top_p_count.clamp_min(1)
+        total = total + config.top_p_weight * sums.top_p_sum / sums.positions.clamp_min(1)
     return total
 
 
 def combine_gradients(sums: LossSums, config: LossConfig) -> dict[str, torch.Tensor]:
     """The gradient of `normalised_loss`, by parameter name, from the gradients of the sums."""
     scale_t = config.temperature_weight / sums.temperature_count.clamp_min(1)
-    scale_p = config.top_p_weight / sums.top_p_count.clamp_min(1)
+    scale_p = config.top_p_weight / sums.positions.clamp_min(1)
     grads: dict[str, torch.Tensor] = {}
     for key, grad in sums.temperature_grads.items():
         grads[key] = grad * scale_t

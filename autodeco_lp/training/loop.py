@@ -117,29 +117,25 @@ class _Metrics:
             self.writer.flush()
 
 
-def _all_reduce(sums: LossSums, positions: int, params: dict, accelerator) -> tuple[LossSums, float]:
+def _all_reduce(sums: LossSums, params: dict, accelerator) -> LossSums:
     """Add sums, counts and gradients over processes in one all-reduce of a flat vector."""
-    device = sums.top_p_sum.device
-    scalars = torch.stack([
-        sums.temperature_sum, sums.temperature_count, sums.top_p_sum, sums.top_p_count,
-        sums.predicted_temperature_sum, sums.predicted_top_p_sum, torch.tensor(float(positions), device=device),
-    ])
     if accelerator.num_processes == 1:
-        return sums, float(positions)
-    blocks = [scalars]
+        return sums
+    device = sums.top_p_sum.device
+    blocks = [torch.stack([getattr(sums, name) for name in LossSums.SCALARS])]
     for grads in (sums.temperature_grads, sums.top_p_grads):
         for name, param in params.items():
             # A process may have no gradient for a parameter (an empty share): send zeros.
             grad = grads.get(name)
             blocks.append(grad.reshape(-1) if grad is not None else torch.zeros(param.numel(), device=device))
     flat = accelerator.reduce(torch.cat(blocks), reduction="sum")
-    out = LossSums(*flat[:6])
-    offset = scalars.numel()
+    out = LossSums(*flat[: len(LossSums.SCALARS)])
+    offset = len(LossSums.SCALARS)
     for target in (out.temperature_grads, out.top_p_grads):
         for name, param in params.items():
             target[name] = flat[offset : offset + param.numel()].view_as(param)
             offset += param.numel()
-    return out, float(flat[6])
+    return out
 
 
 def _prepare_cache(args: FitArgs, model, runner, sharded: bool, dataset, pad_id: int, output_dir: Path, accelerator, show_progress: bool):
@@ -299,12 +295,11 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         epoch, step_in_epoch = divmod(step, epoch_steps)
         order = batches.epoch_order(len(dataset.examples), args.seed, epoch)
         ids = batches.step_examples(order, step_in_epoch, per_step, accelerator.process_index, world)
-        zero = torch.zeros((), device=device)
-        sums, positions = LossSums(zero, zero, zero, zero, zero, zero), 0
+        sums = LossSums.zeros(device)
         for h, y, u in _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
             sums.add_(autodeco_loss_sums(heads, h, y, weight, bias, config=loss_config, uniforms=u))
-            positions += y.shape[0]
-        sums, total_positions = _all_reduce(sums, positions, params, accelerator)
+        sums = _all_reduce(sums, params, accelerator)
+        total_positions = sums.positions.item()
         grads = combine_gradients(sums, loss_config)
         for name, param in params.items():
             param.grad = grads[name].clone() if name in grads else torch.zeros_like(param)
@@ -321,7 +316,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
             "epoch": round(step / epoch_steps, 4),
             "loss": normalised_loss(sums, loss_config).item(),
             "temperature_loss": (sums.temperature_sum / sums.temperature_count.clamp_min(1)).item(),
-            "top_p_loss": (sums.top_p_sum / sums.top_p_count.clamp_min(1)).item(),
+            "top_p_loss": (sums.top_p_sum / sums.positions.clamp_min(1)).item(),
             "mean_temperature": sums.predicted_temperature_sum.item() / max(total_positions, 1),
             "mean_top_p": sums.predicted_top_p_sum.item() / max(total_positions, 1),
             "grad_norm": float(grad_norm),
