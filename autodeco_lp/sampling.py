@@ -9,13 +9,25 @@ import torch
 
 @dataclass(frozen=True)
 class Sample:
-    """One completion. `mean_temperature` / `mean_top_p` average the values AutoDeco applied over
-    the generated tokens (EOS and padding excluded); None without an AutoDeco processor."""
+    """One completion: its text, its token ids (EOS and padding excluded) and, when an AutoDeco
+    processor with a trace took part, the T and P applied at each of those tokens."""
 
     text: str
-    num_tokens: int
-    mean_temperature: float | None = None
-    mean_top_p: float | None = None
+    token_ids: tuple[int, ...]
+    temperature: tuple[float, ...] | None = None
+    top_p: tuple[float, ...] | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def mean_temperature(self) -> float | None:
+        return sum(self.temperature) / len(self.temperature) if self.temperature else None
+
+    @property
+    def mean_top_p(self) -> float | None:
+        return sum(self.top_p) / len(self.top_p) if self.top_p else None
 
 
 def uses_chat_template(tokenizer, chat: bool = True) -> bool:
@@ -84,11 +96,10 @@ def sample_completions(
             for r in range(row * per_prompt, (row + 1) * per_prompt):
                 ids = new[r]
                 length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
-                mean_t = mean_p = None
-                if trace is not None and length:
-                    mean_t = trace.temperature[:length, r].mean().item()
-                    mean_p = trace.top_p[:length, r].mean().item()
-                samples.append(Sample(tokenizer.decode(ids[:length], skip_special_tokens=True), length, mean_t, mean_p))
+                t = p = None
+                if trace is not None:
+                    t, p = tuple(trace.temperature[:length, r].tolist()), tuple(trace.top_p[:length, r].tolist())
+                samples.append(Sample(tokenizer.decode(ids[:length], skip_special_tokens=True), tuple(ids[:length]), t, p))
             results.append(samples)
         if progress is not None:
             progress.update(len(chunk))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from autodeco_lp.processor import AutoDeco
-from autodeco_lp.sampling import format_prompts
+from autodeco_lp.sampling import format_prompts, sample_completions, uses_chat_template
 
 
 @dataclass
@@ -46,37 +44,21 @@ def generate_text(
     """Sample one completion per prompt with AutoDeco alone deciding T and P (no other warpers)."""
     if not prompts:
         raise ValueError("`prompts` is empty; pass at least one prompt.")
-    texts = format_prompts(tokenizer, list(prompts), chat)
-    tokenizer.padding_side = "left"
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(model.device)
-    torch.manual_seed(seed)
-    out = model.generate(
-        **enc,
-        do_sample=True,
-        # Neutralise generate's own warpers so only AutoDeco's T and P apply (README: "the rule").
-        temperature=1.0,
-        top_p=1.0,
-        top_k=None,
-        max_new_tokens=max_new_tokens,
-        logits_processor=[autodeco],
-        pad_token_id=tokenizer.pad_token_id,
+    if not autodeco.record_trace:
+        raise ValueError("`autodeco` has record_trace=False; generate_text reports per-token T and P, so it needs the trace.")
+    # One generate call for all prompts; only AutoDeco's T and P apply (README: "the rule").
+    samples = sample_completions(
+        model, tokenizer, format_prompts(tokenizer, list(prompts), chat), max_new_tokens=max_new_tokens, seed=seed,
+        batch_size=len(prompts), logits_processor=[autodeco], add_special_tokens=not uses_chat_template(tokenizer, chat),
     )
-    new_tokens = out[:, enc["input_ids"].shape[1]:]  # (rows, steps)
-    trace = autodeco.trace
-    eos = model.generation_config.eos_token_id
-    stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    completions = []
-    for row, prompt in enumerate(prompts):
-        ids = new_tokens[row].tolist()
-        length = next((i for i, tok in enumerate(ids) if tok in stop_ids), len(ids))
-        ids = ids[:length]
-        completions.append(
-            Completion(
-                prompt=prompt,
-                text=tokenizer.decode(ids, skip_special_tokens=True),
-                tokens=[tokenizer.decode([tok]) for tok in ids],
-                temperature=trace.temperature[:length, row].tolist(),
-                top_p=trace.top_p[:length, row].tolist(),
-            )
+    completions = [
+        Completion(
+            prompt=prompt,
+            text=sample.text,
+            tokens=[tokenizer.decode([tok]) for tok in sample.token_ids],
+            temperature=list(sample.temperature),
+            top_p=list(sample.top_p),
         )
+        for prompt, (sample,) in zip(prompts, samples)
+    ]
     return completions
