@@ -183,3 +183,14 @@ def test_plots_write_images(tmp_path):
     assert plot_trace(completion, tmp_path / "trace.png").stat().st_size > 1000
     missing = CliRunner().invoke(cli, ["plot", "grid", "--results", str(tmp_path / "nope"), "--out", "x.png"])
     assert missing.exit_code != 0 and "cannot read" in missing.output
+
+
+def test_refitted_heads_in_the_same_folder_are_not_served_from_the_cache(small_eval):
+    from tests.conftest import constant_heads
+
+    first = run_eval(EvalArgs(**small_eval, methods="default,autodeco"), progress=False)
+    constant_heads(0.3, 0.9, hidden=32, vocab=104).save_pretrained(small_eval["heads"])  # new weights, same path
+    second = run_eval(EvalArgs(**small_eval, methods="default,autodeco"), progress=False)
+    assert second["methods"]["default"] == first["methods"]["default"]  # untouched by the heads
+    assert second["methods"]["autodeco"]["mean_temperature"] == pytest.approx(0.3, abs=1e-4)
+    assert first["methods"]["autodeco"]["mean_temperature"] != pytest.approx(0.3, abs=1e-2)

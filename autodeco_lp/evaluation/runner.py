@@ -100,6 +100,7 @@ class Evaluator:
         longest = max(len(self.tokenizer(t)["input_ids"]) for t in self.texts)
         self.batch_size = args.batch_size or auto_batch_size(self.model, longest, args.max_new_tokens)
         self._heads = None
+        self._heads_digest: str | None = None
         fingerprint = {k: v for k, v in asdict(args).items() if k not in ("methods", "seeds", "out", "batch_size", "device")}
         fingerprint.update(task_options=task_options or {}, questions=[p.question for p in self.problems])
         digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
@@ -114,6 +115,23 @@ class Evaluator:
             self._heads = AutoDecoHeads.from_pretrained(self.args.heads or resolve_heads_for_model(self.model))
         return self._heads
 
+    def key(self, decoding: Decoding) -> str:
+        """The cache key: AutoDeco results also name the heads' weights, so refitted heads
+        (same folder or registry entry, new weights) never reuse old completions."""
+        if decoding.kind != "autodeco":
+            return decoding.key
+        return f"{decoding.key}@{self.heads_digest}"
+
+    @property
+    def heads_digest(self) -> str:
+        """First 12 hex digits of the sha256 of the heads' tensors (loads the heads)."""
+        if self._heads_digest is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.heads.state_dict().items()):
+                digest.update(name.encode() + tensor.detach().float().cpu().numpy().tobytes())
+            self._heads_digest = digest.hexdigest()[:12]
+        return self._heads_digest
+
     def run(self, decoding: Decoding, label: str) -> dict[int, list[dict]]:
         """Per seed, the records of every problem (generating what the cache lacks)."""
         from tqdm.auto import tqdm
@@ -124,8 +142,9 @@ class Evaluator:
         seeds = [0] if decoding.kind == "greedy" else self.args.seed_list()
         samples = 1 if decoding.kind == "greedy" else self.args.samples
         per_call = max(1, self.batch_size // samples)
+        key = self.key(decoding)
         todo = [(s, i) for s in seeds for i in range(0, len(self.problems), per_call)
-                if any(self.store.get(decoding.key, s, j) is None for j in range(i, min(i + per_call, len(self.problems))))]
+                if any(self.store.get(key, s, j) is None for j in range(i, min(i + per_call, len(self.problems))))]
         if todo:
             processor = None
             if decoding.kind == "autodeco":
@@ -136,7 +155,7 @@ class Evaluator:
                 with tqdm(total=total, desc=label, disable=not self.progress, file=sys.stderr) as bar:
                     for seed, start in todo:
                         stop = min(start + per_call, len(self.problems))
-                        batch_seed = zlib.crc32(f"{decoding.key}|{seed}|{start}".encode())
+                        batch_seed = zlib.crc32(f"{decoding.key}|{seed}|{start}".encode())  # same seeds for any heads
                         outputs = sample_completions(
                             self.model, self.tokenizer, self.texts[start:stop], num_samples=samples,
                             temperature=decoding.temperature, top_p=decoding.top_p, greedy=decoding.kind == "greedy",
@@ -148,7 +167,7 @@ class Evaluator:
                         for index, outs in zip(range(start, stop), outputs):
                             problem = self.problems[index]
                             records.append({
-                                "key": decoding.key, "seed": seed, "index": index,
+                                "key": key, "seed": seed, "index": index,
                                 "correct": [int(self.task.score(problem, o.text) >= 1.0) for o in outs],
                                 "tokens": [o.num_tokens for o in outs],
                                 "mean_t": [o.mean_temperature for o in outs], "mean_p": [o.mean_top_p for o in outs],
@@ -159,7 +178,7 @@ class Evaluator:
             finally:
                 if processor is not None:
                     processor.close()
-        return {s: [self.store.get(decoding.key, s, i) for i in range(len(self.problems))] for s in seeds}
+        return {s: [self.store.get(key, s, i) for i in range(len(self.problems))] for s in seeds}
 
 
 def _training_questions(path: Path) -> set[str]:
