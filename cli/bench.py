@@ -20,14 +20,11 @@ def bench_group() -> None:
 def generate(model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str, device: str | None) -> None:
     """Decode overhead of AutoDeco against transformers' Temperature + TopP warpers (the paper's Table 3)."""
     import torch
-    from transformers.utils import logging as hf_logging
-
     from autodeco_lp.evaluation.bench import bench_generate, format_rows
     from autodeco_lp.heads import AutoDecoHeads
     from autodeco_lp.models import load_model
     from autodeco_lp.registry import resolve_heads_for_model
 
-    hf_logging.disable_progress_bar()
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
         if not sizes or min(sizes) < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from autodeco_lp.cli.options import dataclass_options
+from autodeco_lp.cli.options import dataclass_options, task_option
 from autodeco_lp.training.rejection import SampleArgs
 
 
@@ -15,16 +15,12 @@ def data_group() -> None:
 
 @data_group.command("sample")
 @dataclass_options(SampleArgs)
-@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
-              help="Option of the task's generator, repeatable, e.g. --task-option min_digits=1 (values parsed as JSON).")
+@task_option
 def sample(task_options: tuple[str, ...], **options) -> None:
     """Rejection sampling: solutions from the model itself that the task's verifier accepts, as JSONL."""
-    from transformers.utils import logging as hf_logging
-
     from autodeco_lp.tasks import parse_task_options
     from autodeco_lp.training.rejection import sample_training_data
 
-    hf_logging.disable_progress_bar()
     try:
         summary = sample_training_data(SampleArgs(**options), parse_task_options(task_options))
     except (ValueError, TypeError, OSError) as exc:

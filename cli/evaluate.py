@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from autodeco_lp.cli.options import dataclass_options
+from autodeco_lp.cli.options import dataclass_options, task_option
 from autodeco_lp.evaluation.runner import EvalArgs
 
 
 @click.group("eval", invoke_without_command=True)
 @dataclass_options(EvalArgs)
-@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
-              help="Option of the task's generator, repeatable (values parsed as JSON).")
+@task_option
 @click.pass_context
 def eval_group(ctx: click.Context, task_options: tuple[str, ...], **options) -> None:
     """Evaluate decoding methods on a task with a verifier; results.json + results.md in --out.
@@ -24,13 +23,10 @@ def eval_group(ctx: click.Context, task_options: tuple[str, ...], **options) -> 
     """
     if ctx.invoked_subcommand is not None:
         return
-    from transformers.utils import logging as hf_logging
-
     from autodeco_lp.evaluation.report import markdown_table
     from autodeco_lp.evaluation.runner import run_eval
     from autodeco_lp.tasks import parse_task_options
 
-    hf_logging.disable_progress_bar()
     try:
         report = run_eval(EvalArgs(**options), parse_task_options(task_options))
     except (ValueError, TypeError, OSError) as exc:

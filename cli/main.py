@@ -21,6 +21,9 @@ def _fail(exc: Exception) -> None:
 @click.version_option(__version__, prog_name="autodeco")
 def autodeco() -> None:
     """AutoDeco for Hugging Face causal LMs: per-token temperature and top-p from two small heads."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # every command's stdout is its result; our own bars go to stderr
 
 
 @autodeco.command()
@@ -29,13 +32,11 @@ def autodeco() -> None:
 def generate(prompts: tuple[str, ...], **options) -> None:
     """Sample a completion for each PROMPT with AutoDeco deciding T and P at every token."""
     import torch
-    from transformers.utils import logging as hf_logging
 
     from autodeco_lp.models import load_model
     from autodeco_lp.processor import AutoDeco
     from autodeco_lp.textgen import generate_text
 
-    hf_logging.disable_progress_bar()  # keep stdout to the completions and the trace
     try:
         args = GenerateArgs(**options)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -42,3 +42,10 @@ def dataclass_options(config_cls: type, skip: tuple[str, ...] = ()) -> Callable:
         return command
 
     return decorate
+
+
+# `--task-option KEY=VALUE`, shared by the commands that take a `--task`.
+task_option = click.option(
+    "--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+    help="Option of the task's generator, repeatable, e.g. --task-option min_digits=1 (values parsed as JSON).",
+)

@@ -31,14 +31,11 @@ def plot_group() -> None:
 @click.argument("prompt")
 def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: str, prompt: str) -> None:
     """Per-token T and P along one generation (the paper's Figure 5)."""
-    from transformers.utils import logging as hf_logging
-
     from autodeco_lp.evaluation.plots import plot_trace
     from autodeco_lp.models import load_model
     from autodeco_lp.processor import AutoDeco
     from autodeco_lp.textgen import generate_text
 
-    hf_logging.disable_progress_bar()
     try:
         loaded, tokenizer = load_model(model)
         with AutoDeco.from_pretrained(loaded, heads) as processor:
