@@ -29,3 +29,10 @@ def test_bench_generate_cli():
     result = CliRunner().invoke(cli, ["bench", "generate", "--new-tokens", "2", "--repeats", "1", "--batch-sizes", "1"])
     assert result.exit_code == 0, result.output
     assert "ratio median" in result.output and "heads=" in result.output
+
+
+def test_plot_trace_cli(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = CliRunner().invoke(cli, ["plot", "trace", "--max-new-tokens", "4", "--out", str(tmp_path / "t.png"), "What is 2 + 2?"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

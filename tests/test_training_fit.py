@@ -191,3 +191,16 @@ def test_tensorboard_without_the_package_is_a_clear_error(tiny_model_dir, data, 
     else:
         fit(fit_args(tiny_model_dir, data, tmp_path, report_to="tensorboard", max_steps=2))
         assert any((tmp_path / "runs").iterdir())
+
+
+def test_console_scripts_point_at_the_commands():
+    """`autodeco-fit` and `autodeco` (the README's commands) are installed entry points."""
+    from importlib.metadata import entry_points
+
+    from autodeco_lp.cli.fit import main as fit_main
+    from autodeco_lp.cli.main import autodeco as autodeco_group
+
+    scripts = {e.name: e for e in entry_points(group="console_scripts")}
+    assert scripts["autodeco-fit"].load() is fit_main
+    assert scripts["autodeco"].load() is autodeco_group
+    assert "fit" in autodeco_group.commands and "sample" in autodeco_group.commands["data"].commands
