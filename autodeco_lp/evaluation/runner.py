@@ -66,10 +66,11 @@ class EvalArgs:
         return seeds
 
 
-def auto_batch_size(model, prompt_tokens: int, new_tokens: int) -> int:
+def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
     """Sequences per generate call: on CUDA, what the KV cache and logits of 60% of free memory hold."""
     if not torch.cuda.is_available() or next(model.parameters()).device.type != "cuda":
         return 64
+    prompt_tokens = max(len(tokenizer(t)["input_ids"]) for t in texts)  # the longest prompt
     config = model.config.get_text_config()
     free, _ = torch.cuda.mem_get_info()
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -97,8 +98,7 @@ class Evaluator:
                 raise ValueError(f"every problem appears in `--exclude-data` {args.exclude_data}; change --dataset-seed.")
         self.texts = format_prompts(self.tokenizer, [p.question for p in self.problems], args.chat)
         self.add_special_tokens = not uses_chat_template(self.tokenizer, args.chat)
-        longest = max(len(self.tokenizer(t)["input_ids"]) for t in self.texts)
-        self.batch_size = args.batch_size or auto_batch_size(self.model, longest, args.max_new_tokens)
+        self.batch_size = args.batch_size or auto_batch_size(self.model, self.texts, self.tokenizer, args.max_new_tokens)
         self._heads = None
         self._heads_digest: str | None = None
         fingerprint = {k: v for k, v in asdict(args).items() if k not in ("methods", "seeds", "out", "batch_size", "device")}

@@ -289,11 +289,13 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     bar = tqdm(total=total_steps, initial=step, desc="fit", disable=not main or args.disable_tqdm, file=sys.stderr)
     started = cache_started  # the reported time includes building the cache
     last = None
+    order, order_epoch = [], None
     heads.train()
     while step < total_steps:
         tick = time.perf_counter()
         epoch, step_in_epoch = divmod(step, epoch_steps)
-        order = batches.epoch_order(len(dataset.examples), args.seed, epoch)
+        if order_epoch != epoch:  # one permutation per epoch
+            order, order_epoch = batches.epoch_order(len(dataset.examples), args.seed, epoch), epoch
         ids = batches.step_examples(order, step_in_epoch, per_step, accelerator.process_index, world)
         sums = LossSums.zeros(device)
         for h, y, u in _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
