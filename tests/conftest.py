@@ -107,12 +107,24 @@ def tiny_model_dir(tmp_path_factory):
     return folder
 
 
-def _tiny_llama_vocab(vocab: int):
+@pytest.fixture(scope="session")
+def tiny_base_model_dir(tmp_path_factory):
+    """Like `tiny_model_dir` but a base model: the tokenizer has no chat template (few-shot prompts)."""
+    folder = tmp_path_factory.mktemp("tiny-base-model")
+    tokenizer = tiny_char_tokenizer()
+    tokenizer.chat_template = None
+    model = _tiny_llama_vocab(len(tokenizer), max_positions=2048)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _tiny_llama_vocab(vocab: int, max_positions: int = 256):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        num_key_value_heads=2, max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )
     return LlamaForCausalLM(config).eval()

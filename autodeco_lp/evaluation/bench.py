@@ -56,7 +56,7 @@ def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[
 
 def bench_generate(model, tokenizer, heads, new_tokens: int = 32, repeats: int = 7, batch_sizes=(1, 8)) -> list[BenchRow]:
     from autodeco_lp.processor import AutoDeco
-    from autodeco_lp.sampling import format_prompts
+    from autodeco_lp.sampling import format_prompts, uses_chat_template
 
     if repeats < 1 or new_tokens < 1:
         raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")
@@ -65,7 +65,8 @@ def bench_generate(model, tokenizer, heads, new_tokens: int = 32, repeats: int =
     with AutoDeco(model, heads, record_trace=False) as autodeco:
         for batch in batch_sizes:
             texts = format_prompts(tokenizer, (PROMPTS * batch)[:batch])
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw).to(model.device)
             _timed_generate(model, enc, None, 4, 0)  # warm-up both paths
             _timed_generate(model, enc, autodeco, 4, 0)
             static_times, autodeco_times, ratios = [], [], []

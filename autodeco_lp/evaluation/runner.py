@@ -21,6 +21,7 @@ import torch
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.store import ResultStore
+from autodeco_lp.prompting import DEFAULT_SHOTS
 from autodeco_lp.tasks import EVAL_DATASET_SEED, TRAIN_DATASET_SEED
 
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
@@ -40,7 +41,8 @@ class EvalArgs:
     dataset_seed: int = field(default=EVAL_DATASET_SEED, metadata={"help": "Seed of the task's problem generator (training data uses 1000)."})
     max_new_tokens: int = field(default=128, metadata={"help": "Tokens per completion."})
     batch_size: int | None = field(default=None, metadata={"help": "Sequences per generate call; default: fill memory (GPU) or 64 (CPU)."})
-    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for questions."})
+    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for questions (models without one get few-shot prompts)."})
+    shots: int = field(default=DEFAULT_SHOTS, metadata={"help": "Few-shot examples in each prompt when the model has no chat template (or --no-chat)."})
     exclude_data: str | None = field(default=None, metadata={"help": "Training JSONL whose questions are removed from the evaluation problems."})
     device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
 
@@ -83,7 +85,7 @@ def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
 class Evaluator:
     def __init__(self, args: EvalArgs, task_options: dict | None, progress: bool) -> None:
         from autodeco_lp.models import load_model
-        from autodeco_lp.sampling import format_prompts, uses_chat_template
+        from autodeco_lp.prompting import task_prompts
         from autodeco_lp.tasks import load_task
 
         self.args, self.progress = args, progress
@@ -96,13 +98,15 @@ class Evaluator:
             self.problems = [p for p in self.problems if p.question not in seen]
             if not self.problems:
                 raise ValueError(f"every problem appears in `--exclude-data` {args.exclude_data}; change --dataset-seed.")
-        self.texts = format_prompts(self.tokenizer, [p.question for p in self.problems], args.chat)
-        self.add_special_tokens = not uses_chat_template(self.tokenizer, args.chat)
+        self.prompts = task_prompts(self.tokenizer, self.task, self.problems, args.chat, args.shots)
+        self.texts = self.prompts.texts
         self.batch_size = args.batch_size or auto_batch_size(self.model, self.texts, self.tokenizer, args.max_new_tokens)
         self._heads = None
         self._heads_digest: str | None = None
-        fingerprint = {k: v for k, v in asdict(args).items() if k not in ("methods", "seeds", "out", "batch_size", "device")}
+        fingerprint = {k: v for k, v in asdict(args).items() if k not in ("methods", "seeds", "out", "batch_size", "device", "shots")}
         fingerprint.update(task_options=task_options or {}, questions=[p.question for p in self.problems])
+        if self.prompts.fewshot:  # chat prompts do not depend on --shots (keeps their caches valid)
+            fingerprint.update(prompts=self.texts)
         digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
         self.store = ResultStore(Path(args.out) / f"cache-{digest}.jsonl")
 
@@ -161,7 +165,7 @@ class Evaluator:
                             temperature=decoding.temperature, top_p=decoding.top_p, greedy=decoding.kind == "greedy",
                             max_new_tokens=self.args.max_new_tokens, seed=batch_seed, batch_size=samples * (stop - start),
                             logits_processor=[processor] if processor is not None else None,
-                            add_special_tokens=self.add_special_tokens,
+                            add_special_tokens=self.prompts.add_special_tokens, stop_strings=self.prompts.stop_strings,
                         )
                         records = []
                         for index, outs in zip(range(start, stop), outputs):
@@ -191,6 +195,8 @@ def _training_questions(path: Path) -> set[str]:
                     seen.add(message["content"])
             if "prompt" in row:
                 seen.add(row["prompt"])
+                # A few-shot prompt (autodeco_lp.prompting) ends with "Question: <q>\nAnswer:".
+                seen.add(row["prompt"].rsplit("Question: ", 1)[-1].removesuffix("\nAnswer:"))
     return seen
 
 

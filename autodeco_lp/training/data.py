@@ -4,7 +4,8 @@ Row formats (one JSON object per line):
 - `{"messages": [{"role": ..., "content": ...}, ...]}`: rendered with the tokenizer's chat
   template; the loss covers the assistant turns only (their text and end-of-turn markup).
 - `{"prompt": "...", "completion": "..."}`: plain concatenation; the loss covers the completion
-  and an EOS token appended after it, so the heads also learn the stopping step.
+  and an EOS token appended after it, so the heads also learn the stopping step. With
+  `"eos": false` no EOS is appended (few-shot rows, whose completion ends at a newline).
 - `{"text": "..."}`: the loss covers every token after the first.
 Any other keys (e.g. `meta`) are ignored.
 
@@ -91,11 +92,14 @@ def tokenize_row(row: Any, tokenizer, max_length: int) -> tuple[Example, bool]:
         prompt, completion = row.get("prompt"), row.get("completion")
         if not isinstance(prompt, str) or not isinstance(completion, str) or not completion:
             raise ValueError('prompt/completion rows need "prompt" (str) and a non-empty "completion" (str)')
+        if not isinstance(row.get("eos", True), bool):
+            raise ValueError(f'"eos" has to be true or false, but is {row["eos"]!r}')
         prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         full = tokenizer(prompt + completion, add_special_tokens=True)["input_ids"]
         # Token boundaries can merge across the join; the target starts where the ids diverge.
         shared = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(len(prompt_ids), len(full)))
-        ids = list(full) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+        eos = [tokenizer.eos_token_id] if row.get("eos", True) and tokenizer.eos_token_id is not None else []
+        ids = list(full) + eos
         mask = [i >= shared for i in range(len(ids))]
     elif "text" in row:
         if not isinstance(row["text"], str) or not row["text"]:

@@ -1,8 +1,9 @@
 """`autodeco data sample`: the paper's rejection-sampled training data.
 
 Sample several solutions per problem from the base model itself, keep those the task's verifier
-accepts, write them as chat `messages` rows (with a `meta` record of task, options, seeds and
-index, which training ignores).
+accepts, write them as chat `messages` rows, or for a base model's few-shot prompts as
+`prompt` + `completion` rows (`"eos": false`: the completion ends at its newline), with a `meta`
+record of task, options, seeds and index, which training ignores.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autodeco_lp.atomic import atomic_write
+from autodeco_lp.prompting import DEFAULT_SHOTS, FEWSHOT_STOP, task_prompts
 from autodeco_lp.tasks import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 
 
@@ -30,7 +32,8 @@ class SampleArgs:
     top_p: float = field(default=1.0, metadata={"help": "Sampling top-p."})
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens per sampled solution."})
     batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
-    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for the question."})
+    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for the question (models without one get few-shot prompts)."})
+    shots: int = field(default=DEFAULT_SHOTS, metadata={"help": "Few-shot examples in each prompt when the model has no chat template (or --no-chat)."})
     device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
 
     def __post_init__(self) -> None:
@@ -63,28 +66,34 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
     from tqdm.auto import tqdm
 
     from autodeco_lp.models import load_model
-    from autodeco_lp.sampling import format_prompts, sample_completions, uses_chat_template
+    from autodeco_lp.sampling import sample_completions
 
     task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(args.model, device=device)
-    texts = format_prompts(tokenizer, [p.question for p in task.problems], args.chat)
+    prompts = task_prompts(tokenizer, task, task.problems, args.chat, args.shots)
     started = time.perf_counter()
-    with tqdm(total=len(texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=len(prompts.texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
         completions = sample_completions(
-            model, tokenizer, texts, num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+            model, tokenizer, prompts.texts, num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-            add_special_tokens=not uses_chat_template(tokenizer, args.chat), progress=bar,
+            add_special_tokens=prompts.add_special_tokens, stop_strings=prompts.stop_strings, progress=bar,
         )
     rows, solved = [], 0
-    for problem, samples in zip(task.problems, completions):
+    for problem, prompt, samples in zip(task.problems, prompts.texts, completions):
         texts = [sample.text for sample in samples]
         kept = [(k, s) for k, s in enumerate(texts) if s.strip() and task.score(problem, s) >= 1.0]
         solved += bool(kept)
         for k, text in kept:
             meta = {"task": task.spec, "options": task.options, "dataset_seed": args.dataset_seed, "index": problem.index,
                     "sample": k, "seed": args.seed, "temperature": args.temperature, "top_p": args.top_p}
-            rows.append({"messages": [{"role": "user", "content": problem.question}, {"role": "assistant", "content": text}], "meta": meta})
+            if prompts.fewshot:
+                # The completion ends with the newline the model stopped at; no EOS is appended,
+                # since a few-shot completion never ends with one at inference.
+                meta["shots"] = args.shots
+                rows.append({"prompt": prompt, "completion": text + FEWSHOT_STOP, "eos": False, "meta": meta})
+            else:
+                rows.append({"messages": [{"role": "user", "content": problem.question}, {"role": "assistant", "content": text}], "meta": meta})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda path: path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"))
