@@ -14,6 +14,19 @@ The objective (REFERENCE section 1; defaults = the released heads' objective):
 - total = `temperature_weight * loss_T + top_p_weight * loss_P`; a head that is not trained
   contributes no loss at all (the released code still added loss_P for "temperature only").
 
+Sequence importance weighting (`sequence_weighting="importance"`, off in the released objective):
+rejection-sampled rows are draws from the base model at T = 1 conditioned on success, so the
+plain likelihood gradient `sum_rows grad log q(y)` is the gradient of the expected success rate
+`sum_x P_x` only where the heads' decoding distribution q equals the base one. Once the heads
+move T and P, the off-policy policy-gradient estimator (importance sampling: Precup et al. 2000;
+the data are RAFT/ReST-style rejection samples: Dong et al. 2023, Gulcehre et al. 2023) weights
+each sequence by `w = prod_t q_t[y_t] / p_t[y_t]` (detached, `q` = the heads' warped distribution
+`p~`, or `softmax(l/T)` when only the temperature head trains; `p` = the base softmax), so the
+objective follows task success instead of token likelihood: sequences the heads make more likely
+count more, which is what sharpens T where the model is usually right. `w` is self-normalised
+over the sequences of a call (mean 1), clipped at `importance_clip` (variance control), and
+replaces the DFT weight. Both losses use it.
+
 `log p~[y]` is computed as `log p[y] - alpha * relu(c[y] - P) - log(sum(p * m) + eps)`, which is
 the same number as `log(p~[y])` but never underflows to `-inf`.
 
@@ -26,6 +39,7 @@ for N = 4096 positions done in one piece. Gradients never flow to the hidden sta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +50,7 @@ from autodeco_lp.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS,
 
 DEFAULT_EASY_TOKEN_DROP = 0.6
 DEFAULT_CHUNK_SIZE = 256
+SEQUENCE_WEIGHTINGS = ("none", "importance")
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,10 @@ class LossConfig:
             (released behaviour); off detaches T inside the top-p loss.
         chunk_size: positions per chunk; peak memory grows linearly with it.
         logit_softcap: final logit soft-capping of the base model (Gemma), applied to the logits.
+        sequence_weighting: "none" (released) or "importance": weight every position of a
+            sequence by the clipped ratio of its probability under the heads to the base model's
+            (see the module docstring); needs `sequence_ids`.
+        importance_clip: upper bound of that weight.
     """
 
     alpha: float = DEFAULT_ALPHA
@@ -65,8 +84,14 @@ class LossConfig:
     top_p_loss_trains_temperature: bool = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
     logit_softcap: float | None = None
+    sequence_weighting: str = "none"
+    importance_clip: float = 10.0
 
     def __post_init__(self) -> None:
+        if self.sequence_weighting not in SEQUENCE_WEIGHTINGS:
+            raise ValueError(f"`sequence_weighting` has to be one of {SEQUENCE_WEIGHTINGS}, but is {self.sequence_weighting!r}")
+        if not self.importance_clip >= 1.0:
+            raise ValueError(f"`importance_clip` has to be >= 1, but is {self.importance_clip}")
         if not self.alpha > 0:
             raise ValueError(f"`alpha` has to be a positive float, but is {self.alpha}")
         if not 0.0 <= self.easy_token_drop <= 1.0:
@@ -133,8 +158,13 @@ def _chunk_losses(
     bias: torch.Tensor | None,  # (V,) fp32
     uniforms: torch.Tensor,  # (C,) in [0, 1): drop an easy position when u < easy_token_drop
     config: LossConfig,
+    sequence_weight: torch.Tensor | None = None,  # (C,) detached; replaces the DFT weight
 ) -> tuple[torch.Tensor, ...]:
-    """Per-position losses for one chunk: (loss_T (C,), keep_T (C,), loss_P (C,), T (C,), P (C,))."""
+    """Per-position values for one chunk: (loss_T, keep_T, loss_P, T, P, log q[y] - log p[y]), each (C,).
+
+    The last is the log importance ratio of the heads' warped distribution to the base model's
+    (the one that counts for the trained heads: p~ with the top-p head, softmax(l/T) without).
+    """
     with torch.no_grad():
         logits = F.linear(hidden.float(), weight, bias)  # (C, V) fp32
         if config.logit_softcap:
@@ -142,6 +172,8 @@ def _chunk_losses(
         # log softmax(l)[y] without writing a (C, V) log-softmax: l[y] - logsumexp(l).
         gold_base = logits.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (C,)
         dft_weight = gold_base.exp() if config.dft else torch.ones_like(gold_base)
+        if sequence_weight is not None:
+            dft_weight = sequence_weight
         easy = logits.argmax(dim=-1) == labels  # (C,)
         keep_t = ~(easy & (uniforms < config.easy_token_drop))
 
@@ -150,9 +182,11 @@ def _chunk_losses(
     # One (C, V) log-softmax serves both losses unless the top-p loss must not move T.
     scaled_log_probs = torch.log_softmax(logits / t, dim=-1)  # (C, V)
 
+    gold_scaled = scaled_log_probs.gather(-1, labels[:, None]).squeeze(-1)  # (C,)
+    log_ratio = (gold_scaled - gold_base).detach()
     loss_t = torch.zeros_like(gold_base)
     if config.train_temperature:
-        loss_t = -scaled_log_probs.gather(-1, labels[:, None]).squeeze(-1) * dft_weight * keep_t
+        loss_t = -gold_scaled * dft_weight * keep_t
 
     loss_p = torch.zeros_like(gold_base)
     if config.train_top_p:
@@ -170,7 +204,38 @@ def _chunk_losses(
         gold_log_prob = log_probs.gather(-1, labels[:, None]).squeeze(-1)  # (C,)
         log_soft = gold_log_prob - config.alpha * gold_excess - torch.log(normaliser)
         loss_p = -log_soft * dft_weight
-    return loss_t, keep_t, loss_p, temperature, top_p
+        log_ratio = (log_soft - gold_base).detach()
+    return loss_t, keep_t, loss_p, temperature, top_p, log_ratio
+
+
+@torch.no_grad()
+def sequence_importance_weights(heads, hidden_states, labels, weight, bias, config: LossConfig, sequence_ids) -> torch.Tensor:
+    """`(N,)` per-position weights: each sequence's ratio `w_s = prod_t q_t[y_t] / p_t[y_t]`,
+    divided by the mean ratio over the sequences of this call and clipped at `importance_clip`.
+
+    Self-normalised importance sampling: the weights depend on which sequences share a call, so
+    with this option the training loop passes all of a step's sequences on a process in one call
+    (the hidden-state cache does; streamed micro-batches normalise per micro-batch).
+    One extra forward pass of the loss (no graph) over all N positions, chunked like the loss.
+    """
+    n = hidden_states.shape[0]
+    if sequence_ids is None or sequence_ids.shape != (n,):
+        raise ValueError("sequence importance weighting needs `sequence_ids` (N,): which sequence each position belongs to")
+    device = hidden_states.device
+    ids = torch.unique(sequence_ids.to(device), return_inverse=True)[1]  # (N,) in [0, S)
+    log_ratio = torch.zeros(n, dtype=torch.float32, device=device)
+    no_drop = torch.ones(n, device=device)  # the drop only masks the loss, not the ratio
+    for start in range(0, n, config.chunk_size):
+        stop = min(start + config.chunk_size, n)
+        log_ratio[start:stop] = _chunk_losses(
+            heads, hidden_states[start:stop], labels[start:stop], weight, bias, no_drop[start:stop], config
+        )[-1]
+    count = int(ids.max()) + 1 if n else 0
+    per_sequence = torch.zeros(count, dtype=torch.float32, device=device).index_add_(0, ids, log_ratio)  # (S,)
+    # Self-normalised (mean weight 1 over the call's sequences), then clipped: in log space, so a
+    # product of 30 small ratios neither underflows nor shrinks the gradient below AdamW's eps.
+    log_w = per_sequence - torch.logsumexp(per_sequence, dim=0) + math.log(count)
+    return log_w.clamp(max=math.log(config.importance_clip)).exp()[ids]
 
 
 def autodeco_loss_sums(
@@ -184,6 +249,7 @@ def autodeco_loss_sums(
     uniforms: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     compute_grads: bool = True,
+    sequence_ids: torch.Tensor | None = None,
 ) -> LossSums:
     """Loss sums (and their gradients w.r.t. the trainable head parameters), chunk by chunk.
 
@@ -198,6 +264,8 @@ def autodeco_loss_sums(
             draw is below `easy_token_drop`). Pass them to make the drop independent of batching;
             otherwise they are drawn from `generator`.
         compute_grads: False to evaluate only (no graph is built).
+        sequence_ids: `(N,)` which sequence each position belongs to (any integer labels; a
+            sequence must not be split across calls). Needed by `sequence_weighting="importance"`.
 
     Returns:
         `LossSums` with sums, counts and, when `compute_grads`, the gradients of each sum.
@@ -217,13 +285,18 @@ def autodeco_loss_sums(
     params = trainable_parameters(heads, config) if compute_grads else {}
     temperature_params = {k: v for k, v in params.items() if k.startswith("temp_head.")}
 
+    position_weight = None
+    if config.sequence_weighting == "importance":
+        position_weight = sequence_importance_weights(heads, hidden_states, labels, weight, bias, config, sequence_ids)
+
     zero = torch.zeros((), dtype=torch.float32, device=device)
     sums = LossSums.zeros(device)
     for start in range(0, n, config.chunk_size):
         stop = min(start + config.chunk_size, n)
         with torch.set_grad_enabled(compute_grads):
-            loss_t, keep_t, loss_p, temperature, top_p = _chunk_losses(
-                heads, hidden_states[start:stop], labels[start:stop], weight, bias, uniforms[start:stop], config
+            loss_t, keep_t, loss_p, temperature, top_p, _ = _chunk_losses(
+                heads, hidden_states[start:stop], labels[start:stop], weight, bias, uniforms[start:stop], config,
+                None if position_weight is None else position_weight[start:stop],
             )
             chunk_t, chunk_p = loss_t.sum(), loss_p.sum()
         chunk = LossSums(

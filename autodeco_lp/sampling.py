@@ -16,6 +16,7 @@ class Sample:
     token_ids: tuple[int, ...]
     temperature: tuple[float, ...] | None = None
     top_p: tuple[float, ...] | None = None
+    finished: bool = True  # ended at EOS or a stop string, not cut off by max_new_tokens
 
     @property
     def num_tokens(self) -> int:
@@ -49,14 +50,14 @@ def _stop_ids(model) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
-def _cut_at_stop(tokenizer, ids: list[int], stop_strings) -> tuple[int, str]:
-    """(tokens before the one that completes a stop string, text before that stop string)."""
+def _cut_at_stop(tokenizer, ids: list[int], stop_strings) -> tuple[int, str, bool]:
+    """(tokens before the one that completes a stop string, text before that stop string, found)."""
     for length in range(1, len(ids) + 1):
         text = tokenizer.decode(ids[:length], skip_special_tokens=True)
         cuts = [text.find(s) for s in stop_strings if s in text]
         if cuts:
-            return length - 1, text[: min(cuts)]
-    return len(ids), tokenizer.decode(ids, skip_special_tokens=True)
+            return length - 1, text[: min(cuts)], True
+    return len(ids), tokenizer.decode(ids, skip_special_tokens=True), False
 
 
 @torch.no_grad()
@@ -113,13 +114,15 @@ def sample_completions(
             for r in range(row * per_prompt, (row + 1) * per_prompt):
                 ids = new[r]
                 length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
+                finished = length < len(ids)
                 text = tokenizer.decode(ids[:length], skip_special_tokens=True)
                 if stop_strings:
-                    length, text = _cut_at_stop(tokenizer, ids[:length], stop_strings)
+                    length, text, stopped = _cut_at_stop(tokenizer, ids[:length], stop_strings)
+                    finished = finished or stopped
                 t = p = None
                 if trace is not None:
                     t, p = tuple(trace.temperature[:length, r].tolist()), tuple(trace.top_p[:length, r].tolist())
-                samples.append(Sample(text, tuple(ids[:length]), t, p))
+                samples.append(Sample(text, tuple(ids[:length]), t, p, finished))
             results.append(samples)
         if progress is not None:
             progress.update(len(chunk))

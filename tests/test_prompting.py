@@ -82,6 +82,7 @@ def test_completions_stop_at_the_newline(tiny_base_model_dir):
     # Row 0 stops at the newline (not part of its tokens or text); row 1 never sees one.
     assert first.text == " 12" and tokenizer.decode(first.token_ids) == " 12"
     assert second.text == " 7 and 8" and len(second.token_ids) == 8
+    assert first.finished and not second.finished  # row 1 was cut off by max_new_tokens
 
 
 def test_fewshot_rows_train_without_eos():
@@ -102,13 +103,28 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
     from autodeco_lp.tasks import ReasoningGymTask
     from autodeco_lp.training.rejection import SampleArgs, sample_training_data
 
+    import autodeco_lp.sampling as sampling
+
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
-    args = SampleArgs(model=str(tiny_base_model_dir), task="reasoning_gym:products", problems=3, samples=2,
-                      max_new_tokens=5, out=str(tmp_path / "d.jsonl"), batch_size=6, shots=2)
+    newline = tiny_char_tokenizer()("\n", add_special_tokens=False)["input_ids"][0]
+    real = sampling.sample_completions
+
+    def with_newlines(*args, **kwargs):  # the random model rarely writes "\n": make it a coin flip
+        class Boost(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                scores[:, newline] = scores.logsumexp(-1)
+                return scores
+        return real(*args, **kwargs, logits_processor=[Boost()])
+
+    monkeypatch.setattr(sampling, "sample_completions", with_newlines)
+    args = SampleArgs(model=str(tiny_base_model_dir), task="reasoning_gym:products", problems=3, samples=4,
+                      max_new_tokens=5, out=str(tmp_path / "d.jsonl"), batch_size=12, shots=2)
     sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
-    assert rows and all(r["eos"] is False and r["completion"].endswith("\n") and r["prompt"].endswith("\nAnswer:") for r in rows)
+    assert 0 < len(rows) < 12 and all(r["eos"] is False and r["completion"].endswith("\n") and r["prompt"].endswith("\nAnswer:") for r in rows)
     assert all(r["meta"]["shots"] == 2 and "\n" not in r["completion"][:-1] for r in rows)
+    # Every kept completion stopped at its newline before the 5-token budget ran out.
+    assert all(len(r["completion"]) <= 5 for r in rows)
     task = load_task("reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=TRAIN_DATASET_SEED, size=3)
     # `autodeco eval --exclude-data` recognises the questions inside few-shot prompts.
-    assert {p.question for p in task.problems} <= _training_questions(tmp_path / "d.jsonl")
+    assert {task.problems[r["meta"]["index"]].question for r in rows} <= _training_questions(tmp_path / "d.jsonl")

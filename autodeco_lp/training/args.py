@@ -44,6 +44,8 @@ class FitArgs:
     dft: bool = field(default=True, metadata=_help("Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning)."))
     temperature_loss_weight: float = field(default=1.0, metadata=_help("Weight of the temperature loss in the total."))
     top_p_loss_weight: float = field(default=1.0, metadata=_help("Weight of the soft top-p loss in the total."))
+    sequence_weighting: str = field(default="none", metadata=_help("none (released objective) or importance: weight each sequence by its self-normalised probability ratio heads/base, so training follows task success rather than token likelihood (see losses.py)."))
+    importance_clip: float = field(default=10.0, metadata=_help("Upper bound of a sequence's importance weight (mean weight is 1)."))
     top_p_loss_trains_temperature: bool = field(default=True, metadata=_help("Let the top-p loss also move the temperature head (released behaviour)."))
     loss_chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."))
     # Optimisation.
@@ -107,6 +109,8 @@ class FitArgs:
             alpha=self.alpha,
             easy_token_drop=self.easy_token_drop,
             dft=self.dft,
+            sequence_weighting=self.sequence_weighting,
+            importance_clip=self.importance_clip,
             temperature_weight=self.temperature_loss_weight,
             top_p_weight=self.top_p_loss_weight,
             train_temperature=self.train_heads in ("both", "temperature"),

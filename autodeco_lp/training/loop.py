@@ -196,7 +196,7 @@ def _prepare_cache(args: FitArgs, model, runner, sharded: bool, dataset, pad_id:
 
 
 def _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
-    """Yield (hidden (n, H), labels (n,), uniforms (n,)) for this process's examples of one step."""
+    """Yield (hidden (n, H), labels (n,), uniforms (n,), example ids (n,)) for this process's examples of one step."""
     if cache is not None:
         # No padding once cached: one call over all positions; the loss chunks them.
         groups = [ids] if ids else []
@@ -210,7 +210,8 @@ def _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, devic
         h = torch.cat([p[0].to(device) for p in pairs])  # (n, H)
         y = torch.cat([p[1].to(device) for p in pairs])  # (n,)
         u = torch.cat([batches.drop_uniforms(args.seed, epoch, i, p[1].shape[0]) for i, p in zip(group, pairs)])
-        yield h, y, u
+        seq = torch.cat([torch.full((p[1].shape[0],), i, dtype=torch.long) for i, p in zip(group, pairs)])
+        yield h, y, u, seq
 
 
 def fit(args: FitArgs, command: str | None = None) -> FitResult:
@@ -298,8 +299,8 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
             order, order_epoch = batches.epoch_order(len(dataset.examples), args.seed, epoch), epoch
         ids = batches.step_examples(order, step_in_epoch, per_step, accelerator.process_index, world)
         sums = LossSums.zeros(device)
-        for h, y, u in _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
-            sums.add_(autodeco_loss_sums(heads, h, y, weight, bias, config=loss_config, uniforms=u))
+        for h, y, u, seq in _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
+            sums.add_(autodeco_loss_sums(heads, h, y, weight, bias, config=loss_config, uniforms=u, sequence_ids=seq))
         sums = _all_reduce(sums, params, accelerator)
         total_positions = sums.positions.item()
         grads = combine_gradients(sums, loss_config)

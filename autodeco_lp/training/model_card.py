@@ -25,7 +25,8 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
         ("effective batch", f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {world_size} process(es)"),
         ("learning rate / schedule", f"{args.learning_rate} / {args.lr_scheduler_type}, warm-up {args.warmup_ratio}"),
         ("objective", f"alpha {args.alpha}, easy-token drop {args.easy_token_drop}, DFT {'on' if args.dft else 'off'}, "
-                      f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}"),
+                      f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting {args.sequence_weighting}"
+                      + (f" (clip {args.importance_clip})" if args.sequence_weighting != "none" else "")),
         ("hidden-state cache", "yes" if result.cached else "no (streamed)"),
         ("training time", f"{result.seconds:.0f} s on {world_size} x {device}"),
         ("final loss (total / temperature / top-p)", f"{result.loss:.4f} / {result.temperature_loss:.4f} / {result.top_p_loss:.4f}"),

@@ -81,7 +81,9 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
         )
     rows, solved = [], 0
     for problem, prompt, samples in zip(task.problems, prompts.texts, completions):
-        texts = [sample.text for sample in samples]
+        # A few-shot completion that ran out of tokens before its newline is not a finished answer
+        # (it would teach the heads a stop that never happened); chat rows keep the released rule.
+        texts = [sample.text if sample.finished or not prompts.fewshot else "" for sample in samples]
         kept = [(k, s) for k, s in enumerate(texts) if s.strip() and task.score(problem, s) >= 1.0]
         solved += bool(kept)
         for k, text in kept:
