@@ -33,3 +33,25 @@ def eval_group(ctx: click.Context, task_options: tuple[str, ...], **options) -> 
         raise click.ClickException(str(exc)) from exc
     click.echo(markdown_table(report), nl=False)
     click.echo(f"wrote {options['out']}/results.json and results.md")
+
+
+@eval_group.command("ablation")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Recipe file (YAML): out, fit, eval, tasks, references, recipes; see autodeco_lp/evaluation/ablation.py.")
+def ablation_command(config_path: str) -> None:
+    """Fit heads for every recipe and score them with the harness; ablation.json + ablation.md in `out`.
+
+    Resumable: run the same command again after a kill.
+    """
+    from pathlib import Path
+
+    from autodeco_lp.evaluation.ablation import read_recipes, run_ablation
+
+    try:
+        report = run_ablation(read_recipes(Path(config_path)))
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    from autodeco_lp.evaluation.ablation import ablation_table
+
+    click.echo(ablation_table(report), nl=False)
+    click.echo(f"wrote {report['config']['out']}/ablation.json and ablation.md")

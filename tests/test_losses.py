@@ -173,3 +173,72 @@ def test_chunking_never_changes_the_result(chunk, n, seed):
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LossConfig(**kwargs)
+
+
+def _naive_importance_weights(heads, hidden, labels, weight, config, sequence_ids):
+    """Per-position weights written out: w_s = prod q/p over sequence s, self-normalised, clipped."""
+    logits = hidden.float() @ weight.float().T
+    base = torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1)
+    temperature, top_p = heads(hidden, logits)
+    probs = torch.softmax(logits / temperature.clamp_min(1e-2)[:, None], -1)
+    if config.train_top_p:
+        sorted_probs, order = probs.sort(-1, descending=True)
+        mask = torch.empty_like(probs).scatter(-1, order, torch.exp(-config.alpha * torch.relu(sorted_probs.cumsum(-1) - top_p[:, None])))
+        probs = probs * mask / ((probs * mask).sum(-1, keepdim=True) + 1e-8)
+    q = torch.log(probs.gather(-1, labels[:, None]).squeeze(-1))
+    sequences = sorted(set(sequence_ids.tolist()))
+    ratio = torch.stack([torch.exp((q - base)[sequence_ids == s].sum()) for s in sequences]).double()
+    w = (ratio / ratio.mean()).clamp(max=config.importance_clip)
+    return torch.stack([w[sequences.index(s)] for s in sequence_ids.tolist()]).float()
+
+
+@pytest.mark.parametrize("train_top_p", [True, False])
+def test_importance_weighted_loss_matches_naive_reference(train_top_p):
+    from autodeco_lp.losses import sequence_importance_weights
+
+    config = LossConfig(sequence_weighting="importance", importance_clip=3.0, train_top_p=train_top_p, chunk_size=7)
+    hidden, labels, weight, uniforms = _inputs(n=30)
+    sequence_ids = torch.tensor([5] * 4 + [2] * 9 + [7] * 3 + [1] * 14)
+    heads = random_heads()
+    with torch.no_grad():
+        expected_w = _naive_importance_weights(heads, hidden, labels, weight, config, sequence_ids)
+    got_w = sequence_importance_weights(heads, hidden, labels, weight, None, config, sequence_ids)
+    torch.testing.assert_close(got_w, expected_w, rtol=1e-4, atol=1e-6)
+    assert got_w.max() <= 3.0 + 1e-6 and len(set(got_w.tolist())) > 1  # clipped, and not all equal
+    # The loss is the ordinary one with the weights in place of DFT's (and DFT's weight is gone).
+    sums = autodeco_loss_sums(heads, hidden, labels, weight, config=config, uniforms=uniforms, sequence_ids=sequence_ids)
+    plain = LossConfig(dft=False, train_top_p=train_top_p)
+    logits = hidden @ weight.T
+    t = heads(hidden, logits)[0].clamp_min(1e-2)
+    keep = ~((logits.argmax(-1) == labels) & (uniforms < config.easy_token_drop))
+    ce = torch.nn.functional.cross_entropy(logits / t[:, None], labels, reduction="none")
+    torch.testing.assert_close(sums.temperature_sum, (ce * got_w * keep).sum().detach(), rtol=1e-4, atol=1e-4)
+    assert plain.dft is False  # sanity of the comparison above
+
+
+def test_importance_weights_favour_sequences_the_heads_make_likelier():
+    """Two sequences: one of base-argmax tokens, one of tail tokens. Sharp heads (low T) raise the
+    first's probability and lower the second's, so the first gets the larger weight; with the
+    margin met (both equally likely) the weights are 1."""
+    from autodeco_lp.losses import sequence_importance_weights
+    from tests.conftest import constant_heads
+
+    hidden, _, weight, _ = _inputs(n=12)
+    logits = hidden @ weight.T
+    labels = torch.cat([logits[:6].argmax(-1), logits[6:].argmin(-1)])
+    ids = torch.tensor([0] * 6 + [1] * 6)
+    config = LossConfig(sequence_weighting="importance", importance_clip=100.0, train_top_p=False)
+    sharp = sequence_importance_weights(constant_heads(0.3, 0.9), hidden, labels, weight, None, config, ids)
+    assert sharp[0] > 1.0 > sharp[-1] and torch.allclose(sharp[:6], sharp[:1].expand(6))
+    neutral = sequence_importance_weights(constant_heads(1.0 - 1e-6, 0.9), hidden, labels, weight, None, config, ids)
+    torch.testing.assert_close(neutral, torch.ones(12), atol=1e-3, rtol=0)
+
+
+def test_importance_weighting_needs_sequence_ids_and_a_valid_clip():
+    hidden, labels, weight, _ = _inputs(n=8)
+    with pytest.raises(ValueError, match="needs `sequence_ids`"):
+        autodeco_loss_sums(random_heads(), hidden, labels, weight, config=LossConfig(sequence_weighting="importance"))
+    with pytest.raises(ValueError, match="`importance_clip` has to be >= 1, but is 0.5"):
+        LossConfig(sequence_weighting="importance", importance_clip=0.5)
+    with pytest.raises(ValueError, match="`sequence_weighting` has to be one of"):
+        LossConfig(sequence_weighting="reward")

@@ -204,3 +204,12 @@ def test_console_scripts_point_at_the_commands():
     assert scripts["autodeco-fit"].load() is fit_main
     assert scripts["autodeco"].load() is autodeco_group
     assert "fit" in autodeco_group.commands and "sample" in autodeco_group.commands["data"].commands
+
+
+def test_importance_weighted_fit_differs_from_the_released_objective(tiny_model_dir, data, tmp_path):
+    """The option reaches the loss (other heads than the released objective's) and the model card."""
+    fit(fit_args(tiny_model_dir, data, tmp_path / "released", max_steps=3))
+    fit(fit_args(tiny_model_dir, data, tmp_path / "importance", max_steps=3, sequence_weighting="importance", importance_clip=4.0))
+    released, weighted = heads_state(tmp_path / "released"), heads_state(tmp_path / "importance")
+    assert any(not torch.allclose(released[k], weighted[k]) for k in released)
+    assert "sequence weighting importance (clip 4.0)" in (tmp_path / "importance" / "README.md").read_text()

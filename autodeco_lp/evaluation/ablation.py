@@ -1,0 +1,142 @@
+"""`autodeco eval ablation`: fit one set of heads per recipe and score each with the harness.
+
+A recipe file (YAML) names shared fit options, shared evaluation options, the validation tasks,
+reference decodings and the recipes (overrides of the fit options):
+
+    out: docs/ablation
+    fit: {model: smollm2, data: heads/.../train.jsonl, learning_rate: 1e-3, num_train_epochs: 3}
+    eval: {problems: 24, samples: 4, seeds: "0,1", max_new_tokens: 24, dataset_seed: 3000}
+    tasks:
+      products: {task: reasoning_gym:products, options: {min_digits: 1, max_digits: 1}}
+    references: [greedy, default, "static:0.1,1.0"]
+    recipes:
+      released: {}
+      no-drop: {easy_token_drop: 0.0}
+
+Every recipe is fitted into `out/fits/NAME` (skipped when its heads exist with the same options;
+a killed fit resumes from its last checkpoint) and evaluated with the `autodeco` method on every
+task into `out/eval/TASK` (one resumable cache per task, keyed by the heads' weights). The hidden-
+state cache is built once and hard-linked into the other recipes' folders (its fingerprint is
+checked at use). Output: `out/ablation.json` and `out/ablation.md`.
+
+Choose the recipe on *validation* problems (a dataset seed that is neither the evaluation seed 0
+nor the training seed 1000), so the recipe is never tuned on the problems it is reported on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+
+from autodeco_lp.atomic import atomic_write, write_text
+
+SECTIONS = ("out", "fit", "eval", "tasks", "references", "recipes")
+
+
+def read_recipes(path: Path) -> dict:
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"`--config` {str(path)!r} could not be read: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"`--config` {str(path)!r} has to be a YAML mapping with keys {', '.join(SECTIONS)}")
+    unknown = sorted(set(config) - set(SECTIONS))
+    missing = [k for k in ("out", "fit", "tasks", "recipes") if k not in config]
+    if unknown or missing:
+        raise ValueError(f"`--config` {str(path)!r}: unknown keys {unknown}, missing keys {missing}; known: {', '.join(SECTIONS)}")
+    from autodeco_lp.training.args import FitArgs
+
+    known = {f.name for f in fields(FitArgs)}
+    for name, overrides in config["recipes"].items():
+        bad = sorted(set(overrides or {}) - known)
+        if bad:
+            raise ValueError(f"recipe {name!r} sets unknown fit options {bad}; see `autodeco-fit --help`")
+    return config
+
+
+def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: list[Path]) -> dict:
+    """Fit (or reuse) one recipe's heads; returns its fit summary."""
+    from autodeco_lp.training.args import FitArgs
+    from autodeco_lp.training.checkpoints import list_checkpoints
+    from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
+
+    options = {**shared, **(overrides or {}), "output_dir": str(folder), "disable_tqdm": True}
+    summary_path = folder / "recipe.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if done["options"] == options:
+            return done
+    if not (folder / CACHE_DIR_NAME).exists():
+        for source in caches:  # hard-link a finished cache; fit() rebuilds it if the fingerprint differs
+            if (source / "cache_meta.json").is_file():
+                shutil.copytree(source, folder / CACHE_DIR_NAME, copy_function=os.link)
+                break
+    resume = "latest" if folder.is_dir() and list_checkpoints(folder) else None
+    result = fit(FitArgs(**options, resume_from_checkpoint=resume), command=f"autodeco eval ablation (recipe {name})")
+    done = {"options": options, "overrides": overrides or {}, "steps": result.steps, "seconds": result.seconds,
+            "loss": result.loss, "mean_temperature": result.mean_temperature, "mean_top_p": result.mean_top_p}
+    atomic_write(summary_path, lambda p: write_text(p, json.dumps(done, indent=2) + "\n"))
+    return done
+
+
+def run_ablation(config: dict, progress: bool = True) -> dict:
+    from autodeco_lp.evaluation.runner import EvalArgs, run_eval
+    from autodeco_lp.training.loop import CACHE_DIR_NAME
+
+    out = Path(config["out"])
+    evaluation = dict(config.get("eval") or {})
+    evaluation.setdefault("model", config["fit"].get("model", "smollm2"))
+    started = time.perf_counter()
+    report: dict = {"config": config, "references": {}, "recipes": {}}
+    for task_name, task in config["tasks"].items():
+        args = EvalArgs(**evaluation, task=task["task"], out=str(out / "eval" / task_name),
+                        methods=",".join(config.get("references") or ["greedy"]))
+        report["references"][task_name] = run_eval(args, task.get("options"), progress)["methods"]
+    caches = []
+    for name, overrides in config["recipes"].items():
+        folder = out / "fits" / name
+        fitted = _fit_recipe(name, config["fit"], overrides, folder, caches)
+        caches.append(folder / CACHE_DIR_NAME)
+        scores = {}
+        for task_name, task in config["tasks"].items():
+            args = EvalArgs(**evaluation, task=task["task"], heads=str(folder), methods="autodeco",
+                            out=str(out / "eval" / task_name))
+            scores[task_name] = run_eval(args, task.get("options"), progress)["methods"]["autodeco"]
+        report["recipes"][name] = {"fit": fitted, "scores": scores}
+    report["seconds"] = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "ablation.json", lambda p: write_text(p, json.dumps(report, indent=2, sort_keys=True) + "\n"))
+    atomic_write(out / "ablation.md", lambda p: write_text(p, ablation_table(report)))
+    return report
+
+
+def _score(m: dict) -> str:
+    return f"{m['pass@1']:.3f} ± {m['pass@1_std']:.3f}"
+
+
+def ablation_table(report: dict) -> str:
+    """Markdown: one row per recipe (pass@1 mean ± std over seeds per task, mean T / P), then the references."""
+    tasks = list(report["config"]["tasks"])
+    head = "| recipe | changes | steps | fit s | " + " | ".join(f"{t} pass@1 | {t} T / P" for t in tasks) + " |"
+    lines = [head, "|" + "---|" * (4 + 2 * len(tasks))]
+    for name, r in report["recipes"].items():
+        changes = ", ".join(f"{k}={v}" for k, v in r["fit"]["overrides"].items()) or "(shared options)"
+        cells = []
+        for t in tasks:
+            m = r["scores"][t]
+            cells += [_score(m), f"{m.get('mean_temperature', 0):.2f} / {m.get('mean_top_p', 0):.2f}"]
+        lines.append(f"| {name} | {changes} | {r['fit']['steps']} | {r['fit']['seconds']:.0f} | " + " | ".join(cells) + " |")
+    methods = sorted({m for refs in report["references"].values() for m in refs})
+    for method in methods:
+        cells = []
+        for t in tasks:
+            m = report["references"][t].get(method)
+            cells += [_score(m) if m else "-", "-"]
+        lines.append(f"| *{method}* | reference | - | - | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
