@@ -73,3 +73,44 @@ def grid(results: str, out: str) -> None:
 def passk(results: str, out: str) -> None:
     """pass@k curves of every method."""
     _plot_results("passk", results, out)
+
+
+@plot_group.command("top-p")
+@click.option("--model", default="smollm2", show_default=True)
+@click.option("--heads", default=None, help="Heads folder or Hub id; default: the registry entry for --model.")
+@click.option("--data", required=True, help="Training JSONL (the rows the heads were fitted on).")
+@click.option("--max-length", default=512, show_default=True)
+@click.option("--max-rows", default=None, type=int, help="Use only the first N rows.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Image file; a .json with the numbers is written beside it.")
+def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: int | None, out: str) -> None:
+    """Diagnose the top-p head: P against the base entropy, and the loss for a constant P."""
+    from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
+    from autodeco_lp.evaluation.plots import plot_top_p_diagnosis
+    from autodeco_lp.heads import AutoDecoHeads
+    from autodeco_lp.models import load_model
+    from autodeco_lp.registry import resolve_heads_for_model
+
+    try:
+        loaded, tokenizer = load_model(model)
+        fitted = AutoDecoHeads.from_pretrained(heads or resolve_heads_for_model(loaded)).eval()
+        hidden, labels = training_positions(loaded, tokenizer, data, max_length, max_rows)
+        lm_head = loaded.get_output_embeddings().weight.detach()
+        stats = head_statistics(fitted, hidden, labels, lm_head)
+        values = [round(0.1 * i, 1) for i in range(3, 11)] + [0.95, 0.99, 1.0]
+        values = sorted(set(values))
+        losses = top_p_loss_curve(fitted, hidden, labels, lm_head, values)
+        plot_top_p_diagnosis(stats, values, losses, Path(out), f"{model}: top-p head on {Path(data).name}")
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    low = stats.entropy < 0.5
+    summary = {
+        "positions": int(labels.numel()), "mean_top_p": stats.top_p.mean().item(), "mean_temperature": stats.temperature.mean().item(),
+        "share_gold_is_argmax": (stats.gold_rank == 0).float().mean().item(),
+        "mean_top_p_entropy_below_0.5": stats.top_p[low].mean().item() if low.any() else None,
+        "mean_top_p_entropy_above_0.5": stats.top_p[~low].mean().item() if (~low).any() else None,
+        "constant_top_p_loss": dict(zip(map(str, values), losses)),
+        "best_constant_top_p": values[min(range(len(values)), key=losses.__getitem__)],
+    }
+    Path(out).with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"wrote {out}")

@@ -76,3 +76,20 @@ def plot_passk(report: dict, out: Path) -> Path:
     ax.legend(fontsize=8)
     ax.set_title(report["settings"]["task"])
     return _save(plt, fig, out)
+
+
+def plot_top_p_diagnosis(stats, curve_values, curve_losses, out: Path, title: str = "") -> Path:
+    """Left: the heads' P (and T) against the base entropy per training position.
+    Right: the soft top-p loss on the same positions for a constant P (the head's training target)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes[0].scatter(stats.entropy.numpy(), stats.top_p.numpy(), s=6, alpha=0.5, label="predicted P")
+    axes[0].scatter(stats.entropy.numpy(), stats.temperature.numpy(), s=6, alpha=0.5, label="predicted T")
+    axes[0].set_xlabel("base model entropy at the position (nats)")
+    axes[0].set_ylabel("head output")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(curve_values, curve_losses, marker="o")
+    axes[1].set_xlabel("constant P (heads' T)")
+    axes[1].set_ylabel("mean soft top-p loss")
+    fig.suptitle(title)
+    return _save(plt, fig, out)
