@@ -67,6 +67,8 @@ class LossConfig:
         top_p_loss_trains_temperature: let the top-p loss move the temperature head through T
             (released behaviour); off detaches T inside the top-p loss.
         chunk_size: positions per chunk; peak memory grows linearly with it.
+        control_weight: weight of the plain-language control ranking loss (autodeco_lp.control),
+            when the caller adds one to the sums.
         logit_softcap: final logit soft-capping of the base model (Gemma), applied to the logits.
         sequence_weighting: "none" (released) or "importance": weight every position of a
             sequence by the clipped ratio of its probability under the heads to the base model's
@@ -86,6 +88,7 @@ class LossConfig:
     logit_softcap: float | None = None
     sequence_weighting: str = "none"
     importance_clip: float = 10.0
+    control_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.sequence_weighting not in SEQUENCE_WEIGHTINGS:
@@ -98,7 +101,7 @@ class LossConfig:
             raise ValueError(f"`easy_token_drop` has to be in [0, 1], but is {self.easy_token_drop}")
         if self.chunk_size < 1:
             raise ValueError(f"`chunk_size` has to be a positive int, but is {self.chunk_size}")
-        for name in ("temperature_weight", "top_p_weight"):
+        for name in ("temperature_weight", "top_p_weight", "control_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` has to be >= 0, but is {getattr(self, name)}")
         if not (self.train_temperature or self.train_top_p):
@@ -120,10 +123,20 @@ class LossSums:
     positions: torch.Tensor  # () supervised positions seen
     predicted_temperature_sum: torch.Tensor  # () for diagnostics: mean T = sum / positions
     predicted_top_p_sum: torch.Tensor  # ()
+    control_sum: torch.Tensor | None = None  # () ranking loss of plain-language control (autodeco_lp.control)
+    control_count: torch.Tensor | None = None  # () rows it was summed over
     temperature_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     top_p_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    control_grads: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    SCALARS = ("temperature_sum", "temperature_count", "top_p_sum", "positions", "predicted_temperature_sum", "predicted_top_p_sum")
+    SCALARS = ("temperature_sum", "temperature_count", "top_p_sum", "positions", "predicted_temperature_sum",
+               "predicted_top_p_sum", "control_sum", "control_count")
+    GRADS = ("temperature_grads", "top_p_grads", "control_grads")
+
+    def __post_init__(self) -> None:
+        zero = torch.zeros_like(self.top_p_sum)
+        self.control_sum = zero if self.control_sum is None else self.control_sum
+        self.control_count = zero if self.control_count is None else self.control_count
 
     @classmethod
     def zeros(cls, device: torch.device | str | None = None) -> "LossSums":
@@ -133,7 +146,8 @@ class LossSums:
     def add_(self, other: "LossSums") -> "LossSums":
         for name in self.SCALARS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for mine, theirs in ((self.temperature_grads, other.temperature_grads), (self.top_p_grads, other.top_p_grads)):
+        for name in self.GRADS:
+            mine, theirs = getattr(self, name), getattr(other, name)
             for key, grad in theirs.items():
                 mine[key] = mine[key] + grad if key in mine else grad.clone()
         return self
@@ -324,6 +338,8 @@ def normalised_loss(sums: LossSums, config: LossConfig) -> torch.Tensor:
         total = total + config.temperature_weight * sums.temperature_sum / sums.temperature_count.clamp_min(1)
     if config.train_top_p:
         total = total + config.top_p_weight * sums.top_p_sum / sums.positions.clamp_min(1)
+    if sums.control_count > 0:
+        total = total + config.control_weight * sums.control_sum / sums.control_count
     return total
 
 
@@ -336,6 +352,9 @@ def combine_gradients(sums: LossSums, config: LossConfig) -> dict[str, torch.Ten
         grads[key] = grad * scale_t
     for key, grad in sums.top_p_grads.items():
         grads[key] = grads[key] + grad * scale_p if key in grads else grad * scale_p
+    scale_c = config.control_weight / sums.control_count.clamp_min(1)
+    for key, grad in sums.control_grads.items():
+        grads[key] = grads[key] + grad * scale_c if key in grads else grad * scale_c
     return grads
 
 

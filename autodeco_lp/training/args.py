@@ -46,6 +46,10 @@ class FitArgs:
     top_p_loss_weight: float = field(default=1.0, metadata=_help("Weight of the soft top-p loss in the total."))
     sequence_weighting: str = field(default="none", metadata=_help("none (released objective) or importance: weight each sequence by its self-normalised probability ratio heads/base, so training follows task success rather than token likelihood (see losses.py)."))
     importance_clip: float = field(default=10.0, metadata=_help("Upper bound of a sequence's importance weight (mean weight is 1)."))
+    control_commands: str | None = field(default=None, metadata=_help("Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a high-diversity command, and a ranking loss orders their mean T and P (see autodeco_lp/control.py)."))
+    control_weight: float = field(default=1.0, metadata=_help("Weight of the control ranking loss in the total."))
+    control_t_margin: float = field(default=0.1, metadata=_help("Margin of the ranking loss on the mean temperature."))
+    control_p_margin: float = field(default=0.05, metadata=_help("Margin of the ranking loss on the mean top-p."))
     top_p_loss_trains_temperature: bool = field(default=True, metadata=_help("Let the top-p loss also move the temperature head (released behaviour)."))
     loss_chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."))
     # Optimisation.
@@ -103,6 +107,12 @@ class FitArgs:
         if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard")
         self.loss_config()  # validates the objective's options
+        if self.control_commands is not None:
+            from autodeco_lp.control import load_commands
+
+            load_commands(self.control_commands)  # a bad file fails before the model loads
+            if min(self.control_t_margin, self.control_p_margin) < 0:
+                raise ValueError(f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, {self.control_p_margin}")
 
     def loss_config(self, logit_softcap: float | None = None) -> LossConfig:
         return LossConfig(
@@ -111,6 +121,7 @@ class FitArgs:
             dft=self.dft,
             sequence_weighting=self.sequence_weighting,
             importance_clip=self.importance_clip,
+            control_weight=self.control_weight,
             temperature_weight=self.temperature_loss_weight,
             top_p_weight=self.top_p_loss_weight,
             train_temperature=self.train_heads in ("both", "temperature"),

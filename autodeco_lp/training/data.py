@@ -45,6 +45,9 @@ class Dataset:
     rows: int
     skipped_empty: int
     truncated: int
+    # Extra versions of every example (e.g. with a control command added): variants[k][i] is
+    # version k of examples[i]; an empty Example when that version has no target left.
+    variants: tuple[tuple[Example, ...], ...] = ()
 
     @property
     def num_targets(self) -> int:
@@ -130,9 +133,12 @@ def _hub_dataset_rows(name: str) -> tuple[list[str], str]:
     return lines, hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def load_jsonl(path: str | Path, tokenizer, max_length: int) -> Dataset:
+def load_jsonl(path: str | Path, tokenizer, max_length: int, variants=()) -> Dataset:
     """Tokenise every row of a JSONL file (or a Hub dataset `NAME[:SPLIT]` when `datasets` is
-    installed and no such file exists). Errors name the file and line; empty data is an error."""
+    installed and no such file exists). Errors name the file and line; empty data is an error.
+
+    `variants`: functions `(row dict, example index) -> row dict`; each kept row is also
+    tokenised in every variant (see `Dataset.variants`)."""
     if max_length < 2:
         raise ValueError(f"`--max-length` has to be >= 2, but is {max_length}")
     path = Path(path)
@@ -144,17 +150,22 @@ def load_jsonl(path: str | Path, tokenizer, max_length: int) -> Dataset:
     else:
         lines, digest = _hub_dataset_rows(str(path))
     examples, skipped, truncated, rows = [], 0, 0, 0
+    versions: list[list[Example]] = [[] for _ in variants]
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         rows += 1
         try:
-            example, was_truncated = tokenize_row(json.loads(line), tokenizer, max_length)
+            row = json.loads(line)
+            example, was_truncated = tokenize_row(row, tokenizer, max_length)
+            if example.num_targets == 0:
+                skipped += 1
+                continue
+            for make, version in zip(variants, versions):
+                variant, _ = tokenize_row(make(row, len(examples)), tokenizer, max_length)
+                version.append(variant if variant.num_targets else Example((), ()))
         except (ValueError, TypeError, KeyError) as exc:  # json.JSONDecodeError is a ValueError
             raise ValueError(f"{path}:{number}: {exc}") from exc
-        if example.num_targets == 0:
-            skipped += 1
-            continue
         truncated += was_truncated
         examples.append(example)
     if not examples:
@@ -162,4 +173,4 @@ def load_jsonl(path: str | Path, tokenizer, max_length: int) -> Dataset:
             f"{path} has no usable rows ({rows} rows, {skipped} with no supervised token within "
             f"--max-length {max_length}); nothing to train on."
         )
-    return Dataset(examples, str(path), digest, rows, skipped, truncated)
+    return Dataset(examples, str(path), digest, rows, skipped, truncated, tuple(tuple(v) for v in versions))

@@ -11,6 +11,8 @@ and needs its own forward to see the parameters used).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -123,7 +125,7 @@ def _all_reduce(sums: LossSums, params: dict, accelerator) -> LossSums:
         return sums
     device = sums.top_p_sum.device
     blocks = [torch.stack([getattr(sums, name) for name in LossSums.SCALARS])]
-    for grads in (sums.temperature_grads, sums.top_p_grads):
+    for grads in (getattr(sums, g) for g in LossSums.GRADS):
         for name, param in params.items():
             # A process may have no gradient for a parameter (an empty share): send zeros.
             grad = grads.get(name)
@@ -131,7 +133,7 @@ def _all_reduce(sums: LossSums, params: dict, accelerator) -> LossSums:
     flat = accelerator.reduce(torch.cat(blocks), reduction="sum")
     out = LossSums(*flat[: len(LossSums.SCALARS)])
     offset = len(LossSums.SCALARS)
-    for target in (out.temperature_grads, out.top_p_grads):
+    for target in (getattr(out, g) for g in LossSums.GRADS):
         for name, param in params.items():
             target[name] = flat[offset : offset + param.numel()].view_as(param)
             offset += param.numel()
@@ -214,6 +216,49 @@ def _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, devic
         yield h, y, u, seq
 
 
+def _load_data(args: FitArgs, tokenizer):
+    """The training rows; with `--control-commands` also their low and high command versions."""
+    if args.control_commands is None:
+        return load_jsonl(args.data, tokenizer, args.max_length)
+    from autodeco_lp.control import DIRECTIONS, load_commands, pick_command, with_command
+
+    commands = load_commands(args.control_commands)
+    makers = [lambda row, i, d=d: with_command(row, pick_command(commands.train[d], args.seed, i, d)) for d in DIRECTIONS]
+    dataset = load_jsonl(args.data, tokenizer, args.max_length, variants=makers)
+    # The commands and their assignment are part of what the cache and resume must match.
+    digest = hashlib.sha256(f"{dataset.sha256}|{commands.sha256}|{args.seed}".encode()).hexdigest()
+    return dataclasses.replace(dataset, sha256=digest)
+
+
+def _all_versions(dataset):
+    """Plain examples then every variant: ids i, i + N, i + 2N are the versions of example i."""
+    examples = list(dataset.examples) + [e for version in dataset.variants for e in version]
+    return dataclasses.replace(dataset, examples=examples)
+
+
+def _control_sums(ids, args, dataset, cache, model, pad_id, heads, weight, bias, params, device) -> LossSums:
+    """The ranking loss over this process's rows of the step (rows whose versions all have targets)."""
+    from autodeco_lp.control import control_ranking_sums
+
+    n = len(dataset.examples)
+    rows = [i for i in ids if all(version[i].num_targets for version in dataset.variants)]
+    triples = []
+    for i in rows:
+        if cache is not None:
+            triples.append(tuple(cache[i + k * n][0] for k in range(1 + len(dataset.variants))))
+        else:
+            examples = [dataset.examples[i]] + [version[i] for version in dataset.variants]
+            triples.append(tuple(p[0] for p in hidden.supervised_hidden_states(model, examples, pad_id)))
+    train_t, train_p = args.train_heads in ("both", "temperature"), args.train_heads in ("both", "top_p")
+    total, count, grads = control_ranking_sums(heads, triples, weight, bias, t_margin=args.control_t_margin,
+                                               p_margin=args.control_p_margin, train_temperature=train_t,
+                                               train_top_p=train_p, params=params)
+    sums = LossSums.zeros(device)
+    sums.control_sum, sums.control_count = total.to(device), torch.tensor(float(count), device=device)
+    sums.control_grads = grads
+    return sums
+
+
 def fit(args: FitArgs, command: str | None = None) -> FitResult:
     """Train AutoDeco heads on a frozen base model; returns the final metrics.
 
@@ -237,7 +282,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, device=device)
     model.requires_grad_(False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    dataset = load_jsonl(args.data, tokenizer, args.max_length)
+    dataset = _load_data(args, tokenizer)
 
     # The loss needs the whole (V, H) lm_head on every process: keep it before any sharding.
     weight = model.get_output_embeddings().weight.detach()
@@ -283,7 +328,8 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         step, elapsed_before = state["step"], state["elapsed_seconds"]
 
     cache_started = time.perf_counter()
-    cache = _prepare_cache(args, model, runner, sharded, dataset, pad_id, output_dir, accelerator, main and not args.disable_tqdm)
+    cached_data = _all_versions(dataset) if dataset.variants else dataset
+    cache = _prepare_cache(args, model, runner, sharded, cached_data, pad_id, output_dir, accelerator, main and not args.disable_tqdm)
     cache_seconds = time.perf_counter() - cache_started
     lengths = [len(e.input_ids) for e in dataset.examples]
     metrics = _Metrics(output_dir, step, args.report_to, main)
@@ -301,6 +347,8 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         sums = LossSums.zeros(device)
         for h, y, u, seq in _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
             sums.add_(autodeco_loss_sums(heads, h, y, weight, bias, config=loss_config, uniforms=u, sequence_ids=seq))
+        if dataset.variants:
+            sums.add_(_control_sums(ids, args, dataset, cache, model, pad_id, heads, weight, bias, params, device))
         sums = _all_reduce(sums, params, accelerator)
         total_positions = sums.positions.item()
         grads = combine_gradients(sums, loss_config)
@@ -322,6 +370,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
             "top_p_loss": (sums.top_p_sum / sums.positions.clamp_min(1)).item(),
             "mean_temperature": sums.predicted_temperature_sum.item() / max(total_positions, 1),
             "mean_top_p": sums.predicted_top_p_sum.item() / max(total_positions, 1),
+            **({"control_loss": (sums.control_sum / sums.control_count.clamp_min(1)).item()} if dataset.variants else {}),
             "grad_norm": float(grad_norm),
             "learning_rate": lr,
             "tokens": int(total_positions),
