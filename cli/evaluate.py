@@ -1,10 +1,11 @@
-"""`autodeco eval`: compare decoding methods on a task (the control measurement hangs off it later)."""
+"""`autodeco eval`: compare decoding methods on a task; `eval ablation` (recipes) and `eval control` (commands) hang off it."""
 
 from __future__ import annotations
 
 import click
 
 from autodeco_lp.cli.options import dataclass_options, task_option
+from autodeco_lp.evaluation.control import ControlArgs
 from autodeco_lp.evaluation.runner import EvalArgs
 
 
@@ -55,3 +56,21 @@ def ablation_command(config_path: str) -> None:
 
     click.echo(ablation_table(report), nl=False)
     click.echo(f"wrote {report['config']['out']}/ablation.json and ablation.md")
+
+
+@eval_group.command("control")
+@dataclass_options(ControlArgs)
+def control_command(**options) -> None:
+    """Plain-language control (the paper's Table 4): do commands move the heads' T and P?
+
+    \b
+    autodeco eval control --model smollm2 --heads heads/smollm2-135m-instruct-control --prompts 100 --out results-control/
+    """
+    from autodeco_lp.evaluation.control import control_table, measure_control
+
+    try:
+        report = measure_control(ControlArgs(**options))
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(control_table(report), nl=False)
+    click.echo(f"wrote {options['out']}/control.json and control.md")

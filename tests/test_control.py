@@ -119,3 +119,36 @@ def test_control_fit_streamed_matches_cached(tiny_model_dir, tmp_path):
     cached, streamed = (AutoDecoHeads.from_pretrained(tmp_path / n).state_dict() for n in ("cached", "streamed"))
     for key in cached:
         torch.testing.assert_close(cached[key], streamed[key], rtol=0, atol=1e-4, msg=key)
+
+
+def test_control_table_consistency_by_hand():
+    from autodeco_lp.evaluation.control import summarise_versions
+
+    none = torch.tensor([[1.0, 0.9], [1.0, 0.9], [1.0, 0.9], [1.0, 0.9]])
+    low = torch.tensor([[0.8, 0.8], [0.9, 0.9], [1.1, 0.85], [0.5, 0.95]])
+    high = torch.tensor([[1.2, 0.95], [1.0, 0.91], [1.3, 0.9], [1.1, 0.8]])
+    table = summarise_versions({"none": none, "low": low, "high": high})
+    assert table["low"]["consistency_temperature"] == 0.75 and table["low"]["consistency_top_p"] == 0.5
+    assert table["high"]["consistency_temperature"] == 0.75 and table["high"]["consistency_top_p"] == 0.5
+    assert table["low"]["delta_temperature"] == pytest.approx((-0.2 - 0.1 + 0.1 - 0.5) / 4)
+    assert "consistency_temperature" not in table["none"] and table["none"]["delta_top_p"] == 0.0
+
+
+def test_eval_control_command_writes_the_table(tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from autodeco_lp.cli.main import autodeco
+    from tests.conftest import random_heads
+
+    heads = tmp_path / "heads"
+    random_heads(vocab=None).save_pretrained(heads)
+    task = tmp_path / "prompts.jsonl"
+    task.write_text("".join(json.dumps({"question": f"What is {a} + 1?", "answer": str(a + 1)}) + "\n" for a in range(6)))
+    result = CliRunner().invoke(autodeco, ["eval", "control", "--model", str(tiny_model_dir), "--heads", str(heads),
+                                           "--tasks", str(task), "--prompts", "6", "--max-new-tokens", "4", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "control.json").read_text())
+    assert report["settings"]["prompts_measured"] == 6 and set(report["versions"]) == {"none", "low", "high"}
+    # Random heads read the commands too: the version means differ from the plain ones.
+    assert report["versions"]["high"]["delta_temperature"] != 0.0
+    assert "| low |" in (tmp_path / "out" / "control.md").read_text()
