@@ -213,3 +213,21 @@ def test_importance_weighted_fit_differs_from_the_released_objective(tiny_model_
     released, weighted = heads_state(tmp_path / "released"), heads_state(tmp_path / "importance")
     assert any(not torch.allclose(released[k], weighted[k]) for k in released)
     assert "sequence weighting importance (clip 4.0)" in (tmp_path / "importance" / "README.md").read_text()
+
+
+def test_recipes_fill_only_what_the_user_left_unset(tmp_path):
+    from autodeco_lp.training.args import RECIPES, SMALL_MODEL_PARAMETERS
+
+    released = FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="released")
+    assert released.learning_rate == 5e-6 and released.easy_token_drop == 0.6 and released.sequence_weighting == "none"
+    small = FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="small", learning_rate=2e-3)
+    assert small.learning_rate == 2e-3 and small.num_train_epochs == RECIPES["small"]["num_train_epochs"]
+    auto = FitArgs(data="d.jsonl", output_dir=str(tmp_path), dft=False)
+    assert auto.learning_rate is None  # decided once the model's size is known
+    with pytest.raises(ValueError, match="call FitArgs.resolved"):
+        auto.loss_config()
+    tiny, large = auto.resolved(135_000_000), auto.resolved(SMALL_MODEL_PARAMETERS + 1)
+    assert (tiny.recipe, large.recipe) == ("small", "released") and tiny.dft is False and large.dft is False
+    assert tiny.easy_token_drop == RECIPES["small"]["easy_token_drop"] and large.learning_rate == 5e-6
+    with pytest.raises(ValueError, match="`--recipe` has to be one of auto, released, small, but is 'big'"):
+        FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="big")

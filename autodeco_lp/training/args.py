@@ -1,10 +1,12 @@
 """`FitArgs`: every option of `autodeco-fit`, with its help text. The CLI and `--config fit.yaml`
 both fill this one dataclass; names follow Hugging Face `TrainingArguments` where one exists.
 
-Defaults follow the paper's recipe (REFERENCE section 1): AdamW at 5e-6, effective batch 32
-(8 per device x 4 accumulation steps on one process), alpha 30, easy-token drop 0.6, DFT on.
-Small models need a larger learning rate to move within a few hundred steps; the shipped heads'
-model card records the settings they used.
+A few options take their default from `--recipe` (`RECIPES`): `released` is the paper's recipe
+(REFERENCE section 1: AdamW at 5e-6 for one epoch, easy-token drop 0.6, DFT on, no sequence
+weighting); `small` is the recipe the ablation in docs/results.md chose for small models trained
+on a few hundred rejection-sampled rows; `auto` (the default) picks `small` for base models under
+`SMALL_MODEL_PARAMETERS` parameters and `released` otherwise. An option given on the command line
+or in `--config` always wins over the recipe.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from typing import Any
 from autodeco_lp.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_DROP, LossConfig
 
 TRAIN_HEADS = ("both", "temperature", "top_p")
+SMALL_MODEL_PARAMETERS = 1_000_000_000
+# Chosen by `autodeco eval ablation --config docs/ablation.yaml` (docs/results.md, "Recipe ablation").
+SMALL_RECIPE: dict[str, Any] = {"learning_rate": 1e-3, "num_train_epochs": 5.0, "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
+                                "dft": True, "sequence_weighting": "none"}
+RECIPES: dict[str, dict[str, Any]] = {
+    "released": {"learning_rate": 5e-6, "num_train_epochs": 1.0, "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
+                 "dft": True, "sequence_weighting": "none"},
+    "small": SMALL_RECIPE,
+}
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard")
 
@@ -29,6 +40,7 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 @dataclass
 class FitArgs:
     # What to train on.
+    recipe: str = field(default="auto", metadata=_help("Defaults of the options marked 'from --recipe': released (the paper's), small (chosen by our ablation for small models), or auto (small below 1B parameters)."))
     model: str = field(default="smollm2", metadata=_help("Base model: Hub id, local folder, or `smollm2` (the embedded SmolLM2-135M-Instruct)."))
     data: str | None = field(default=None, metadata=_help("Training data: a JSONL file of `messages`, `prompt`+`completion` or `text` rows."))
     output_dir: str | None = field(default=None, metadata=_help("Folder for checkpoints, logs, the hidden-state cache and the final heads."))
@@ -40,11 +52,11 @@ class FitArgs:
     mlp_hidden_size: int = field(default=256, metadata=_help("Hidden width of both head MLPs (256 in every released checkpoint)."))
     # Objective.
     alpha: float = field(default=30.0, metadata=_help("Sharpness of the soft top-p mask."))
-    easy_token_drop: float = field(default=DEFAULT_EASY_TOKEN_DROP, metadata=_help("Probability of dropping a position whose base argmax is already right from the temperature loss."))
-    dft: bool = field(default=True, metadata=_help("Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning)."))
+    easy_token_drop: float | None = field(default=None, metadata=_help("Probability of dropping a position whose base argmax is already right from the temperature loss. Default: from --recipe."))
+    dft: bool | None = field(default=None, metadata=_help("Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning). Default: from --recipe."))
     temperature_loss_weight: float = field(default=1.0, metadata=_help("Weight of the temperature loss in the total."))
     top_p_loss_weight: float = field(default=1.0, metadata=_help("Weight of the soft top-p loss in the total."))
-    sequence_weighting: str = field(default="none", metadata=_help("none (released objective) or importance: weight each sequence by its self-normalised probability ratio heads/base, so training follows task success rather than token likelihood (see losses.py)."))
+    sequence_weighting: str | None = field(default=None, metadata=_help("none (released objective) or importance: weight each sequence by its self-normalised probability ratio heads/base, so training follows task success rather than token likelihood (see losses.py). Default: from --recipe."))
     importance_clip: float = field(default=10.0, metadata=_help("Upper bound of a sequence's importance weight (mean weight is 1)."))
     control_commands: str | None = field(default=None, metadata=_help("Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a high-diversity command, and a ranking loss orders their mean T and P (see autodeco_lp/control.py)."))
     control_weight: float = field(default=1.0, metadata=_help("Weight of the control ranking loss in the total."))
@@ -53,12 +65,12 @@ class FitArgs:
     top_p_loss_trains_temperature: bool = field(default=True, metadata=_help("Let the top-p loss also move the temperature head (released behaviour)."))
     loss_chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."))
     # Optimisation.
-    num_train_epochs: float = field(default=1.0, metadata=_help("Passes over the data (fractions allowed); ignored when --max-steps > 0."))
+    num_train_epochs: float | None = field(default=None, metadata=_help("Passes over the data (fractions allowed); ignored when --max-steps > 0. Default: from --recipe."))
     max_steps: int = field(default=-1, metadata=_help("Total optimizer steps; overrides --num-train-epochs when > 0."))
     per_device_train_batch_size: int = field(default=8, metadata=_help("Examples per micro-batch on each process."))
     gradient_accumulation_steps: int = field(default=4, metadata=_help("Micro-batches per optimizer step on each process."))
     max_tokens_per_batch: int | None = field(default=None, metadata=_help("Token budget of a micro-batch (longest row x rows); larger micro-batches are split. The loss is per token, so this never changes the result."))
-    learning_rate: float = field(default=5e-6, metadata=_help("Peak AdamW learning rate."))
+    learning_rate: float | None = field(default=None, metadata=_help("Peak AdamW learning rate. Default: from --recipe."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1."))
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2."))
@@ -82,6 +94,12 @@ class FitArgs:
     disable_tqdm: bool = field(default=False, metadata=_help("Hide the progress bar."))
 
     def __post_init__(self) -> None:
+        if self.recipe != "auto":
+            if self.recipe not in RECIPES:
+                raise ValueError(f"`--recipe` has to be one of auto, {', '.join(RECIPES)}, but is {self.recipe!r}")
+            for name, value in RECIPES[self.recipe].items():  # explicit options win
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
         if self.data is None:
             raise ValueError("`--data` is required: a JSONL training file (see `autodeco data sample`).")
         if self.output_dir is None:
@@ -94,9 +112,9 @@ class FitArgs:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
-        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+        if self.max_steps <= 0 and self.num_train_epochs is not None and not self.num_train_epochs > 0:
             raise ValueError(f"`--num-train-epochs` has to be > 0 when --max-steps is not set, but is {self.num_train_epochs}")
-        if not self.learning_rate > 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"`--learning-rate` has to be a positive float, but is {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"`--warmup-ratio` has to be in [0, 1), but is {self.warmup_ratio}")
@@ -106,7 +124,7 @@ class FitArgs:
             raise ValueError(f"`--max-tokens-per-batch` has to be a positive int, but is {self.max_tokens_per_batch}")
         if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard")
-        self.loss_config()  # validates the objective's options
+        self.loss_config(validate_only=True)  # validates the objective's options
         if self.control_commands is not None:
             from autodeco_lp.control import load_commands
 
@@ -114,12 +132,26 @@ class FitArgs:
             if min(self.control_t_margin, self.control_p_margin) < 0:
                 raise ValueError(f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, {self.control_p_margin}")
 
-    def loss_config(self, logit_softcap: float | None = None) -> LossConfig:
+    def resolved(self, num_parameters: int) -> "FitArgs":
+        """These options with `--recipe auto` decided by the base model's size."""
+        if self.recipe != "auto":
+            return self
+        return dataclasses.replace(self, recipe="small" if num_parameters < SMALL_MODEL_PARAMETERS else "released")
+
+    def loss_config(self, logit_softcap: float | None = None, validate_only: bool = False) -> LossConfig:
+        unresolved = [name for name in ("easy_token_drop", "dft", "sequence_weighting") if getattr(self, name) is None]
+        if unresolved and not validate_only:
+            raise ValueError(f"{unresolved} come from `--recipe auto`: call FitArgs.resolved(num_parameters) first")
+        released = RECIPES["released"]
+
+        def value(name):  # while `--recipe auto` is undecided, check explicit options against released defaults
+            return released[name] if getattr(self, name) is None else getattr(self, name)
+
         return LossConfig(
             alpha=self.alpha,
-            easy_token_drop=self.easy_token_drop,
-            dft=self.dft,
-            sequence_weighting=self.sequence_weighting,
+            easy_token_drop=value("easy_token_drop"),
+            dft=value("dft"),
+            sequence_weighting=value("sequence_weighting"),
             importance_clip=self.importance_clip,
             control_weight=self.control_weight,
             temperature_weight=self.temperature_loss_weight,

@@ -281,6 +281,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
 
     model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, device=device)
     model.requires_grad_(False)
+    args = args.resolved(model.num_parameters())  # `--recipe auto`: small or released by the base model's size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dataset = _load_data(args, tokenizer)
 
