@@ -23,9 +23,11 @@ the data are RAFT/ReST-style rejection samples: Dong et al. 2023, Gulcehre et al
 each sequence by `w = prod_t q_t[y_t] / p_t[y_t]` (detached, `q` = the heads' warped distribution
 `p~`, or `softmax(l/T)` when only the temperature head trains; `p` = the base softmax), so the
 objective follows task success instead of token likelihood: sequences the heads make more likely
-count more, which is what sharpens T where the model is usually right. `w` is self-normalised
-over the sequences of a call (mean 1), clipped at `importance_clip` (variance control), and
-replaces the DFT weight. Both losses use it.
+count more, which is what sharpens T where the model is usually right, while a correct sequence
+the heads make unlikely loses weight, and with it the objective loses that problem's success.
+`w` is clipped at `importance_clip` (variance control) and replaces the DFT weight; both losses
+use it. "importance-normalised" divides `w` by its mean over the step's sequences first; that
+removes the cost of losing a problem and collapses T towards greedy (measured, docs/results.md).
 
 `log p~[y]` is computed as `log p[y] - alpha * relu(c[y] - P) - log(sum(p * m) + eps)`, which is
 the same number as `log(p~[y])` but never underflows to `-inf`.
@@ -50,7 +52,7 @@ from autodeco_lp.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS,
 
 DEFAULT_EASY_TOKEN_DROP = 0.6
 DEFAULT_CHUNK_SIZE = 256
-SEQUENCE_WEIGHTINGS = ("none", "importance")
+SEQUENCE_WEIGHTINGS = ("none", "importance", "importance-normalised")
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,9 @@ class LossConfig:
         control_weight: weight of the plain-language control ranking loss (autodeco_lp.control),
             when the caller adds one to the sums.
         logit_softcap: final logit soft-capping of the base model (Gemma), applied to the logits.
-        sequence_weighting: "none" (released) or "importance": weight every position of a
-            sequence by the clipped ratio of its probability under the heads to the base model's
-            (see the module docstring); needs `sequence_ids`.
+        sequence_weighting: "none" (released), "importance" or "importance-normalised": weight
+            every position of a sequence by the clipped ratio of its probability under the heads to
+            the base model's (see the module docstring); needs `sequence_ids`.
         importance_clip: upper bound of that weight.
     """
 
@@ -224,12 +226,11 @@ def _chunk_losses(
 
 @torch.no_grad()
 def sequence_importance_weights(heads, hidden_states, labels, weight, bias, config: LossConfig, sequence_ids) -> torch.Tensor:
-    """`(N,)` per-position weights: each sequence's ratio `w_s = prod_t q_t[y_t] / p_t[y_t]`,
-    divided by the mean ratio over the sequences of this call and clipped at `importance_clip`.
-
-    Self-normalised importance sampling: the weights depend on which sequences share a call, so
-    with this option the training loop passes all of a step's sequences on a process in one call
-    (the hidden-state cache does; streamed micro-batches normalise per micro-batch).
+    """`(N,)` per-position weights: each sequence's ratio `w_s = prod_t q_t[y_t] / p_t[y_t]`, clipped
+    at `importance_clip`; with "importance-normalised" first divided by the mean ratio over the
+    sequences of this call (self-normalised importance sampling: then the weights depend on which
+    sequences share a call; the training loop passes all of a step's sequences on a process in one
+    call when the hidden-state cache is on).
     One extra forward pass of the loss (no graph) over all N positions, chunked like the loss.
     """
     n = hidden_states.shape[0]
@@ -245,10 +246,12 @@ def sequence_importance_weights(heads, hidden_states, labels, weight, bias, conf
             heads, hidden_states[start:stop], labels[start:stop], weight, bias, no_drop[start:stop], config
         )[-1]
     count = int(ids.max()) + 1 if n else 0
-    per_sequence = torch.zeros(count, dtype=torch.float32, device=device).index_add_(0, ids, log_ratio)  # (S,)
-    # Self-normalised (mean weight 1 over the call's sequences), then clipped: in log space, so a
-    # product of 30 small ratios neither underflows nor shrinks the gradient below AdamW's eps.
-    log_w = per_sequence - torch.logsumexp(per_sequence, dim=0) + math.log(count)
+    log_w = torch.zeros(count, dtype=torch.float32, device=device).index_add_(0, ids, log_ratio)  # (S,) log w_s
+    if config.sequence_weighting == "importance-normalised":
+        # Mean weight 1 over the call's sequences. Measured: this drives T to its floor (docs/results.md),
+        # since a sequence whose weight shrinks no longer costs anything once its share is renormalised.
+        log_w = log_w - torch.logsumexp(log_w, dim=0) + math.log(count)
+    # Clipped in log space; an unnormalised weight far below 1 just underflows towards 0.
     return log_w.clamp(max=math.log(config.importance_clip)).exp()[ids]
 
 
@@ -300,7 +303,7 @@ def autodeco_loss_sums(
     temperature_params = {k: v for k, v in params.items() if k.startswith("temp_head.")}
 
     position_weight = None
-    if config.sequence_weighting == "importance":
+    if config.sequence_weighting != "none":
         position_weight = sequence_importance_weights(heads, hidden_states, labels, weight, bias, config, sequence_ids)
 
     zero = torch.zeros((), dtype=torch.float32, device=device)

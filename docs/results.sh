@@ -1,24 +1,70 @@
 #!/usr/bin/env bash
-# Regenerates every number in docs/results.md (about an hour on a 2-core CPU, minutes on a GPU; resumable: rerun
-# after a kill and finished problems come from the caches in docs/results/*/).
+# Regenerates the numbers in docs/results.md, one section at a time:
+#   bash docs/results.sh [main|ablation|control|gemma3|all]      (default: main)
+# main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
+# ablation: the recipe ablation (~1 h); control: plain-language control (~15 min);
+# gemma3: the second model family (~25 min; needs the gemma3 wheels, see the README).
+# Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AUTODECO=${AUTODECO:-.venv/bin/autodeco}
-COMMON=(--model smollm2 --problems 24 --samples 4 --seeds 0,1 --max-new-tokens 24 --batch-size 96
-        --methods greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only)
+FIT=${FIT:-.venv/bin/autodeco-fit}
+SECTION=${1:-main}
+HEADS=heads/smollm2-135m-instruct
+ONE_DIGIT=(--task-option min_digits=1 --task-option max_digits=1)
+TERMS=(--task-option min_terms=2 --task-option max_terms=3)
 
-# In domain: the task families the shipped heads were trained on (problem seed 0 here, 1000 there).
-$AUTODECO eval "${COMMON[@]}" --task reasoning_gym:products --task-option min_digits=1 --task-option max_digits=1 \
-    --out docs/results/products
-$AUTODECO eval "${COMMON[@]}" --task reasoning_gym:chain_sum --task-option min_digits=1 --task-option max_digits=1 \
-    --task-option min_terms=2 --task-option max_terms=3 --out docs/results/chain_sum
-# Out of domain: a task family not used in training.
-$AUTODECO eval "${COMMON[@]}" --task reasoning_gym:basic_arithmetic --task-option min_digits=1 --task-option max_digits=1 \
-    --task-option min_terms=2 --task-option max_terms=3 --out docs/results/basic_arithmetic
+if [[ $SECTION == main || $SECTION == all ]]; then
+    COMMON=(--model smollm2 --problems 24 --samples 4 --seeds 0,1 --max-new-tokens 24 --batch-size 96
+            --methods greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only)
+    # In domain: the task families the shipped heads were trained on (problem seed 0 here, 1000 there).
+    $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:products "${ONE_DIGIT[@]}" --out docs/results/products
+    $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --out docs/results/chain_sum
+    # Out of domain: a task family not used in training.
+    $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}" --out docs/results/basic_arithmetic
+    for task in products chain_sum basic_arithmetic; do
+        $AUTODECO plot grid --results docs/results/$task --out docs/results/$task/grid.png
+        $AUTODECO plot passk --results docs/results/$task --out docs/results/$task/passk.png
+    done
+    $AUTODECO plot trace --model smollm2 --max-new-tokens 40 --out docs/results/trace.png "What is 7 * 8? Explain briefly."
+fi
 
-# Figures.
-for task in products chain_sum basic_arithmetic; do
-    $AUTODECO plot grid --results docs/results/$task --out docs/results/$task/grid.png
-    $AUTODECO plot passk --results docs/results/$task --out docs/results/$task/passk.png
-done
-$AUTODECO plot trace --model smollm2 --max-new-tokens 40 --out docs/results/trace.png "What is 7 * 8? Explain briefly."
+if [[ $SECTION == ablation || $SECTION == all ]]; then
+    # Rejection samples at T = 0.5 for the data-t0.5 recipe (150 problems per task).
+    if [[ ! -f docs/ablation/train-t0.5.jsonl ]]; then
+        $AUTODECO data sample --model smollm2 --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 150 --samples 4 \
+            --max-new-tokens 32 --temperature 0.5 --out docs/ablation/data/products-t0.5.jsonl
+        $AUTODECO data sample --model smollm2 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 150 \
+            --samples 4 --max-new-tokens 32 --temperature 0.5 --out docs/ablation/data/chain_sum-t0.5.jsonl
+        cat docs/ablation/data/products-t0.5.jsonl docs/ablation/data/chain_sum-t0.5.jsonl > docs/ablation/train-t0.5.jsonl
+    fi
+    $AUTODECO eval ablation --config docs/ablation.yaml
+    # Why the top-p head saturates under the released objective (first 100 training rows).
+    $AUTODECO plot top-p --model smollm2 --heads docs/ablation/fits/released --data $HEADS/train.jsonl --max-rows 100 \
+        --out docs/results/top_p_released.png
+fi
+
+if [[ $SECTION == control || $SECTION == all ]]; then
+    [[ -f $HEADS-control/autodeco_heads.safetensors ]] || $FIT --model smollm2 --data $HEADS/train.jsonl --init-heads $HEADS \
+        --recipe small --num-train-epochs 2 --control-commands default --max-length 512 --save-steps 20 --logging-steps 1 \
+        --output-dir $HEADS-control
+    $AUTODECO eval control --model smollm2 --heads $HEADS --prompts 100 --out docs/results/control-emergent
+    $AUTODECO eval control --model smollm2 --heads $HEADS-control --prompts 100 --out docs/results/control-trained
+    # What the control fine-tune costs in accuracy (same settings as the main section, AutoDeco only).
+    for task in products chain_sum; do
+        options=("${ONE_DIGIT[@]}"); [[ $task == chain_sum ]] && options+=("${TERMS[@]}")
+        $AUTODECO eval --model smollm2 --heads $HEADS-control --problems 24 --samples 4 --seeds 0,1 --max-new-tokens 24 \
+            --batch-size 96 --methods autodeco --task reasoning_gym:$task "${options[@]}" --out docs/results/control-$task
+    done
+fi
+
+if [[ $SECTION == gemma3 || $SECTION == all ]]; then
+    # Second architecture family: the Gemma3-270m base model, few-shot prompts (3 shots), answers end at a newline.
+    [[ -f heads/gemma-3-270m/train.jsonl ]] || $AUTODECO data sample --model gemma3 --task reasoning_gym:products \
+        "${ONE_DIGIT[@]}" --problems 300 --samples 4 --max-new-tokens 8 --out heads/gemma-3-270m/train.jsonl
+    [[ -f heads/gemma-3-270m/autodeco_heads.safetensors ]] || $FIT --model gemma3 --data heads/gemma-3-270m/train.jsonl \
+        --recipe released --learning-rate 1e-3 --num-train-epochs 5 --max-length 512 --save-steps 20 --output-dir heads/gemma-3-270m
+    $AUTODECO eval --model gemma3 --heads heads/gemma-3-270m --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 24 \
+        --samples 4 --seeds 0 --max-new-tokens 8 --batch-size 96 --methods greedy,default,autodeco,meanshift,oracle-grid \
+        --out docs/results/gemma3-products
+fi

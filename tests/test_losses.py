@@ -176,7 +176,8 @@ def test_bad_config_is_refused(kwargs, match):
 
 
 def _naive_importance_weights(heads, hidden, labels, weight, config, sequence_ids):
-    """Per-position weights written out: w_s = prod q/p over sequence s, self-normalised, clipped."""
+    """Per-position weights written out: w_s = prod q/p over sequence s (self-normalised for
+    "importance-normalised"), clipped."""
     logits = hidden.float() @ weight.float().T
     base = torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1)
     temperature, top_p = heads(hidden, logits)
@@ -188,16 +189,20 @@ def _naive_importance_weights(heads, hidden, labels, weight, config, sequence_id
     q = torch.log(probs.gather(-1, labels[:, None]).squeeze(-1))
     sequences = sorted(set(sequence_ids.tolist()))
     ratio = torch.stack([torch.exp((q - base)[sequence_ids == s].sum()) for s in sequences]).double()
-    w = (ratio / ratio.mean()).clamp(max=config.importance_clip)
+    if config.sequence_weighting == "importance-normalised":
+        ratio = ratio / ratio.mean()
+    w = ratio.clamp(max=config.importance_clip)
     return torch.stack([w[sequences.index(s)] for s in sequence_ids.tolist()]).float()
 
 
-@pytest.mark.parametrize("train_top_p", [True, False])
-def test_importance_weighted_loss_matches_naive_reference(train_top_p):
+@pytest.mark.parametrize("train_top_p, weighting", [(True, "importance"), (False, "importance"), (True, "importance-normalised")])
+def test_importance_weighted_loss_matches_naive_reference(train_top_p, weighting):
     from autodeco_lp.losses import sequence_importance_weights
 
-    config = LossConfig(sequence_weighting="importance", importance_clip=3.0, train_top_p=train_top_p, chunk_size=7)
+    config = LossConfig(sequence_weighting=weighting, importance_clip=3.0, train_top_p=train_top_p, chunk_size=7)
+    scale = 1.0 if weighting == "importance-normalised" else 3.0  # unnormalised: make some weights reach the clip
     hidden, labels, weight, uniforms = _inputs(n=30)
+    weight = weight * (scale if weighting == "importance" else 1.0)
     sequence_ids = torch.tensor([5] * 4 + [2] * 9 + [7] * 3 + [1] * 14)
     heads = random_heads()
     with torch.no_grad():
