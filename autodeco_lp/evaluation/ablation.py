@@ -120,23 +120,28 @@ def _score(m: dict) -> str:
     return f"{m['pass@1']:.3f} ± {m['pass@1_std']:.3f}"
 
 
+def _pass4(m: dict) -> str:
+    value = m["pass@k"].get("4")
+    return "-" if value is None else f"{value:.3f}"
+
+
 def ablation_table(report: dict) -> str:
-    """Markdown: one row per recipe (pass@1 mean ± std over seeds per task, mean T / P), then the references."""
+    """Markdown: one row per recipe (per task: pass@1 mean ± std over seeds, pass@4, mean T / P), then the references."""
     tasks = list(report["config"]["tasks"])
-    head = "| recipe | changes | steps | fit s | " + " | ".join(f"{t} pass@1 | {t} T / P" for t in tasks) + " |"
-    lines = [head, "|" + "---|" * (4 + 2 * len(tasks))]
+    head = "| recipe | changes | steps | fit s | " + " | ".join(f"{t} pass@1 | {t} pass@4 | {t} T / P" for t in tasks) + " |"
+    lines = [head, "|" + "---|" * (4 + 3 * len(tasks))]
     for name, r in report["recipes"].items():
         changes = ", ".join(f"{k}={v}" for k, v in r["fit"]["overrides"].items()) or "(shared options)"
         cells = []
         for t in tasks:
             m = r["scores"][t]
-            cells += [_score(m), f"{m.get('mean_temperature', 0):.2f} / {m.get('mean_top_p', 0):.2f}"]
+            cells += [_score(m), _pass4(m), f"{m.get('mean_temperature', 0):.2f} / {m.get('mean_top_p', 0):.2f}"]
         lines.append(f"| {name} | {changes} | {r['fit']['steps']} | {r['fit']['seconds']:.0f} | " + " | ".join(cells) + " |")
     methods = sorted({m for refs in report["references"].values() for m in refs})
     for method in methods:
         cells = []
         for t in tasks:
             m = report["references"][t].get(method)
-            cells += [_score(m) if m else "-", "-"]
+            cells += [_score(m) if m else "-", _pass4(m) if m else "-", "-"]
         lines.append(f"| *{method}* | reference | - | - | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
