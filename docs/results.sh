@@ -3,7 +3,7 @@
 #   bash docs/results.sh [main|ablation|control|gemma3|all]      (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~1 h); control: plain-language control (~15 min);
-# gemma3: the second model family (~25 min; needs the gemma3 wheels, see the README).
+# gemma3: the second model family (~20 min; needs the gemma3 wheels, see the README).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +65,7 @@ if [[ $SECTION == gemma3 || $SECTION == all ]]; then
     [[ -f heads/gemma-3-270m/autodeco_heads.safetensors ]] || $FIT --model gemma3 --data heads/gemma-3-270m/train.jsonl \
         --recipe released --learning-rate 1e-3 --num-train-epochs 5 --max-length 512 --save-steps 20 --output-dir heads/gemma-3-270m
     $AUTODECO eval --model gemma3 --heads heads/gemma-3-270m --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 24 \
-        --samples 4 --seeds 0 --max-new-tokens 8 --batch-size 96 --methods greedy,default,autodeco,meanshift,oracle-grid \
+        --samples 4 --seeds 0 --max-new-tokens 8 --batch-size 96 \
+        --methods greedy,default,autodeco,meanshift,static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0 \
         --out docs/results/gemma3-products
 fi
