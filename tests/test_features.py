@@ -134,6 +134,11 @@ def test_identity_at_p_one_and_t_one(logits):
 @SETTINGS
 @given(distinct_logits(min_vocab=3), st.floats(0.3, 0.95), temperatures)
 def test_gradients_reach_t_and_p_and_are_finite(logits, p, t):
+    # When the top token alone already exceeds P, every token sits beyond the nucleus and the
+    # mask exp(-alpha * (c - P)) scales them all by the same factor in P: the normalised
+    # distribution, hence the loss, does not depend on P (see the next test). Keep the top
+    # token inside the nucleus, with a margin above fp32 noise.
+    assume(float(torch.softmax(logits / t, -1).max()) < p - 1e-3)
     temperature = torch.tensor(t, requires_grad=True)
     top_p = torch.tensor(p, requires_grad=True)
     soft = soft_top_p_probs(logits, temperature, top_p)
@@ -142,6 +147,19 @@ def test_gradients_reach_t_and_p_and_are_finite(logits, p, t):
     loss.backward()
     assert torch.isfinite(temperature.grad) and torch.isfinite(top_p.grad)
     assert temperature.grad != 0 and top_p.grad != 0
+
+
+@SETTINGS
+@given(distinct_logits(min_vocab=3), st.floats(0.05, 0.95), temperatures)
+def test_p_below_the_top_token_mass_has_no_gradient(logits, p, t):
+    assume(float(torch.softmax(logits / t, -1).max()) > p + 1e-3)
+    top_p = torch.tensor(p, requires_grad=True)
+    # eps = 0: the normaliser's eps is the only thing that ties the loss to P here, and it
+    # matters once every mask is tiny (P far below the top token's mass).
+    soft = soft_top_p_probs(logits, t, top_p, eps=0.0)
+    loss = -torch.log(soft[int(torch.argmin(logits))] + 1e-12)
+    loss.backward()
+    assert abs(float(top_p.grad)) < 1e-3
 
 
 @SETTINGS
