@@ -39,9 +39,12 @@ if [[ $SECTION == ablation || $SECTION == all ]]; then
         cat docs/ablation/data/products-t0.5.jsonl docs/ablation/data/chain_sum-t0.5.jsonl > docs/ablation/train-t0.5.jsonl
     fi
     $AUTODECO eval ablation --config docs/ablation.yaml
-    # Why the top-p head saturates under the released objective (first 100 training rows).
-    $AUTODECO plot top-p --model smollm2 --heads docs/ablation/fits/released --data $HEADS/train.jsonl --max-rows 100 \
+    # Why the top-p head saturates: the released recipe's heads on their own (T = 1) data, then the
+    # shipped heads on theirs (T = 0.5); first 100 training rows each.
+    $AUTODECO plot top-p --model smollm2 --heads docs/ablation/fits/released --data docs/ablation/train-t1.jsonl --max-rows 100 \
         --out docs/results/top_p_released.png
+    $AUTODECO plot top-p --model smollm2 --heads $HEADS --data $HEADS/train.jsonl --max-rows 100 \
+        --out docs/results/top_p_shipped.png
 fi
 
 if [[ $SECTION == control || $SECTION == all ]]; then

@@ -103,6 +103,8 @@ def test_fit_with_control_commands_learns_the_ordering(tiny_model_dir, tmp_path)
     meta = json.loads((tmp_path / "out" / "hidden_cache" / "cache_meta.json").read_text())
     assert meta["fingerprint"]["examples"] == 3 * 16  # plain, low and high versions of every row
     assert AutoDecoHeads.from_pretrained(tmp_path / "out").config.hidden_size == 32
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| plain-language control | commands `default`, ranking weight 5.0" in card
 
 
 def test_control_fit_streamed_matches_cached(tiny_model_dir, tmp_path):

@@ -75,3 +75,28 @@ def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, mon
     expected = [s for s in seen if s.strip()[-1:].isdigit()]
     assert [r["messages"][1]["content"] for r in rows] == expected and summary.accepted == len(rows)
     assert all(r["meta"]["dataset_seed"] == 1000 and r["meta"]["task"] == "reasoning_gym:products" for r in rows)
+
+
+def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, tmp_path, monkeypatch):
+    """--temperature 0 is greedy: the kept completions are exactly the model's greedy outputs."""
+    pytest.importorskip("reasoning_gym")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autodeco_lp.sampling import sample_completions
+    from autodeco_lp.tasks import ReasoningGymTask
+    from autodeco_lp.training.rejection import SampleArgs, sample_training_data
+
+    monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
+    with pytest.raises(ValueError, match="--samples 1"):
+        SampleArgs(task="reasoning_gym:products", out="x.jsonl", temperature=0.0, samples=4)
+    args = SampleArgs(model=str(tiny_model_dir), task="reasoning_gym:products", problems=4, samples=1,
+                      temperature=0.0, max_new_tokens=6, out=str(tmp_path / "g.jsonl"), seed=1)
+    sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.padding_side = "left"
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["messages"][0]["content"]}], tokenize=False,
+                                             add_generation_prompt=True) for r in rows]
+    greedy = sample_completions(model, tokenizer, prompts, max_new_tokens=6, greedy=True, add_special_tokens=False)
+    assert len(rows) == 4 and [r["messages"][1]["content"] for r in rows] == [s[0].text for s in greedy]
+    assert all(r["meta"]["temperature"] == 0.0 for r in rows)

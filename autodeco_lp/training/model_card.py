@@ -25,6 +25,10 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
         ("objective", f"alpha {args.alpha}, easy-token drop {args.easy_token_drop}, DFT {'on' if args.dft else 'off'}, "
                       f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting {args.sequence_weighting}"
                       + (f" (clip {args.importance_clip})" if args.sequence_weighting != "none" else "")),
+        ("initialised from", f"`{args.init_heads}`" if args.init_heads else "random (seed {})".format(args.seed)),
+        ("plain-language control", "off" if not args.control_commands else
+         f"commands `{args.control_commands}`, ranking weight {args.control_weight}, "
+         f"margins T {args.control_t_margin} / P {args.control_p_margin} (each row also seen with a low and a high command)"),
         ("hidden-state cache", "yes" if result.cached else "no (streamed)"),
         ("training time", f"{result.seconds:.0f} s on {world_size} x {device}"),
         ("final loss (total / temperature / top-p)", f"{result.loss:.4f} / {result.temperature_loss:.4f} / {result.top_p_loss:.4f}"),
@@ -45,7 +49,7 @@ ICLR 2026), trained with `autodeco_lp` on a frozen `{base}`.
 
 ```python
 from autodeco_lp import AutoDeco
-processor = AutoDeco.from_pretrained(model, "{output_dir.name}")
+processor = AutoDeco.from_pretrained(model, "{output_dir.as_posix()}")  # this folder, or its Hub id once uploaded
 model.generate(**inputs, do_sample=True, top_k=None, logits_processor=[processor])
 ```
 

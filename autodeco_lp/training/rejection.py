@@ -28,7 +28,7 @@ class SampleArgs:
     out: str | None = field(default=None, metadata={"help": "JSONL file to write (messages rows)."})
     dataset_seed: int = field(default=TRAIN_DATASET_SEED, metadata={"help": f"Seed of the task's problem generator (evaluation uses {EVAL_DATASET_SEED}, which is refused here)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (the paper samples the base model as is: 1.0)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (the paper samples the base model as is: 1.0); 0 = greedy, one solution per problem (--samples 1)."})
     top_p: float = field(default=1.0, metadata={"help": "Sampling top-p."})
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens per sampled solution."})
     batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
@@ -47,8 +47,13 @@ class SampleArgs:
         for name in ("problems", "samples", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
-        if not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise ValueError(f"`--temperature` has to be > 0 and `--top-p` in (0, 1], but are {self.temperature}, {self.top_p}")
+        if not (self.temperature >= 0 and 0 < self.top_p <= 1):
+            raise ValueError(f"`--temperature` has to be >= 0 and `--top-p` in (0, 1], but are {self.temperature}, {self.top_p}")
+        if self.temperature == 0 and self.samples != 1:
+            raise ValueError(
+                f"`--temperature 0` is greedy decoding, which gives one solution per problem, but `--samples` is "
+                f"{self.samples}. Pass --samples 1 (and more --problems for more data)."
+            )
 
 
 @dataclass
@@ -75,7 +80,8 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
     started = time.perf_counter()
     with tqdm(total=len(prompts.texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
         completions = sample_completions(
-            model, tokenizer, prompts.texts, num_samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+            model, tokenizer, prompts.texts, num_samples=args.samples, greedy=args.temperature == 0,
+            temperature=args.temperature or 1.0, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
             add_special_tokens=prompts.add_special_tokens, stop_strings=prompts.stop_strings, progress=bar,
         )
