@@ -2,7 +2,7 @@
 # Regenerates the numbers in docs/results.md, one section at a time:
 #   bash docs/results.sh [main|ablation|control|gemma3|all]      (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
-# ablation: the recipe ablation (~1 h); control: plain-language control (~15 min);
+# ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~20 min; needs the gemma3 wheels, see the README).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -37,6 +37,15 @@ if [[ $SECTION == ablation || $SECTION == all ]]; then
         $AUTODECO data sample --model smollm2 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 150 \
             --samples 4 --max-new-tokens 32 --temperature 0.5 --out docs/ablation/data/chain_sum-t0.5.jsonl
         cat docs/ablation/data/products-t0.5.jsonl docs/ablation/data/chain_sum-t0.5.jsonl > docs/ablation/train-t0.5.jsonl
+    fi
+    [[ -f docs/ablation/train-half.jsonl ]] || awk 'NR%2==1' docs/ablation/train-t1.jsonl > docs/ablation/train-half.jsonl
+    # Greedy solutions the verifier accepts, for the data-greedy recipe (300 problems per task, one solution each).
+    if [[ ! -f docs/ablation/train-greedy.jsonl ]]; then
+        $AUTODECO data sample --model smollm2 --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 300 --samples 1 \
+            --max-new-tokens 32 --temperature 0 --out docs/ablation/data/products-greedy.jsonl
+        $AUTODECO data sample --model smollm2 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 300 \
+            --samples 1 --max-new-tokens 32 --temperature 0 --out docs/ablation/data/chain_sum-greedy.jsonl
+        cat docs/ablation/data/products-greedy.jsonl docs/ablation/data/chain_sum-greedy.jsonl > docs/ablation/train-greedy.jsonl
     fi
     $AUTODECO eval ablation --config docs/ablation.yaml
     # Why the top-p head saturates: the released recipe's heads on their own (T = 1) data, then the
