@@ -70,3 +70,18 @@ def test_recipe_file_errors_name_the_problem(tmp_path):
 
     result = CliRunner().invoke(autodeco, ["eval", "ablation", "--config", str(path)])
     assert result.exit_code != 0 and "unknown keys ['recipe']" in result.output
+
+
+def test_ablation_table_cells_by_hand():
+    from autodeco_lp.evaluation.ablation import ablation_table
+
+    score = {"pass@1": 0.5, "pass@1_std": 0.025, "pass@k": {"1": 0.5, "4": 0.8125}, "mean_temperature": 0.36, "mean_top_p": 1.0}
+    report = {
+        "config": {"tasks": {"sums": {}}},
+        "recipes": {"small": {"fit": {"overrides": {"num_train_epochs": 5}, "steps": 75, "seconds": 566.4}, "scores": {"sums": score}}},
+        "references": {"sums": {"greedy": {"pass@1": 0.333, "pass@1_std": 0.0, "pass@k": {"1": 0.333}}}},
+    }
+    lines = ablation_table(report).splitlines()
+    assert lines[0] == "| recipe | changes | steps | fit s | sums pass@1 | sums pass@4 | sums T / P |"
+    assert lines[2] == "| small | num_train_epochs=5 | 75 | 566 | 0.500 ± 0.025 | 0.812 | 0.36 / 1.00 |"
+    assert lines[3] == "| *greedy* | reference | - | - | 0.333 ± 0.000 | - | - |"

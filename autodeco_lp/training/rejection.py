@@ -81,7 +81,7 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
     with tqdm(total=len(prompts.texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
         completions = sample_completions(
             model, tokenizer, prompts.texts, num_samples=args.samples, greedy=args.temperature == 0,
-            temperature=args.temperature or 1.0, top_p=args.top_p,
+            temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
             add_special_tokens=prompts.add_special_tokens, stop_strings=prompts.stop_strings, progress=bar,
         )
