@@ -58,3 +58,29 @@ def test_readme_commands_are_what_ci_runs():
     assert tests.endswith("&& .venv/bin/pytest") and "torch==2.13.0" in setup
     assert main_job.startswith(setup + " && .venv/bin/autodeco generate --model smollm2 --show-trace")
     assert tests in (root / ".ci" / "run").read_text()
+
+
+def test_every_local_entry_loads_and_matches_its_packaged_model_folder():
+    """Shipped heads (SmolLM2, Gemma3): weights load, their config names the registered base model,
+    and the converted model's cache folder (what `load_model` sets as name_or_path) finds them."""
+    from autodeco_lp import AutoDecoHeads
+    from autodeco_lp.models import GEMMA3, SMOLLM2, cache_root
+    from autodeco_lp.registry import registry_dir
+
+    local = [e for e in load_registry() if e.heads.startswith(str(registry_dir()))]
+    assert {e.base_model for e in local} == {SMOLLM2.model_id, GEMMA3.model_id}
+    for packaged in (SMOLLM2, GEMMA3):
+        entry = find_heads(str(cache_root() / packaged.cache_name))
+        assert entry is not None and entry.base_model == packaged.model_id
+        assert AutoDecoHeads.from_pretrained(entry.heads).config.base_model_name_or_path == packaged.model_id
+
+
+def test_control_heads_ship_beside_the_registered_ones():
+    """The control-trained heads are not in the registry (one entry per base model) but ship as a folder."""
+    from autodeco_lp import AutoDecoHeads
+    from autodeco_lp.registry import registry_dir
+
+    plain = AutoDecoHeads.from_pretrained(registry_dir() / "smollm2-135m-instruct")
+    control = AutoDecoHeads.from_pretrained(registry_dir() / "smollm2-135m-instruct-control")
+    assert control.config.to_dict() == plain.config.to_dict()
+    assert "| plain-language control | commands `default`" in (registry_dir() / "smollm2-135m-instruct-control" / "README.md").read_text()

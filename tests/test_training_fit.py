@@ -57,6 +57,7 @@ def test_fit_writes_heads_card_metrics_and_lowers_the_loss(tiny_model_dir, data,
     assert [step for step, _ in list_checkpoints(tmp_path)] == [10, 20]  # limit 2; none at the final step
     card = (tmp_path / "README.md").read_text()
     assert "optimizer steps | 30" in card and "test" in card and "| plain-language control | off |" in card
+    assert "| initialised from | random (seed " in card
     # The card's loading snippet names the folder as it was given, so it works from where the fit ran.
     assert f'AutoDeco.from_pretrained(model, "{tmp_path.as_posix()}")' in card
     from transformers import AutoModelForCausalLM

@@ -25,7 +25,7 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
         ("objective", f"alpha {args.alpha}, easy-token drop {args.easy_token_drop}, DFT {'on' if args.dft else 'off'}, "
                       f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting {args.sequence_weighting}"
                       + (f" (clip {args.importance_clip})" if args.sequence_weighting != "none" else "")),
-        ("initialised from", f"`{args.init_heads}`" if args.init_heads else "random (seed {})".format(args.seed)),
+        ("initialised from", f"`{args.init_heads}`" if args.init_heads else f"random (seed {args.seed})"),
         ("plain-language control", "off" if not args.control_commands else
          f"commands `{args.control_commands}`, ranking weight {args.control_weight}, "
          f"margins T {args.control_t_margin} / P {args.control_p_margin} (each row also seen with a low and a high command)"),
