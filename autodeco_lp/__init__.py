@@ -5,9 +5,9 @@ Public API::
     from autodeco_lp import AutoDeco, AutoDecoHeads, AutoDecoConfig
 """
 
-from autodeco_lp.config import AutoDecoConfig
-from autodeco_lp.heads import AutoDecoHeads, TemperatureHead, TopPHead
-from autodeco_lp.processor import AutoDeco, AutoDecoLogitsProcessor, AutoDecoTrace
+from autodeco_lp.hub.config import AutoDecoConfig
+from autodeco_lp.inference.heads import AutoDecoHeads, TemperatureHead, TopPHead
+from autodeco_lp.inference.processor import AutoDeco, AutoDecoLogitsProcessor, AutoDecoTrace
 from autodeco_lp.version import __version__
 
 __all__ = [

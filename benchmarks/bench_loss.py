@@ -5,7 +5,7 @@
 Both variants compute the same objective (temperature CE + soft top-p NLL, DFT, easy-token
 drop), forward and backward, for N supervised positions: the naive one materialises every
 `(N, V)` tensor at once, as the authors' training code does for `(B, S, V)`; ours goes chunk by
-chunk (`autodeco_lp.losses`). Peak memory: on CUDA `max_memory_allocated`; on CPU each variant
+chunk (`autodeco_lp.training.losses`). Peak memory: on CUDA `max_memory_allocated`; on CPU each variant
 runs in its own subprocess and reports its peak RSS above the RSS it had with the inputs ready.
 Time: both variants in one process, interleaved, median over repeats, and the per-pair ratio.
 """
@@ -23,7 +23,7 @@ import time
 import torch
 
 from autodeco_lp import AutoDecoConfig, AutoDecoHeads
-from autodeco_lp.losses import LossConfig, autodeco_loss
+from autodeco_lp.training.losses import LossConfig, autodeco_loss
 
 
 def naive_loss(heads, hidden, labels, weight, uniforms, config: LossConfig) -> torch.Tensor:

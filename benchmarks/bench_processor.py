@@ -15,7 +15,7 @@ import torch
 
 from autodeco_lp import AutoDecoConfig, AutoDecoHeads
 from autodeco_lp.evaluation.bench import bench_generate, format_rows
-from autodeco_lp.models import load_model
+from autodeco_lp.hub.models import load_model
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ def generate(model: str, heads: str | None, new_tokens: int, repeats: int, batch
     """Decode overhead of AutoDeco against transformers' Temperature + TopP warpers (the paper's Table 3)."""
     import torch
     from autodeco_lp.evaluation.bench import bench_generate, format_rows
-    from autodeco_lp.heads import AutoDecoHeads
-    from autodeco_lp.models import load_model
-    from autodeco_lp.registry import resolve_heads_for_model
+    from autodeco_lp.inference.heads import AutoDecoHeads
+    from autodeco_lp.hub.models import load_model
+    from autodeco_lp.hub.registry import resolve_heads_for_model
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]

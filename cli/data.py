@@ -18,7 +18,7 @@ def data_group() -> None:
 @task_option
 def sample(task_options: tuple[str, ...], **options) -> None:
     """Rejection sampling: solutions from the model itself that the task's verifier accepts, as JSONL."""
-    from autodeco_lp.tasks import parse_task_options
+    from autodeco_lp.tasks.problems import parse_task_options
     from autodeco_lp.training.rejection import sample_training_data
 
     try:

@@ -26,7 +26,7 @@ def eval_group(ctx: click.Context, task_options: tuple[str, ...], **options) -> 
         return
     from autodeco_lp.evaluation.report import markdown_table
     from autodeco_lp.evaluation.runner import run_eval
-    from autodeco_lp.tasks import parse_task_options
+    from autodeco_lp.tasks.problems import parse_task_options
 
     try:
         report = run_eval(EvalArgs(**options), parse_task_options(task_options))

@@ -8,7 +8,7 @@ import sys
 import click
 
 from autodeco_lp.cli.options import dataclass_options
-from autodeco_lp.textgen import GenerateArgs
+from autodeco_lp.inference.textgen import GenerateArgs
 from autodeco_lp.version import __version__
 
 
@@ -33,9 +33,9 @@ def generate(prompts: tuple[str, ...], **options) -> None:
     """Sample a completion for each PROMPT with AutoDeco deciding T and P at every token."""
     import torch
 
-    from autodeco_lp.models import load_model
-    from autodeco_lp.processor import AutoDeco
-    from autodeco_lp.textgen import generate_text
+    from autodeco_lp.hub.models import load_model
+    from autodeco_lp.inference.processor import AutoDeco
+    from autodeco_lp.inference.textgen import generate_text
 
     try:
         args = GenerateArgs(**options)
@@ -82,8 +82,8 @@ def generate(prompts: tuple[str, ...], **options) -> None:
 )
 def export(heads: str, out_dir: str, fmt: str, model: str | None) -> None:
     """Write heads in another layout."""
-    from autodeco_lp.checkpoint import export_official, save_heads
-    from autodeco_lp.heads import AutoDecoHeads
+    from autodeco_lp.hub.checkpoint import export_official, save_heads
+    from autodeco_lp.inference.heads import AutoDecoHeads
 
     try:
         loaded = AutoDecoHeads.from_pretrained(heads)
@@ -101,7 +101,7 @@ def _base_config(name_or_path: str | None) -> dict:
         raise ValueError("the heads record no base model; pass --model ID so its config can be inlined.")
     from transformers import AutoConfig
 
-    from autodeco_lp.models import packaged_model, packaged_model_dir
+    from autodeco_lp.hub.models import packaged_model, packaged_model_dir
 
     packaged = packaged_model(name_or_path)
     if packaged is not None:

@@ -32,9 +32,9 @@ def plot_group() -> None:
 def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: str, prompt: str) -> None:
     """Per-token T and P along one generation (the paper's Figure 5)."""
     from autodeco_lp.evaluation.plots import plot_trace
-    from autodeco_lp.models import load_model
-    from autodeco_lp.processor import AutoDeco
-    from autodeco_lp.textgen import generate_text
+    from autodeco_lp.hub.models import load_model
+    from autodeco_lp.inference.processor import AutoDeco
+    from autodeco_lp.inference.textgen import generate_text
 
     try:
         loaded, tokenizer = load_model(model)
@@ -86,9 +86,9 @@ def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: i
     """Diagnose the top-p head: P against the base entropy, and the loss for a constant P."""
     from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
     from autodeco_lp.evaluation.plots import plot_top_p_diagnosis
-    from autodeco_lp.heads import AutoDecoHeads
-    from autodeco_lp.models import load_model
-    from autodeco_lp.registry import resolve_heads_for_model
+    from autodeco_lp.inference.heads import AutoDecoHeads
+    from autodeco_lp.hub.models import load_model
+    from autodeco_lp.hub.registry import resolve_heads_for_model
 
     try:
         loaded, tokenizer = load_model(model)

@@ -8,7 +8,7 @@ import sys
 import torch
 
 from autodeco_lp import AutoDeco
-from autodeco_lp.models import load_model
+from autodeco_lp.hub.models import load_model
 
 heads_dir, prompt = sys.argv[1], sys.argv[2]
 model, tokenizer = load_model("smollm2")

@@ -49,7 +49,7 @@ def test_ablation_fits_each_recipe_scores_it_and_resumes(recipe_file, monkeypatc
     table = (out / "ablation.md").read_text()
     assert "| no-drop | dft=False, easy_token_drop=0.0 | 2 |" in table and "| *greedy* | reference |" in table
     # Rerunning fits nothing and generates nothing: the same report from the recipe summaries and caches.
-    import autodeco_lp.sampling as sampling
+    import autodeco_lp.inference.sampling as sampling
     import autodeco_lp.training.loop as loop
 
     monkeypatch.setattr(loop, "fit", lambda *a, **k: pytest.fail("refitted"))

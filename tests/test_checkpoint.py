@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from autodeco_lp import AutoDecoHeads
-from autodeco_lp import checkpoint as ckpt
-from autodeco_lp.checkpoint import export_official, load_heads, save_heads
+from autodeco_lp.hub import checkpoint as ckpt
+from autodeco_lp.hub.checkpoint import export_official, load_heads, save_heads
 from tests.conftest import HIDDEN, VOCAB, random_heads
 
 

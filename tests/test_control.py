@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from autodeco_lp.control import control_ranking_sums, load_commands, pick_command, with_command
+from autodeco_lp.training.ranking import control_ranking_sums, load_commands, pick_command, with_command
 
 
 class ToyHeads(nn.Module):
@@ -90,7 +90,7 @@ def test_ranking_loss_is_zero_once_the_margins_are_met():
 
 
 def test_fit_with_control_commands_learns_the_ordering(tiny_model_dir, tmp_path):
-    from autodeco_lp.heads import AutoDecoHeads
+    from autodeco_lp.inference.heads import AutoDecoHeads
     from autodeco_lp.training.loop import fit
     from tests.test_training_fit import fit_args, write_data
 
@@ -108,7 +108,7 @@ def test_fit_with_control_commands_learns_the_ordering(tiny_model_dir, tmp_path)
 
 
 def test_control_fit_streamed_matches_cached(tiny_model_dir, tmp_path):
-    from autodeco_lp.heads import AutoDecoHeads
+    from autodeco_lp.inference.heads import AutoDecoHeads
     from autodeco_lp.training.loop import fit
     from tests.test_training_fit import fit_args, write_data
 

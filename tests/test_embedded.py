@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from autodeco_lp import AutoDeco, AutoDecoHeads, AutoDecoConfig
-from autodeco_lp import models as embedded_models
+from autodeco_lp.hub import models as embedded_models
 from autodeco_lp.cli.main import autodeco as cli
-from autodeco_lp.models import EMBEDDED_MODEL_ID, load_model
+from autodeco_lp.hub.models import EMBEDDED_MODEL_ID, load_model
 from tests.test_processor import SAMPLE, assert_trace_matches_full_forward
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from autodeco_lp.evaluation import runner
 from autodeco_lp.evaluation.methods import Decoding, parse_methods
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.runner import EvalArgs, run_eval, summarise
-from autodeco_lp.tasks import load_task
+from autodeco_lp.tasks.problems import load_task
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_eval_reproduces_its_numbers_from_the_cache(small_eval, monkeypatch):
     assert first["methods"]["temperature-only"]["mean_top_p"] == pytest.approx(1.0)
     assert first["methods"]["top-p-only"]["mean_temperature"] == pytest.approx(1.0)
     # A second run (e.g. after a kill) must not generate anything and must give the same numbers.
-    monkeypatch.setattr("autodeco_lp.sampling.sample_completions", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr("autodeco_lp.inference.sampling.sample_completions", lambda *a, **k: pytest.fail("regenerated"))
     second = run_eval(EvalArgs(**small_eval, methods=methods), progress=False)
     assert second["methods"] == first["methods"]
 
@@ -169,7 +169,7 @@ def test_plots_write_images(tmp_path):
 
     from autodeco_lp.cli.main import autodeco as cli
     from autodeco_lp.evaluation.plots import plot_trace
-    from autodeco_lp.textgen import Completion
+    from autodeco_lp.inference.textgen import Completion
 
     grid = runner.oracle_grid(_FakeEvaluator(lambda t, p: t * p), samples=10)
     line = {"pass@1": 0.4, "pass@1_std": 0.0, "pass@k": {"1": 0.4, "4": 0.7, "16": 0.9}, "temperature": None, "top_p": None}

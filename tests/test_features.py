@@ -8,7 +8,7 @@ import torch
 from hypothesis import assume, given, settings
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-from autodeco_lp.features import (
+from autodeco_lp.inference.features import (
     MIN_TEMPERATURE,
     SOFT_TOP_P_EPS,
     distribution_statistics,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from autodeco_lp import AutoDecoConfig, AutoDecoHeads
-from autodeco_lp.features import distribution_statistics
+from autodeco_lp.inference.features import distribution_statistics
 
 RELEASED_NAMES = {
     "temp_head.mlp.0.weight": (256, 16),

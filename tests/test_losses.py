@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autodeco_lp.losses import (
+from autodeco_lp.training.losses import (
     LossConfig,
     autodeco_loss,
     autodeco_loss_sums,
@@ -197,7 +197,7 @@ def _naive_importance_weights(heads, hidden, labels, weight, config, sequence_id
 
 @pytest.mark.parametrize("train_top_p, weighting", [(True, "importance"), (False, "importance"), (True, "importance-normalised")])
 def test_importance_weighted_loss_matches_naive_reference(train_top_p, weighting):
-    from autodeco_lp.losses import sequence_importance_weights
+    from autodeco_lp.training.losses import sequence_importance_weights
 
     config = LossConfig(sequence_weighting=weighting, importance_clip=3.0, train_top_p=train_top_p, chunk_size=7)
     scale = 1.0 if weighting == "importance-normalised" else 3.0  # unnormalised: make some weights reach the clip
@@ -225,7 +225,7 @@ def test_importance_weights_favour_sequences_the_heads_make_likelier():
     """Two sequences: one of base-argmax tokens, one of tail tokens. Sharp heads (low T) raise the
     first's probability and lower the second's, so the first gets the larger weight; with the
     margin met (both equally likely) the weights are 1."""
-    from autodeco_lp.losses import sequence_importance_weights
+    from autodeco_lp.training.losses import sequence_importance_weights
     from tests.conftest import constant_heads
 
     hidden, _, weight, _ = _inputs(n=12)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LogitsProcessor
 
-from autodeco_lp.prompting import FEWSHOT_DATASET_SEED, fewshot_text, task_prompts
-from autodeco_lp.sampling import sample_completions
-from autodeco_lp.tasks import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
+from autodeco_lp.tasks.prompting import FEWSHOT_DATASET_SEED, fewshot_text, task_prompts
+from autodeco_lp.inference.sampling import sample_completions
+from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 from autodeco_lp.training.data import tokenize_row
 from tests.conftest import tiny_char_tokenizer
 
@@ -70,7 +70,7 @@ def test_jsonl_shots_never_include_the_question(tmp_path):
 
 
 def test_completions_stop_at_the_newline(tiny_base_model_dir):
-    from autodeco_lp.models import load_model
+    from autodeco_lp.hub.models import load_model
 
     model, tokenizer = load_model(str(tiny_base_model_dir))
     texts = ["Question: 1+1?\nAnswer:", "Question: 10+10?\nAnswer:"]
@@ -100,10 +100,10 @@ def test_fewshot_rows_train_without_eos():
 def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, tmp_path, monkeypatch):
     pytest.importorskip("reasoning_gym")
     from autodeco_lp.evaluation.runner import _training_questions
-    from autodeco_lp.tasks import ReasoningGymTask
+    from autodeco_lp.tasks.problems import ReasoningGymTask
     from autodeco_lp.training.rejection import SampleArgs, sample_training_data
 
-    import autodeco_lp.sampling as sampling
+    import autodeco_lp.inference.sampling as sampling
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
     newline = tiny_char_tokenizer()("\n", add_special_tokens=False)["input_ids"][0]
@@ -133,7 +133,7 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
 def test_gemma3_alias_and_a_clear_error_without_its_wheels(monkeypatch, tmp_path):
     import importlib.util
 
-    from autodeco_lp import models
+    from autodeco_lp.hub import models
 
     assert models.packaged_model("gemma3") is models.GEMMA3 and models.packaged_model("google/gemma-3-270m") is models.GEMMA3
     assert models.packaged_model("SmolLM2") is models.SMOLLM2 and models.packaged_model("gpt2") is None

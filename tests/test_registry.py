@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autodeco_lp import AutoDeco
-from autodeco_lp.registry import find_heads, load_registry, resolve_heads_for_model
+from autodeco_lp.hub.registry import find_heads, load_registry, resolve_heads_for_model
 from tests.conftest import tiny_llama
 
 RELEASED = {
@@ -64,8 +64,8 @@ def test_every_local_entry_loads_and_matches_its_packaged_model_folder():
     """Shipped heads (SmolLM2, Gemma3): weights load, their config names the registered base model,
     and the converted model's cache folder (what `load_model` sets as name_or_path) finds them."""
     from autodeco_lp import AutoDecoHeads
-    from autodeco_lp.models import GEMMA3, SMOLLM2, cache_root
-    from autodeco_lp.registry import registry_dir
+    from autodeco_lp.hub.models import GEMMA3, SMOLLM2, cache_root
+    from autodeco_lp.hub.registry import registry_dir
 
     local = [e for e in load_registry() if e.heads.startswith(str(registry_dir()))]
     assert {e.base_model for e in local} == {SMOLLM2.model_id, GEMMA3.model_id}
@@ -78,7 +78,7 @@ def test_every_local_entry_loads_and_matches_its_packaged_model_folder():
 def test_control_heads_ship_beside_the_registered_ones():
     """The control-trained heads are not in the registry (one entry per base model) but ship as a folder."""
     from autodeco_lp import AutoDecoHeads
-    from autodeco_lp.registry import registry_dir
+    from autodeco_lp.hub.registry import registry_dir
 
     plain = AutoDecoHeads.from_pretrained(registry_dir() / "smollm2-135m-instruct")
     control = AutoDecoHeads.from_pretrained(registry_dir() / "smollm2-135m-instruct-control")

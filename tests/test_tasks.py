@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from autodeco_lp.tasks import extract_answer, load_task, parse_task_options
+from autodeco_lp.tasks.problems import extract_answer, load_task, parse_task_options
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_data_sample_refuses_the_evaluation_seed():
 def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, monkeypatch):
     """With a verifier that accepts answers ending in a digit, every kept row ends in one and none is lost."""
     pytest.importorskip("reasoning_gym")
-    from autodeco_lp.tasks import ReasoningGymTask
+    from autodeco_lp.tasks.problems import ReasoningGymTask
     from autodeco_lp.training.rejection import SampleArgs, sample_training_data
 
     seen = []
@@ -82,8 +82,8 @@ def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, 
     pytest.importorskip("reasoning_gym")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from autodeco_lp.sampling import sample_completions
-    from autodeco_lp.tasks import ReasoningGymTask
+    from autodeco_lp.inference.sampling import sample_completions
+    from autodeco_lp.tasks.problems import ReasoningGymTask
     from autodeco_lp.training.rejection import SampleArgs, sample_training_data
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)

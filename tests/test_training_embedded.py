@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from autodeco_lp import AutoDecoHeads
 from autodeco_lp.cli.main import autodeco as cli
-from autodeco_lp.models import EMBEDDED_MODEL_ID
-from autodeco_lp.registry import find_heads
+from autodeco_lp.hub.models import EMBEDDED_MODEL_ID
+from autodeco_lp.hub.registry import find_heads
 from autodeco_lp.training import FitArgs, fit
 
 pytestmark = pytest.mark.integration

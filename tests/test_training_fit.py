@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from autodeco_lp import AutoDeco, AutoDecoHeads
 from autodeco_lp.training import FitArgs, fit
-from autodeco_lp.training.checkpoints import list_checkpoints
+from autodeco_lp.training.resume import list_checkpoints
 
 
 def write_data(path: Path, rows: int = 48) -> Path:
@@ -175,7 +175,7 @@ def test_example_config_file_is_valid():
 
 
 def test_resume_ignores_half_written_checkpoints(tiny_model_dir, data, tmp_path):
-    from autodeco_lp.training.checkpoints import resolve_resume
+    from autodeco_lp.training.resume import resolve_resume
 
     fit(fit_args(tiny_model_dir, data, tmp_path, save_steps=2, max_steps=5))
     (tmp_path / ".checkpoint-4.tmp-abc").mkdir()  # a save killed before its rename

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from autodeco_lp.atomic import atomic_write, write_text
+from autodeco_lp.hub.atomic import atomic_write, write_text
 
 SECTIONS = ("out", "fit", "eval", "tasks", "references", "recipes")
 
@@ -63,7 +63,7 @@ def read_recipes(path: Path) -> dict:
 def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: list[Path]) -> dict:
     """Fit (or reuse) one recipe's heads; returns its fit summary."""
     from autodeco_lp.training.args import FitArgs
-    from autodeco_lp.training.checkpoints import list_checkpoints
+    from autodeco_lp.training.resume import list_checkpoints
     from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
 
     options = {**shared, **(overrides or {}), "output_dir": str(folder), "disable_tqdm": True}

@@ -55,8 +55,8 @@ def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[
 
 
 def bench_generate(model, tokenizer, heads, new_tokens: int = 32, repeats: int = 7, batch_sizes=(1, 8)) -> list[BenchRow]:
-    from autodeco_lp.processor import AutoDeco
-    from autodeco_lp.sampling import format_prompts, uses_chat_template
+    from autodeco_lp.inference.processor import AutoDeco
+    from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
 
     if repeats < 1 or new_tokens < 1:
         raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")

@@ -5,7 +5,7 @@ For each held-out prompt (evaluation problems, dataset seed 0, of the given task
 1. the base model answers it greedily (`--max-new-tokens`), without any command;
 2. that same response is read by the model three ways: after the plain prompt, after the prompt
    with each held-out *low*-diversity paraphrase, and with each held-out *high*-diversity one
-   (commands placed exactly as in training, `autodeco_lp.control.with_command`);
+   (commands placed exactly as in training, `autodeco_lp.training.ranking.with_command`);
 3. the heads' T and P are averaged over the response tokens; low and high are averaged over
    their paraphrases.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from autodeco_lp.atomic import atomic_write, write_text
+from autodeco_lp.hub.atomic import atomic_write, write_text
 
 
 @dataclass
@@ -70,13 +70,13 @@ def _mean_heads(model, tokenizer, heads, rows: list[dict], batch_size: int = 16)
 
 
 def measure_control(args: ControlArgs, progress: bool = True) -> dict:
-    from autodeco_lp.control import DIRECTIONS, load_commands, with_command
-    from autodeco_lp.heads import AutoDecoHeads
-    from autodeco_lp.models import load_model
-    from autodeco_lp.prompting import task_prompts
-    from autodeco_lp.registry import resolve_heads_for_model
-    from autodeco_lp.sampling import sample_completions
-    from autodeco_lp.tasks import EVAL_DATASET_SEED, load_task
+    from autodeco_lp.training.ranking import DIRECTIONS, load_commands, with_command
+    from autodeco_lp.inference.heads import AutoDecoHeads
+    from autodeco_lp.hub.models import load_model
+    from autodeco_lp.tasks.prompting import task_prompts
+    from autodeco_lp.hub.registry import resolve_heads_for_model
+    from autodeco_lp.inference.sampling import sample_completions
+    from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, load_task
 
     commands = load_commands(args.commands)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autodeco_lp.losses import LossConfig, autodeco_loss_sums
+from autodeco_lp.training.losses import LossConfig, autodeco_loss_sums
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autodeco_lp.atomic import atomic_write, write_text
+from autodeco_lp.hub.atomic import atomic_write, write_text
 
 
 def _fmt(value, digits: int = 3) -> str:

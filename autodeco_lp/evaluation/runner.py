@@ -21,8 +21,8 @@ import torch
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.store import ResultStore
-from autodeco_lp.prompting import DEFAULT_SHOTS
-from autodeco_lp.tasks import EVAL_DATASET_SEED, TRAIN_DATASET_SEED
+from autodeco_lp.tasks.prompting import DEFAULT_SHOTS
+from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED
 
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
@@ -84,9 +84,9 @@ def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
 
 class Evaluator:
     def __init__(self, args: EvalArgs, task_options: dict | None, progress: bool) -> None:
-        from autodeco_lp.models import load_model
-        from autodeco_lp.prompting import task_prompts
-        from autodeco_lp.tasks import load_task
+        from autodeco_lp.hub.models import load_model
+        from autodeco_lp.tasks.prompting import task_prompts
+        from autodeco_lp.tasks.problems import load_task
 
         self.args, self.progress = args, progress
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,8 +113,8 @@ class Evaluator:
     @property
     def heads(self):
         if self._heads is None:
-            from autodeco_lp.heads import AutoDecoHeads
-            from autodeco_lp.registry import resolve_heads_for_model
+            from autodeco_lp.inference.heads import AutoDecoHeads
+            from autodeco_lp.hub.registry import resolve_heads_for_model
 
             self._heads = AutoDecoHeads.from_pretrained(self.args.heads or resolve_heads_for_model(self.model))
         return self._heads
@@ -140,8 +140,8 @@ class Evaluator:
         """Per seed, the records of every problem (generating what the cache lacks)."""
         from tqdm.auto import tqdm
 
-        from autodeco_lp.processor import AutoDeco
-        from autodeco_lp.sampling import sample_completions
+        from autodeco_lp.inference.processor import AutoDeco
+        from autodeco_lp.inference.sampling import sample_completions
 
         seeds = [0] if decoding.kind == "greedy" else self.args.seed_list()
         samples = 1 if decoding.kind == "greedy" else self.args.samples
@@ -195,7 +195,7 @@ def _training_questions(path: Path) -> set[str]:
                     seen.add(message["content"])
             if "prompt" in row:
                 seen.add(row["prompt"])
-                # A few-shot prompt (autodeco_lp.prompting) ends with "Question: <q>\nAnswer:".
+                # A few-shot prompt (autodeco_lp.tasks.prompting) ends with "Question: <q>\nAnswer:".
                 seen.add(row["prompt"].rsplit("Question: ", 1)[-1].removesuffix("\nAnswer:"))
     return seen
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autodeco_lp.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_DROP, LossConfig
+from autodeco_lp.training.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_DROP, LossConfig
 
 TRAIN_HEADS = ("both", "temperature", "top_p")
 SMALL_MODEL_PARAMETERS = 1_000_000_000
@@ -58,7 +58,7 @@ class FitArgs:
     top_p_loss_weight: float = field(default=1.0, metadata=_help("Weight of the soft top-p loss in the total."))
     sequence_weighting: str | None = field(default=None, metadata=_help("none (released objective), importance (weight each sequence by its clipped probability ratio heads/base, so training follows task success rather than token likelihood) or importance-normalised (the same, self-normalised per step); see losses.py. Default: from --recipe."))
     importance_clip: float = field(default=10.0, metadata=_help("Upper bound of a sequence's importance weight."))
-    control_commands: str | None = field(default=None, metadata=_help("Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a high-diversity command, and a ranking loss orders their mean T and P (see autodeco_lp/control.py)."))
+    control_commands: str | None = field(default=None, metadata=_help("Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a high-diversity command, and a ranking loss orders their mean T and P (see autodeco_lp/training/ranking.py)."))
     control_weight: float = field(default=1.0, metadata=_help("Weight of the control ranking loss in the total."))
     control_t_margin: float = field(default=0.1, metadata=_help("Margin of the ranking loss on the mean temperature."))
     control_p_margin: float = field(default=0.05, metadata=_help("Margin of the ranking loss on the mean top-p."))
@@ -126,7 +126,7 @@ class FitArgs:
             raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard")
         self.loss_config(validate_only=True)  # validates the objective's options
         if self.control_commands is not None:
-            from autodeco_lp.control import load_commands
+            from autodeco_lp.training.ranking import load_commands
 
             load_commands(self.control_commands)  # a bad file fails before the model loads
             if min(self.control_t_margin, self.control_p_margin) < 0:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autodeco_lp.atomic import write_text
+from autodeco_lp.hub.atomic import write_text
 from autodeco_lp.training.data import Example
 
 META_NAME = "cache_meta.json"

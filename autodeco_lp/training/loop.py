@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from autodeco_lp.checkpoint import load_heads, save_heads
-from autodeco_lp.config import AutoDecoConfig
-from autodeco_lp.heads import AutoDecoHeads
-from autodeco_lp.losses import LossSums, autodeco_loss_sums, combine_gradients, normalised_loss, trainable_parameters
+from autodeco_lp.hub.checkpoint import load_heads, save_heads
+from autodeco_lp.hub.config import AutoDecoConfig
+from autodeco_lp.inference.heads import AutoDecoHeads
+from autodeco_lp.training.losses import LossSums, autodeco_loss_sums, combine_gradients, normalised_loss, trainable_parameters
 from autodeco_lp.training import batches, hidden
 from autodeco_lp.training.args import FitArgs
-from autodeco_lp.training.checkpoints import (
+from autodeco_lp.training.resume import (
     list_checkpoints,
     load_training_state,
     resolve_resume,
@@ -220,7 +220,7 @@ def _load_data(args: FitArgs, tokenizer):
     """The training rows; with `--control-commands` also their low and high command versions."""
     if args.control_commands is None:
         return load_jsonl(args.data, tokenizer, args.max_length)
-    from autodeco_lp.control import DIRECTIONS, load_commands, pick_command, with_command
+    from autodeco_lp.training.ranking import DIRECTIONS, load_commands, pick_command, with_command
 
     commands = load_commands(args.control_commands)
     makers = [lambda row, i, d=d: with_command(row, pick_command(commands.train[d], args.seed, i, d)) for d in DIRECTIONS]
@@ -238,7 +238,7 @@ def _all_versions(dataset):
 
 def _control_sums(ids, args, dataset, cache, model, pad_id, heads, weight, bias, params, device) -> LossSums:
     """The ranking loss over this process's rows of the step (rows whose versions all have targets)."""
-    from autodeco_lp.control import control_ranking_sums
+    from autodeco_lp.training.ranking import control_ranking_sums
 
     n = len(dataset.examples)
     rows = [i for i in ids if all(version[i].num_targets for version in dataset.variants)]
@@ -269,7 +269,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from autodeco_lp.models import load_model
+    from autodeco_lp.hub.models import load_model
 
     accelerator = Accelerator(cpu=args.use_cpu)
     device = accelerator.device

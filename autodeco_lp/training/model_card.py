@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autodeco_lp.atomic import atomic_write, write_text
+from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.version import __version__
 
 
 def write_model_card(output_dir: Path, args, dataset, result, command: str, world_size: int, device: str) -> None:
-    from autodeco_lp.models import canonical_model_id
+    from autodeco_lp.hub.models import canonical_model_id
 
     base = canonical_model_id(args.model)
     rows = [

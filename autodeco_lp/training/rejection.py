@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autodeco_lp.atomic import atomic_write
-from autodeco_lp.prompting import DEFAULT_SHOTS, FEWSHOT_STOP, task_prompts
-from autodeco_lp.tasks import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
+from autodeco_lp.hub.atomic import atomic_write
+from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, FEWSHOT_STOP, task_prompts
+from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 
 
 @dataclass
@@ -70,8 +70,8 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
     import torch
     from tqdm.auto import tqdm
 
-    from autodeco_lp.models import load_model
-    from autodeco_lp.sampling import sample_completions
+    from autodeco_lp.hub.models import load_model
+    from autodeco_lp.inference.sampling import sample_completions
 
     task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor
 
-from autodeco_lp.capture import LMHeadCapture
-from autodeco_lp.features import MIN_TEMPERATURE, hard_top_p_filter
-from autodeco_lp.generation_checks import inspect_generate_call
-from autodeco_lp.heads import AutoDecoHeads
+from autodeco_lp.inference.capture import LMHeadCapture
+from autodeco_lp.inference.features import MIN_TEMPERATURE, hard_top_p_filter
+from autodeco_lp.inference.generation_checks import inspect_generate_call
+from autodeco_lp.inference.heads import AutoDecoHeads
 
 
 @dataclass
@@ -77,7 +77,7 @@ class AutoDeco(LogitsProcessor):
 
     ```python
     >>> from autodeco_lp import AutoDeco
-    >>> from autodeco_lp.models import load_model
+    >>> from autodeco_lp.hub.models import load_model
     >>> model, tokenizer = load_model("smollm2")
     >>> enc = tokenizer(["1 + 1 ="], return_tensors="pt")
     >>> with AutoDeco.from_pretrained(model, "path/to/heads") as autodeco:  # or a Hub id
@@ -143,7 +143,7 @@ class AutoDeco(LogitsProcessor):
         """Load heads (from a folder, a Hub id, or, when omitted, the registry entry whose base
         model matches `model.name_or_path`) and attach them. `kwargs` go to `AutoDeco(...)`,
         `load_kwargs` to `AutoDecoHeads.from_pretrained` (e.g. `revision`, `cache_dir`)."""
-        from autodeco_lp.registry import resolve_heads_for_model
+        from autodeco_lp.hub.registry import resolve_heads_for_model
 
         if path_or_repo_id is None:
             path_or_repo_id = resolve_heads_for_model(model)

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autodeco_lp.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS, safe_softmax
+from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS, safe_softmax
 
 DEFAULT_EASY_TOKEN_DROP = 0.6
 DEFAULT_CHUNK_SIZE = 256
@@ -69,7 +69,7 @@ class LossConfig:
         top_p_loss_trains_temperature: let the top-p loss move the temperature head through T
             (released behaviour); off detaches T inside the top-p loss.
         chunk_size: positions per chunk; peak memory grows linearly with it.
-        control_weight: weight of the plain-language control ranking loss (autodeco_lp.control),
+        control_weight: weight of the plain-language control ranking loss (autodeco_lp.training.ranking),
             when the caller adds one to the sums.
         logit_softcap: final logit soft-capping of the base model (Gemma), applied to the logits.
         sequence_weighting: "none" (released), "importance" or "importance-normalised": weight
@@ -125,7 +125,7 @@ class LossSums:
     positions: torch.Tensor  # () supervised positions seen
     predicted_temperature_sum: torch.Tensor  # () for diagnostics: mean T = sum / positions
     predicted_top_p_sum: torch.Tensor  # ()
-    control_sum: torch.Tensor | None = None  # () ranking loss of plain-language control (autodeco_lp.control)
+    control_sum: torch.Tensor | None = None  # () ranking loss of plain-language control (autodeco_lp.training.ranking)
     control_count: torch.Tensor | None = None  # () rows it was summed over
     temperature_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     top_p_grads: dict[str, torch.Tensor] = field(default_factory=dict)

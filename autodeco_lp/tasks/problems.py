@@ -96,7 +96,7 @@ class ReasoningGymTask:
 
     def shots_for(self, problem: Problem, count: int) -> list[Problem]:
         """Few-shot examples: the same `count` problems for every question, from their own dataset seed."""
-        from autodeco_lp.prompting import FEWSHOT_DATASET_SEED
+        from autodeco_lp.tasks.prompting import FEWSHOT_DATASET_SEED
 
         if count == 0:
             return []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autodeco_lp.processor import AutoDeco
-from autodeco_lp.sampling import format_prompts, sample_completions, uses_chat_template
+from autodeco_lp.inference.processor import AutoDeco
+from autodeco_lp.inference.sampling import format_prompts, sample_completions, uses_chat_template
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from autodeco_lp.atomic import staged_directory
+from autodeco_lp.hub.atomic import staged_directory
 
 CACHE_ENV = "AUTODECO_CACHE_DIR"
 _COMPLETE_MARKER = "model.safetensors"

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from autodeco_lp.atomic import staged_directory
-from autodeco_lp.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_heads
+from autodeco_lp.hub.atomic import staged_directory
+from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_heads
 
 STATE_NAME = "training_state.pt"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from autodeco_lp.config import AutoDecoConfig
-from autodeco_lp.features import distribution_statistics
+from autodeco_lp.hub.config import AutoDecoConfig
+from autodeco_lp.inference.features import distribution_statistics
 
 
 class _SigmoidMLP(nn.Module):
@@ -115,11 +115,11 @@ class AutoDecoHeads(nn.Module):
         features = torch.cat(features, dim=-1)  # (..., H+1) or (..., H+5)
         return temperature, self.top_p_head(features).float()
 
-    # -- checkpoint I/O lives in autodeco_lp.checkpoint; these are the familiar entry points. --
+    # -- checkpoint I/O lives in autodeco_lp.hub.checkpoint; these are the familiar entry points. --
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write `autodeco_config.json` + `autodeco_heads.safetensors` atomically."""
-        from autodeco_lp.checkpoint import save_heads
+        from autodeco_lp.hub.checkpoint import save_heads
 
         save_heads(self, save_directory)
 
@@ -127,9 +127,9 @@ class AutoDecoHeads(nn.Module):
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> "AutoDecoHeads":
         """Load native or released heads from a folder or a Hub repo id.
 
-        See `autodeco_lp.checkpoint.load_heads` for the keyword arguments
+        See `autodeco_lp.hub.checkpoint.load_heads` for the keyword arguments
         (`revision`, `cache_dir`, `token`, `dtype`, `device`, `base_model_name_or_path`).
         """
-        from autodeco_lp.checkpoint import load_heads
+        from autodeco_lp.hub.checkpoint import load_heads
 
         return load_heads(path_or_repo_id, **kwargs)

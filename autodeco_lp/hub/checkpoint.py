@@ -28,9 +28,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from autodeco_lp.atomic import write_files_atomically, write_text
-from autodeco_lp.config import DEFAULT_MLP_HIDDEN_SIZE, NUM_STATISTICS, AutoDecoConfig
-from autodeco_lp.heads import AutoDecoHeads
+from autodeco_lp.hub.atomic import write_files_atomically, write_text
+from autodeco_lp.hub.config import DEFAULT_MLP_HIDDEN_SIZE, NUM_STATISTICS, AutoDecoConfig
+from autodeco_lp.inference.heads import AutoDecoHeads
 
 CONFIG_NAME = "autodeco_config.json"
 WEIGHTS_NAME = "autodeco_heads.safetensors"
