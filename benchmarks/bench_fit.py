@@ -38,9 +38,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for cache in (True, False):
             out = Path(tmp) / ("cached" if cache else "streamed")
-            fit_args = FitArgs(model=args.model, data=args.data, output_dir=str(out), num_train_epochs=args.epochs,
-                               per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-                               learning_rate=1e-3, save_steps=0, logging_steps=1, cache=cache, disable_tqdm=True)
+            fit_args = FitArgs(
+                model=args.model,
+                data=args.data,
+                output_dir=str(out),
+                num_train_epochs=args.epochs,
+                per_device_train_batch_size=args.batch_size,
+                gradient_accumulation_steps=1,
+                learning_rate=1e-3,
+                save_steps=0,
+                logging_steps=1,
+                cache=cache,
+                disable_tqdm=True,
+            )
             result = fit(fit_args)
             steps_per_epoch = result.steps // args.epochs
             results[cache] = (epoch_times(out, steps_per_epoch), result)

@@ -110,7 +110,9 @@ def main() -> None:
             del inputs
         else:
             cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-            peak[variant] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["peak_bytes"]
+            peak[variant] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)[
+                "peak_bytes"
+            ]
     inputs = make_inputs(args, device)
     times = {"naive": [], "chunked": []}
     run_once("chunked", *inputs, args.chunk)  # warm-up
@@ -119,7 +121,9 @@ def main() -> None:
             times[variant].append(run_once(variant, *inputs, args.chunk))
     ratios = [c / n for c, n in zip(times["chunked"], times["naive"])]
     for variant in ("naive", "chunked"):
-        print(f"{variant:>8}: peak {peak[variant] / 2**20:9.0f} MiB   time {statistics.median(times[variant]):7.3f} s (median of {args.repeats})")
+        print(
+            f"{variant:>8}: peak {peak[variant] / 2**20:9.0f} MiB   time {statistics.median(times[variant]):7.3f} s (median of {args.repeats})"
+        )
     print(f"memory: chunked uses {peak['naive'] / max(peak['chunked'], 1):.1f}x less")
     print(f"time ratio chunked/naive: {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
 

@@ -35,7 +35,9 @@ def main() -> None:
         heads = AutoDecoHeads(AutoDecoConfig(hidden_size=model.config.hidden_size, vocab_size=model.config.vocab_size))
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} model={model.name_or_path}")
     print(f"new_tokens={args.new_tokens} repeats={args.repeats} heads={args.heads or 'random-init'}")
-    rows = bench_generate(model, tokenizer, heads, args.new_tokens, args.repeats, [int(b) for b in args.batch_sizes.split(",")])
+    rows = bench_generate(
+        model, tokenizer, heads, args.new_tokens, args.repeats, [int(b) for b in args.batch_sizes.split(",")]
+    )
     print(format_rows(rows))
 
 

@@ -17,13 +17,16 @@ def bench_group() -> None:
 @click.option("--repeats", default=7, show_default=True, help="Interleaved static/AutoDeco pairs per batch size.")
 @click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--device", default=None, help="torch device; default: CUDA if available.")
-def generate(model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str, device: str | None) -> None:
+def generate(
+    model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str, device: str | None
+) -> None:
     """Decode overhead of AutoDeco against transformers' Temperature + TopP warpers (the paper's Table 3)."""
     import torch
+
     from autodeco_lp.evaluation.bench import bench_generate, format_rows
-    from autodeco_lp.inference.heads import AutoDecoHeads
     from autodeco_lp.hub.models import load_model
     from autodeco_lp.hub.registry import resolve_heads_for_model
+    from autodeco_lp.inference.heads import AutoDecoHeads
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
@@ -35,6 +38,8 @@ def generate(model: str, heads: str | None, new_tokens: int, repeats: int, batch
         rows = bench_generate(loaded, tokenizer, AutoDecoHeads.from_pretrained(heads_id), new_tokens, repeats, sizes)
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} model={loaded.name_or_path} heads={heads_id}")
+    click.echo(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} model={loaded.name_or_path} heads={heads_id}"
+    )
     click.echo(f"new_tokens={new_tokens} repeats={repeats}; static = transformers' warpers at T=0.8, P=0.9")
     click.echo(format_rows(rows))

@@ -37,8 +37,13 @@ def eval_group(ctx: click.Context, task_options: tuple[str, ...], **options) -> 
 
 
 @eval_group.command("ablation")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Recipe file (YAML): out, fit, eval, tasks, references, recipes; see autodeco_lp/evaluation/ablation.py.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Recipe file (YAML): out, fit, eval, tasks, references, recipes; see autodeco_lp/evaluation/ablation.py.",
+)
 def ablation_command(config_path: str) -> None:
     """Fit heads for every recipe and score them with the harness; ablation.json + ablation.md in `out`.
 

@@ -13,8 +13,13 @@ from autodeco_lp.training.args import FitArgs, read_config_file
 
 
 @click.command("fit", context_settings={"show_default": True, "max_content_width": 120})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file of the same options (snake_case or dash names); flags given on the command line win.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of the same options (snake_case or dash names); flags given on the command line win.",
+)
 @dataclass_options(FitArgs)
 @click.pass_context
 def fit_command(ctx: click.Context, config_file: str | None, **options) -> None:

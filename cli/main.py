@@ -45,7 +45,13 @@ def generate(prompts: tuple[str, ...], **options) -> None:
             model, args.heads, temperature_scale=args.temperature_scale, top_p_scale=args.top_p_scale
         ) as processor:
             completions = generate_text(
-                model, tokenizer, list(prompts), processor, max_new_tokens=args.max_new_tokens, chat=args.chat, seed=args.seed
+                model,
+                tokenizer,
+                list(prompts),
+                processor,
+                max_new_tokens=args.max_new_tokens,
+                chat=args.chat,
+                seed=args.seed,
             )
     except (ValueError, TypeError, OSError, ModuleNotFoundError) as exc:
         _fail(exc)

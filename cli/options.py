@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -33,11 +34,17 @@ def dataclass_options(config_cls: type, skip: tuple[str, ...] = ()) -> Callable:
             default = f.default if f.default is not dataclasses.MISSING else None
             help_text = f.metadata.get("help", "")
             if "flag_value" in f.metadata:  # `--flag` alone means flag_value; `--flag VALUE` also works
-                option = click.option(flag, f.name, is_flag=False, flag_value=f.metadata["flag_value"], default=default, help=help_text)
+                option = click.option(
+                    flag, f.name, is_flag=False, flag_value=f.metadata["flag_value"], default=default, help=help_text
+                )
             elif kind is bool:
-                option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_text)
+                option = click.option(
+                    f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_text
+                )
             else:
-                option = click.option(flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text)
+                option = click.option(
+                    flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text
+                )
             command = option(command)
         return command
 
@@ -46,6 +53,9 @@ def dataclass_options(config_cls: type, skip: tuple[str, ...] = ()) -> Callable:
 
 # `--task-option KEY=VALUE`, shared by the commands that take a `--task`.
 task_option = click.option(
-    "--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+    "--task-option",
+    "task_options",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="Option of the task's generator, repeatable, e.g. --task-option min_digits=1 (values parsed as JSON).",
 )

@@ -39,7 +39,9 @@ def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: st
     try:
         loaded, tokenizer = load_model(model)
         with AutoDeco.from_pretrained(loaded, heads) as processor:
-            completion = generate_text(loaded, tokenizer, [prompt], processor, max_new_tokens=max_new_tokens, seed=seed)[0]
+            completion = generate_text(
+                loaded, tokenizer, [prompt], processor, max_new_tokens=max_new_tokens, seed=seed
+            )[0]
         plot_trace(completion, Path(out))
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -51,7 +53,9 @@ def _plot_results(kind: str, results: str, out: str) -> None:
 
     report = _report(results)
     if kind == "grid" and "oracle-grid" not in report["methods"]:
-        raise click.ClickException("these results have no oracle-grid; run autodeco eval with --methods ...,oracle-grid")
+        raise click.ClickException(
+            "these results have no oracle-grid; run autodeco eval with --methods ...,oracle-grid"
+        )
     try:
         (plot_grid if kind == "grid" else plot_passk)(report, Path(out))
     except ValueError as exc:
@@ -60,7 +64,9 @@ def _plot_results(kind: str, results: str, out: str) -> None:
 
 
 @plot_group.command("grid")
-@click.option("--results", required=True, help="An `autodeco eval --out` folder (or its results.json) with oracle-grid.")
+@click.option(
+    "--results", required=True, help="An `autodeco eval --out` folder (or its results.json) with oracle-grid."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 def grid(results: str, out: str) -> None:
     """The oracle grid's sweeps against AutoDeco and MeanShift (the paper's Figure 3)."""
@@ -81,14 +87,19 @@ def passk(results: str, out: str) -> None:
 @click.option("--data", required=True, help="Training JSONL (the rows the heads were fitted on).")
 @click.option("--max-length", default=512, show_default=True)
 @click.option("--max-rows", default=None, type=int, help="Use only the first N rows.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Image file; a .json with the numbers is written beside it.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Image file; a .json with the numbers is written beside it.",
+)
 def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: int | None, out: str) -> None:
     """Diagnose the top-p head: P against the base entropy, and the loss for a constant P."""
     from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
     from autodeco_lp.evaluation.plots import plot_top_p_diagnosis
-    from autodeco_lp.inference.heads import AutoDecoHeads
     from autodeco_lp.hub.models import load_model
     from autodeco_lp.hub.registry import resolve_heads_for_model
+    from autodeco_lp.inference.heads import AutoDecoHeads
 
     try:
         loaded, tokenizer = load_model(model)
@@ -104,7 +115,9 @@ def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: i
         raise click.ClickException(str(exc)) from exc
     low = stats.entropy < 0.5
     summary = {
-        "positions": int(labels.numel()), "mean_top_p": stats.top_p.mean().item(), "mean_temperature": stats.temperature.mean().item(),
+        "positions": int(labels.numel()),
+        "mean_top_p": stats.top_p.mean().item(),
+        "mean_temperature": stats.temperature.mean().item(),
         "share_gold_is_argmax": (stats.gold_rank == 0).float().mean().item(),
         "mean_top_p_entropy_below_0.5": stats.top_p[low].mean().item() if low.any() else None,
         "mean_top_p_entropy_above_0.5": stats.top_p[~low].mean().item() if (~low).any() else None,

@@ -19,9 +19,17 @@ def recipe_file(tiny_model_dir, tmp_path):
     task.write_text("".join(json.dumps({"question": f"{a}+{a}=", "answer": str(2 * a)}) + "\n" for a in range(5)))
     config = {
         "out": str(tmp_path / "ablation"),
-        "fit": {"model": str(tiny_model_dir), "data": str(data), "max_steps": 2, "mlp_hidden_size": 8,
-                "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "use_cpu": True, "save_steps": 0,
-                "learning_rate": 1e-2},
+        "fit": {
+            "model": str(tiny_model_dir),
+            "data": str(data),
+            "max_steps": 2,
+            "mlp_hidden_size": 8,
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 1,
+            "use_cpu": True,
+            "save_steps": 0,
+            "learning_rate": 1e-2,
+        },
         "eval": {"problems": 5, "samples": 2, "seeds": "0,1", "max_new_tokens": 3, "dataset_seed": 3000},
         "tasks": {"sums": {"task": str(task)}},
         "references": ["greedy", "static:0.5,1.0"],
@@ -75,10 +83,21 @@ def test_recipe_file_errors_name_the_problem(tmp_path):
 def test_ablation_table_cells_by_hand():
     from autodeco_lp.evaluation.ablation import ablation_table
 
-    score = {"pass@1": 0.5, "pass@1_std": 0.025, "pass@k": {"1": 0.5, "4": 0.8125}, "mean_temperature": 0.36, "mean_top_p": 1.0}
+    score = {
+        "pass@1": 0.5,
+        "pass@1_std": 0.025,
+        "pass@k": {"1": 0.5, "4": 0.8125},
+        "mean_temperature": 0.36,
+        "mean_top_p": 1.0,
+    }
     report = {
         "config": {"tasks": {"sums": {}}},
-        "recipes": {"small": {"fit": {"overrides": {"num_train_epochs": 5}, "steps": 75, "seconds": 566.4}, "scores": {"sums": score}}},
+        "recipes": {
+            "small": {
+                "fit": {"overrides": {"num_train_epochs": 5}, "steps": 75, "seconds": 566.4},
+                "scores": {"sums": score},
+            }
+        },
         "references": {"sums": {"greedy": {"pass@1": 0.333, "pass@1_std": 0.0, "pass@k": {"1": 0.333}}}},
     }
     lines = ablation_table(report).splitlines()

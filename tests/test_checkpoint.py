@@ -65,7 +65,10 @@ def test_native_round_trip_and_file_layout(tmp_path):
     assert {"base_model_name_or_path", "base_model_revision"} <= set(data)
     loaded = AutoDecoHeads.from_pretrained(tmp_path / "h")
     assert _same(heads, loaded) and loaded.config == heads.config
-    assert AutoDecoHeads.from_pretrained(tmp_path / "h", base_model_name_or_path="x/y").config.base_model_name_or_path == "x/y"
+    assert (
+        AutoDecoHeads.from_pretrained(tmp_path / "h", base_model_name_or_path="x/y").config.base_model_name_or_path
+        == "x/y"
+    )
 
 
 def test_overwrite_keeps_other_files(tmp_path):
@@ -136,7 +139,10 @@ def test_old_config_keys_train_temp_train_top_p(tmp_path):
 
 def test_merged_sharded_release_reads_only_head_tensors(tmp_path, monkeypatch):
     heads = random_heads()
-    base = {"llm.model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN), "llm.lm_head.weight": torch.randn(VOCAB, HIDDEN)}
+    base = {
+        "llm.model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN),
+        "llm.lm_head.weight": torch.randn(VOCAB, HIDDEN),
+    }
     save_file(base, str(tmp_path / "model-00001-of-00002.safetensors"))
     save_file(_bf16(heads), str(tmp_path / "model-00002-of-00002.safetensors"))
     weight_map = {k: "model-00001-of-00002.safetensors" for k in base}
@@ -145,7 +151,11 @@ def test_merged_sharded_release_reads_only_head_tensors(tmp_path, monkeypatch):
     _write_json(tmp_path / "config.json", _released_config())
     opened = []
     real = ckpt._read_safetensors
-    monkeypatch.setattr(ckpt, "_read_safetensors", lambda path, keep=lambda k: True: (opened.append(Path(path).name), real(path, keep))[1])
+    monkeypatch.setattr(
+        ckpt,
+        "_read_safetensors",
+        lambda path, keep=lambda k: True: (opened.append(Path(path).name), real(path, keep))[1],
+    )
     assert _same(heads, load_heads(tmp_path), atol=1e-2)
     assert opened == ["model-00002-of-00002.safetensors"]
 
@@ -179,7 +189,9 @@ def test_legacy_bin_loads_with_weights_only_and_refuses_code(tmp_path):
 def test_export_official_is_loadable_as_a_release(tmp_path):
     heads = random_heads()
     heads.config.base_model_name_or_path = "org/base"
-    export_official(heads, tmp_path / "official", base_config={"model_type": "llama", "hidden_size": HIDDEN, "vocab_size": VOCAB})
+    export_official(
+        heads, tmp_path / "official", base_config={"model_type": "llama", "hidden_size": HIDDEN, "vocab_size": VOCAB}
+    )
     config = json.loads((tmp_path / "official" / "config.json").read_text())
     assert config["model_type"] == "autodeco" and config["architectures"] == ["AutoDecoModelForCausalLM"]
     assert config["base_model_type"] == "llama" and config["temperature_hidden_size"] == HIDDEN
@@ -191,7 +203,9 @@ def test_export_official_is_loadable_as_a_release(tmp_path):
 # ----------------------------------------------------------------------------- Hub
 
 
-def _fake_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], commit: str = "a" * 40, ref: str = "main") -> None:
+def _fake_hub_cache(
+    cache: Path, repo_id: str, files: dict[str, Path], commit: str = "a" * 40, ref: str = "main"
+) -> None:
     """Lay files out the way huggingface_hub caches a repo snapshot."""
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / commit
@@ -219,14 +233,16 @@ def test_hub_repo_from_offline_cache_in_a_subprocess(tmp_path):
     _fake_hub_cache(tmp_path / "cache", "Jadeislaw/AutoDeco-Tiny", files)
     native = tmp_path / "native"
     save_heads(random_heads(seed=7), native)
-    _fake_hub_cache(tmp_path / "cache", "me/tiny-heads", {p.name: p for p in native.iterdir()}, commit="b" * 40, ref="v1")
+    _fake_hub_cache(
+        tmp_path / "cache", "me/tiny-heads", {p.name: p for p in native.iterdir()}, commit="b" * 40, ref="v1"
+    )
     torch.save(heads.state_dict(), tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
         import torch
         from autodeco_lp import AutoDecoHeads
         h = AutoDecoHeads.from_pretrained("Jadeislaw/AutoDeco-Tiny")
-        expected = torch.load({str(tmp_path / 'expected.pt')!r})
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
         assert all(torch.allclose(h.state_dict()[k], expected[k].float(), atol=1e-2) for k in expected)
         n = AutoDecoHeads.from_pretrained("me/tiny-heads", revision="v1")
         assert n.config.hidden_size == {HIDDEN}

@@ -58,13 +58,17 @@ def test_commands_go_into_the_prompt_and_leave_the_response_alone():
     with pytest.raises(ValueError, match="a `text` row has no prompt"):
         with_command({"text": "abc"}, "x")
     picks = {pick_command(("a", "b", "c"), 0, i, "low") for i in range(30)}
-    assert picks == {"a", "b", "c"} and pick_command(("a", "b", "c"), 0, 7, "low") == pick_command(("a", "b", "c"), 0, 7, "low")
+    assert picks == {"a", "b", "c"} and pick_command(("a", "b", "c"), 0, 7, "low") == pick_command(
+        ("a", "b", "c"), 0, 7, "low"
+    )
 
 
 def test_ranking_loss_value_and_gradient_direction():
     heads = ToyHeads()
     params = dict(heads.named_parameters())
-    total, count, grads = control_ranking_sums(heads, [_triple()], torch.zeros(5, 4), t_margin=0.1, p_margin=0.05, params=params)
+    total, count, grads = control_ranking_sums(
+        heads, [_triple()], torch.zeros(5, 4), t_margin=0.1, p_margin=0.05, params=params
+    )
     # All versions predict T = 1, P = 0.5: every hinge is at its margin.
     assert count == 1 and total.item() == pytest.approx(2 * 0.1 + 2 * 0.05)
     # Descending the gradient raises T and P for the high version and lowers them for the low one.
@@ -80,7 +84,9 @@ def test_ranking_loss_is_zero_once_the_margins_are_met():
     heads = ToyHeads()
     with torch.no_grad():
         heads.w[0], heads.v[0] = 3.0, 3.0  # high - none and none - low are far above both margins
-    total, _, grads = control_ranking_sums(heads, [_triple(), _triple(5)], torch.zeros(5, 4), params=dict(heads.named_parameters()))
+    total, _, grads = control_ranking_sums(
+        heads, [_triple(), _triple(5)], torch.zeros(5, 4), params=dict(heads.named_parameters())
+    )
     assert total.item() == 0.0 and all(torch.all(g == 0) for g in grads.values())
     # Only the trained head's terms count: with T alone trained, the P hinge is left out.
     with torch.no_grad():
@@ -95,8 +101,17 @@ def test_fit_with_control_commands_learns_the_ordering(tiny_model_dir, tmp_path)
     from tests.test_training_fit import fit_args, write_data
 
     data = write_data(tmp_path / "train.jsonl", rows=16)
-    fit(fit_args(tiny_model_dir, data, tmp_path / "out", max_steps=25, control_commands="default", control_weight=5.0,
-                 learning_rate=1e-2))
+    fit(
+        fit_args(
+            tiny_model_dir,
+            data,
+            tmp_path / "out",
+            max_steps=25,
+            control_commands="default",
+            control_weight=5.0,
+            learning_rate=1e-2,
+        )
+    )
     lines = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(x["control_loss"] for x in lines[:3]) / 3, sum(x["control_loss"] for x in lines[-3:]) / 3
     assert last < 0.7 * first, (first, last)
@@ -145,9 +160,28 @@ def test_eval_control_command_writes_the_table(tiny_model_dir, tmp_path):
     heads = tmp_path / "heads"
     random_heads(vocab=None).save_pretrained(heads)
     task = tmp_path / "prompts.jsonl"
-    task.write_text("".join(json.dumps({"question": f"What is {a} + 1?", "answer": str(a + 1)}) + "\n" for a in range(6)))
-    result = CliRunner().invoke(autodeco, ["eval", "control", "--model", str(tiny_model_dir), "--heads", str(heads),
-                                           "--tasks", str(task), "--prompts", "6", "--max-new-tokens", "4", "--out", str(tmp_path / "out")])
+    task.write_text(
+        "".join(json.dumps({"question": f"What is {a} + 1?", "answer": str(a + 1)}) + "\n" for a in range(6))
+    )
+    result = CliRunner().invoke(
+        autodeco,
+        [
+            "eval",
+            "control",
+            "--model",
+            str(tiny_model_dir),
+            "--heads",
+            str(heads),
+            "--tasks",
+            str(task),
+            "--prompts",
+            "6",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "control.json").read_text())
     assert report["settings"]["prompts_measured"] == 6 and set(report["versions"]) == {"none", "low", "high"}

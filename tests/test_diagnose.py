@@ -14,7 +14,11 @@ from tests.conftest import HIDDEN, VOCAB, constant_heads, random_heads
 
 def _positions(n=30, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, HIDDEN, generator=gen), torch.randint(0, VOCAB, (n,), generator=gen), torch.randn(VOCAB, HIDDEN, generator=gen)
+    return (
+        torch.randn(n, HIDDEN, generator=gen),
+        torch.randint(0, VOCAB, (n,), generator=gen),
+        torch.randn(VOCAB, HIDDEN, generator=gen),
+    )
 
 
 def test_head_statistics_against_direct_computation():
@@ -53,8 +57,21 @@ def test_plot_top_p_command_writes_the_figure_and_numbers(tiny_model_dir, tmp_pa
     random_heads(vocab=None).save_pretrained(heads_dir)
     data = write_data(tmp_path / "train.jsonl", rows=6)
     out = tmp_path / "p.png"
-    result = CliRunner().invoke(autodeco, ["plot", "top-p", "--model", str(tiny_model_dir), "--heads", str(heads_dir),
-                                           "--data", str(data), "--out", str(out)])
+    result = CliRunner().invoke(
+        autodeco,
+        [
+            "plot",
+            "top-p",
+            "--model",
+            str(tiny_model_dir),
+            "--heads",
+            str(heads_dir),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(out.with_suffix(".json").read_text())
     assert out.stat().st_size > 1000 and summary["positions"] > 0 and 0 < summary["mean_top_p"] < 1

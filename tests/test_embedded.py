@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from autodeco_lp import AutoDeco, AutoDecoHeads, AutoDecoConfig
-from autodeco_lp.hub import models as embedded_models
+from autodeco_lp import AutoDeco, AutoDecoConfig, AutoDecoHeads
 from autodeco_lp.cli.main import autodeco as cli
+from autodeco_lp.hub import models as embedded_models
 from autodeco_lp.hub.models import EMBEDDED_MODEL_ID, load_model
 from tests.test_processor import SAMPLE, assert_trace_matches_full_forward
 
@@ -46,7 +46,10 @@ def test_generate_left_padded_batch_matches_full_forward(smollm2, smol_heads):
     model, tokenizer = smollm2
     heads, _ = smol_heads
     prompts = ["What is 2 + 3?", "Name a colour.", "Write one word about the sea, please, right now."]
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     enc = tokenizer(texts, return_tensors="pt", padding=True)
     assert (enc["attention_mask"][:, 0] == 0).any()  # really left-padded
     torch.manual_seed(0)
@@ -61,7 +64,18 @@ def test_generate_left_padded_batch_matches_full_forward(smollm2, smol_heads):
 def test_cli_generate_shows_trace(smol_heads):
     _, folder = smol_heads
     result = CliRunner().invoke(
-        cli, ["generate", "--model", "smollm2", "--heads", str(folder), "--max-new-tokens", "6", "--show-trace", "What is 2 + 3?"]
+        cli,
+        [
+            "generate",
+            "--model",
+            "smollm2",
+            "--heads",
+            str(folder),
+            "--max-new-tokens",
+            "6",
+            "--show-trace",
+            "What is 2 + 3?",
+        ],
     )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -101,7 +115,10 @@ def test_example_script_runs(smol_heads):
 
     script = Path(__file__).resolve().parents[1] / "examples" / "generate_with_heads.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(smol_heads[1]), "What is 17 + 25?"], capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), str(smol_heads[1]), "What is 17 + 25?"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if "T=" in line]
@@ -110,7 +127,9 @@ def test_example_script_runs(smol_heads):
 
 def test_cli_export_native(tmp_path, smol_heads):
     heads, folder = smol_heads
-    result = CliRunner().invoke(cli, ["export", "--heads", str(folder), "--out", str(tmp_path / "n"), "--format", "native"])
+    result = CliRunner().invoke(
+        cli, ["export", "--heads", str(folder), "--out", str(tmp_path / "n"), "--format", "native"]
+    )
     assert result.exit_code == 0, result.output
     loaded = AutoDecoHeads.from_pretrained(tmp_path / "n")
     assert loaded.config == heads.config

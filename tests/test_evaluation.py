@@ -6,7 +6,6 @@ import json
 from math import comb
 
 import pytest
-import torch
 
 from autodeco_lp.evaluation import runner
 from autodeco_lp.evaluation.methods import Decoding, parse_methods
@@ -40,10 +39,14 @@ def test_pass_at_k_rejects_impossible_counts():
 
 def test_summary_averages_problems_then_seeds():
     records = {
-        0: [{"correct": [1, 0, 0, 0], "tokens": [3] * 4, "mean_t": [0.5] * 4, "mean_p": [0.9] * 4},
-            {"correct": [1, 1, 1, 1], "tokens": [1] * 4, "mean_t": [1.0] * 4, "mean_p": [0.5] * 4}],
-        1: [{"correct": [0, 0, 0, 0], "tokens": [3] * 4, "mean_t": [0.5] * 4, "mean_p": [0.9] * 4},
-            {"correct": [1, 1, 0, 0], "tokens": [1] * 4, "mean_t": [1.0] * 4, "mean_p": [0.5] * 4}],
+        0: [
+            {"correct": [1, 0, 0, 0], "tokens": [3] * 4, "mean_t": [0.5] * 4, "mean_p": [0.9] * 4},
+            {"correct": [1, 1, 1, 1], "tokens": [1] * 4, "mean_t": [1.0] * 4, "mean_p": [0.5] * 4},
+        ],
+        1: [
+            {"correct": [0, 0, 0, 0], "tokens": [3] * 4, "mean_t": [0.5] * 4, "mean_p": [0.9] * 4},
+            {"correct": [1, 1, 0, 0], "tokens": [1] * 4, "mean_t": [1.0] * 4, "mean_p": [0.5] * 4},
+        ],
     }
     s = summarise(Decoding("autodeco"), records, samples=4)
     seed0, seed1 = (0.25 + 1.0) / 2, (0.0 + 0.5) / 2
@@ -90,8 +93,11 @@ def test_oracle_grid_breaks_ties_towards_the_lowest_value():
 
 def test_jsonl_task_scoring(tmp_path):
     path = tmp_path / "task.jsonl"
-    rows = [{"question": "2+2?", "answer": 4}, {"question": "Capital of France?", "answer": "Paris"},
-            {"question": "Pick the even one.", "choices": ["three", "four"], "answer": "four"}]
+    rows = [
+        {"question": "2+2?", "answer": 4},
+        {"question": "Capital of France?", "answer": "Paris"},
+        {"question": "Pick the even one.", "choices": ["three", "four"], "answer": "four"},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = load_task(str(path))
     numeric, exact, choice = task.problems
@@ -118,14 +124,32 @@ def small_eval(tiny_model_dir, tmp_path):
     random_heads(hidden=32, vocab=104).save_pretrained(heads)
     task = tmp_path / "task.jsonl"
     task.write_text("".join(json.dumps({"question": f"{a}+{a}=", "answer": 2 * a}) + "\n" for a in range(6)))
-    return dict(model=str(tiny_model_dir), heads=str(heads), task=str(task), problems=6, samples=4, seeds="0,1",
-                max_new_tokens=4, batch_size=8, device="cpu", out=str(tmp_path / "out"))
+    return dict(
+        model=str(tiny_model_dir),
+        heads=str(heads),
+        task=str(task),
+        problems=6,
+        samples=4,
+        seeds="0,1",
+        max_new_tokens=4,
+        batch_size=8,
+        device="cpu",
+        out=str(tmp_path / "out"),
+    )
 
 
 def test_eval_reproduces_its_numbers_from_the_cache(small_eval, monkeypatch):
     methods = "greedy,default,autodeco,meanshift,temperature-only,top-p-only,static:0.5,0.9"
     first = run_eval(EvalArgs(**small_eval, methods=methods), progress=False)
-    assert set(first["methods"]) == {"greedy", "default", "autodeco", "meanshift", "temperature-only", "top-p-only", "static:0.5,0.9"}
+    assert set(first["methods"]) == {
+        "greedy",
+        "default",
+        "autodeco",
+        "meanshift",
+        "temperature-only",
+        "top-p-only",
+        "static:0.5,0.9",
+    }
     auto, shift = first["methods"]["autodeco"], first["methods"]["meanshift"]
     assert shift["temperature"] == pytest.approx(round(auto["mean_temperature"], 3))
     assert first["methods"]["temperature-only"]["mean_top_p"] == pytest.approx(1.0)
@@ -157,7 +181,9 @@ def test_bench_generate_runs_both_arms(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    rows = bench_generate(model, tokenizer, random_heads(hidden=32, vocab=104), new_tokens=3, repeats=2, batch_sizes=(1, 2))
+    rows = bench_generate(
+        model, tokenizer, random_heads(hidden=32, vocab=104), new_tokens=3, repeats=2, batch_sizes=(1, 2)
+    )
     assert [r.batch for r in rows] == [1, 2]
     assert all(r.ratio_min <= r.ratio_median <= r.ratio_max and r.static_tokens_per_second > 0 for r in rows)
     assert "n/a (CPU)" in format_rows(rows)
@@ -172,11 +198,22 @@ def test_plots_write_images(tmp_path):
     from autodeco_lp.inference.textgen import Completion
 
     grid = runner.oracle_grid(_FakeEvaluator(lambda t, p: t * p), samples=10)
-    line = {"pass@1": 0.4, "pass@1_std": 0.0, "pass@k": {"1": 0.4, "4": 0.7, "16": 0.9}, "temperature": None, "top_p": None}
-    report = {"settings": {"task": "t"}, "methods": {"oracle-grid": grid, "autodeco": line, "meanshift": {**line, "pass@1": 0.3}}}
+    line = {
+        "pass@1": 0.4,
+        "pass@1_std": 0.0,
+        "pass@k": {"1": 0.4, "4": 0.7, "16": 0.9},
+        "temperature": None,
+        "top_p": None,
+    }
+    report = {
+        "settings": {"task": "t"},
+        "methods": {"oracle-grid": grid, "autodeco": line, "meanshift": {**line, "pass@1": 0.3}},
+    }
     (tmp_path / "results.json").write_text(json.dumps(report))
     for kind in ("grid", "passk"):
-        result = CliRunner().invoke(cli, ["plot", kind, "--results", str(tmp_path), "--out", str(tmp_path / f"{kind}.png")])
+        result = CliRunner().invoke(
+            cli, ["plot", kind, "--results", str(tmp_path), "--out", str(tmp_path / f"{kind}.png")]
+        )
         assert result.exit_code == 0, result.output
         assert (tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
     completion = Completion("p", "ab", ["a", "b"], [0.5, 0.7], [0.9, 1.0])

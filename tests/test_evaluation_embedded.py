@@ -14,9 +14,27 @@ pytestmark = pytest.mark.integration
 
 def test_eval_cli_on_the_embedded_model(tmp_path):
     pytest.importorskip("reasoning_gym")
-    args = ["eval", "--task", "reasoning_gym:products", "--task-option", "min_digits=1", "--task-option", "max_digits=1",
-            "--problems", "3", "--samples", "2", "--seeds", "0", "--max-new-tokens", "6",
-            "--methods", "greedy,autodeco,meanshift", "--out", str(tmp_path)]
+    args = [
+        "eval",
+        "--task",
+        "reasoning_gym:products",
+        "--task-option",
+        "min_digits=1",
+        "--task-option",
+        "max_digits=1",
+        "--problems",
+        "3",
+        "--samples",
+        "2",
+        "--seeds",
+        "0",
+        "--max-new-tokens",
+        "6",
+        "--methods",
+        "greedy,autodeco,meanshift",
+        "--out",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "| meanshift |" in result.output
@@ -33,6 +51,8 @@ def test_bench_generate_cli():
 
 def test_plot_trace_cli(tmp_path):
     pytest.importorskip("matplotlib")
-    result = CliRunner().invoke(cli, ["plot", "trace", "--max-new-tokens", "4", "--out", str(tmp_path / "t.png"), "What is 2 + 2?"])
+    result = CliRunner().invoke(
+        cli, ["plot", "trace", "--max-new-tokens", "4", "--out", str(tmp_path / "t.png"), "What is 2 + 2?"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

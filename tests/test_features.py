@@ -26,9 +26,7 @@ SETTINGS = settings(max_examples=60, deadline=None)
 def distinct_logits(draw, min_vocab: int = 2, max_vocab: int = 40):
     """A row of logits with pairwise-distinct probabilities (ties make 'the' sorted order ambiguous)."""
     size = draw(st.integers(min_vocab, max_vocab))
-    values = draw(
-        st.lists(st.integers(-400, 400), min_size=size, max_size=size, unique=True)
-    )
+    values = draw(st.lists(st.integers(-400, 400), min_size=size, max_size=size, unique=True))
     return torch.tensor(values, dtype=torch.float32) / 40.0  # spacing 0.025 in logit space
 
 

@@ -70,7 +70,9 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"chunk{c.chunk_size}-T{c.train_temperature}-P{c.train_top_p}")
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: f"chunk{c.chunk_size}-T{c.train_temperature}-P{c.train_top_p}"
+)
 def test_chunked_loss_and_gradients_match_naive_reference(config):
     hidden, labels, weight, uniforms = _inputs()
     heads = random_heads()
@@ -117,12 +119,18 @@ def test_easy_token_drop_counts_and_is_seeded():
     hidden, labels, weight, _ = _inputs(n=60)
     heads = random_heads()
     easy = ((hidden @ weight.T).argmax(-1) == labels).sum().item()
-    keep_all = autodeco_loss_sums(heads, hidden, labels, weight, config=LossConfig(easy_token_drop=0.0), compute_grads=False)
-    drop_all = autodeco_loss_sums(heads, hidden, labels, weight, config=LossConfig(easy_token_drop=1.0), compute_grads=False)
+    keep_all = autodeco_loss_sums(
+        heads, hidden, labels, weight, config=LossConfig(easy_token_drop=0.0), compute_grads=False
+    )
+    drop_all = autodeco_loss_sums(
+        heads, hidden, labels, weight, config=LossConfig(easy_token_drop=1.0), compute_grads=False
+    )
     assert keep_all.temperature_count.item() == 60
     assert drop_all.temperature_count.item() == 60 - easy and easy >= 20
     runs = [
-        autodeco_loss_sums(heads, hidden, labels, weight, generator=torch.Generator().manual_seed(3), compute_grads=False)
+        autodeco_loss_sums(
+            heads, hidden, labels, weight, generator=torch.Generator().manual_seed(3), compute_grads=False
+        )
         for _ in range(2)
     ]
     assert runs[0].temperature_count == runs[1].temperature_count
@@ -158,7 +166,9 @@ def test_chunking_never_changes_the_result(chunk, n, seed):
     heads = random_heads()
     one = autodeco_loss_sums(heads, hidden, labels, weight, config=LossConfig(chunk_size=n), uniforms=uniforms)
     many = autodeco_loss_sums(heads, hidden, labels, weight, config=LossConfig(chunk_size=chunk), uniforms=uniforms)
-    torch.testing.assert_close(normalised_loss(many, LossConfig()), normalised_loss(one, LossConfig()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        normalised_loss(many, LossConfig()), normalised_loss(one, LossConfig()), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -184,7 +194,9 @@ def _naive_importance_weights(heads, hidden, labels, weight, config, sequence_id
     probs = torch.softmax(logits / temperature.clamp_min(1e-2)[:, None], -1)
     if config.train_top_p:
         sorted_probs, order = probs.sort(-1, descending=True)
-        mask = torch.empty_like(probs).scatter(-1, order, torch.exp(-config.alpha * torch.relu(sorted_probs.cumsum(-1) - top_p[:, None])))
+        mask = torch.empty_like(probs).scatter(
+            -1, order, torch.exp(-config.alpha * torch.relu(sorted_probs.cumsum(-1) - top_p[:, None]))
+        )
         probs = probs * mask / ((probs * mask).sum(-1, keepdim=True) + 1e-8)
     q = torch.log(probs.gather(-1, labels[:, None]).squeeze(-1))
     sequences = sorted(set(sequence_ids.tolist()))
@@ -195,7 +207,9 @@ def _naive_importance_weights(heads, hidden, labels, weight, config, sequence_id
     return torch.stack([w[sequences.index(s)] for s in sequence_ids.tolist()]).float()
 
 
-@pytest.mark.parametrize("train_top_p, weighting", [(True, "importance"), (False, "importance"), (True, "importance-normalised")])
+@pytest.mark.parametrize(
+    "train_top_p, weighting", [(True, "importance"), (False, "importance"), (True, "importance-normalised")]
+)
 def test_importance_weighted_loss_matches_naive_reference(train_top_p, weighting):
     from autodeco_lp.training.losses import sequence_importance_weights
 
@@ -211,7 +225,9 @@ def test_importance_weighted_loss_matches_naive_reference(train_top_p, weighting
     torch.testing.assert_close(got_w, expected_w, rtol=1e-4, atol=1e-6)
     assert got_w.max() <= 3.0 + 1e-6 and len(set(got_w.tolist())) > 1  # clipped, and not all equal
     # The loss is the ordinary one with the weights in place of DFT's (and DFT's weight is gone).
-    sums = autodeco_loss_sums(heads, hidden, labels, weight, config=config, uniforms=uniforms, sequence_ids=sequence_ids)
+    sums = autodeco_loss_sums(
+        heads, hidden, labels, weight, config=config, uniforms=uniforms, sequence_ids=sequence_ids
+    )
     plain = LossConfig(dft=False, train_top_p=train_top_p)
     logits = hidden @ weight.T
     t = heads(hidden, logits)[0].clamp_min(1e-2)

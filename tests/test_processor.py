@@ -17,7 +17,9 @@ SAMPLE = dict(do_sample=True, top_k=None, temperature=1.0, top_p=1.0)
 
 def _reference_trace(model, heads, out, prompt_mask, steps):
     """T and P recomputed from a full forward (no cache) over the generated sequences."""
-    mask = torch.cat([prompt_mask, torch.ones(out.shape[0], out.shape[1] - prompt_mask.shape[1], dtype=prompt_mask.dtype)], 1)
+    mask = torch.cat(
+        [prompt_mask, torch.ones(out.shape[0], out.shape[1] - prompt_mask.shape[1], dtype=prompt_mask.dtype)], 1
+    )
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         hidden = model.model(input_ids=out, attention_mask=mask, position_ids=position_ids).last_hidden_state
@@ -31,7 +33,12 @@ def assert_trace_matches_full_forward(model, heads, batch, steps, tol, **generat
     """Generate exactly `steps` tokens with AutoDeco and compare its trace with `_reference_trace`."""
     with AutoDeco(model, heads) as autodeco:
         out = model.generate(
-            **batch, **SAMPLE, max_new_tokens=steps, min_new_tokens=steps, logits_processor=[autodeco], **generate_kwargs
+            **batch,
+            **SAMPLE,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            logits_processor=[autodeco],
+            **generate_kwargs,
         )
         trace = autodeco.trace
     assert trace.temperature.shape == (steps, batch["input_ids"].shape[0])
@@ -45,7 +52,9 @@ def assert_trace_matches_full_forward(model, heads, batch, steps, tol, **generat
 @pytest.mark.parametrize("cache", [None, "static"])
 def test_trace_matches_a_full_forward_with_left_padding(cache):
     torch.manual_seed(0)
-    assert_trace_matches_full_forward(tiny_llama(), random_heads(), left_padded_batch(), 6, 1e-4, cache_implementation=cache)
+    assert_trace_matches_full_forward(
+        tiny_llama(), random_heads(), left_padded_batch(), 6, 1e-4, cache_implementation=cache
+    )
 
 
 def test_constant_heads_reproduce_transformers_warpers_in_generate():
@@ -81,7 +90,9 @@ def test_beam_sampling_rows_are_batch_times_beams():
         ours = model.generate(**batch, **SAMPLE, num_beams=3, max_new_tokens=5, logits_processor=[autodeco])
         assert autodeco.trace.temperature.shape == (5, 6)
     torch.manual_seed(5)
-    theirs = model.generate(**batch, do_sample=True, top_k=None, temperature=0.9, top_p=0.85, num_beams=3, max_new_tokens=5)
+    theirs = model.generate(
+        **batch, do_sample=True, top_k=None, temperature=0.9, top_p=0.85, num_beams=3, max_new_tokens=5
+    )
     assert torch.equal(ours, theirs)
 
 
@@ -108,7 +119,10 @@ def test_beam_search_with_random_heads_matches_full_forward_per_row():
         assert rows == 4
 
 
-@pytest.mark.parametrize("model_dtype,heads_dtype", [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "model_dtype,heads_dtype",
+    [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)],
+)
 def test_dtypes(model_dtype, heads_dtype):
     model, heads = tiny_llama().to(model_dtype), random_heads().to(heads_dtype)
     assert_trace_matches_full_forward(model, heads, left_padded_batch(), 4, 3e-2)
@@ -178,7 +192,9 @@ def test_model_untouched_and_hooks_removed_even_when_generate_raises():
     with pytest.raises(ValueError, match="prompt-lookup"):
         with AutoDeco(model, random_heads()) as autodeco:
             assert len(lm_head._forward_hooks) == 1
-            model.generate(input_ids=ids[:1], **SAMPLE, prompt_lookup_num_tokens=2, max_new_tokens=3, logits_processor=[autodeco])
+            model.generate(
+                input_ids=ids[:1], **SAMPLE, prompt_lookup_num_tokens=2, max_new_tokens=3, logits_processor=[autodeco]
+            )
     assert len(lm_head._forward_hooks) == 0 and len(lm_head._forward_pre_hooks) == 0
     assert model.state_dict().keys() == before_state.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before_state.items())
@@ -199,7 +215,9 @@ def test_assisted_decoding_is_refused():
     ids = torch.randint(3, VOCAB, (1, 5))
     with AutoDeco(model, random_heads()) as autodeco:
         with pytest.raises(ValueError, match="assisted or prompt-lookup"):
-            model.generate(input_ids=ids, **SAMPLE, assistant_model=assistant, max_new_tokens=3, logits_processor=[autodeco])
+            model.generate(
+                input_ids=ids, **SAMPLE, assistant_model=assistant, max_new_tokens=3, logits_processor=[autodeco]
+            )
 
 
 def test_call_without_a_new_forward_is_refused():

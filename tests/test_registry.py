@@ -39,7 +39,10 @@ def test_matching_by_name_or_path(name):
 def test_no_match_lists_known_pairs():
     model = tiny_llama()
     model.name_or_path = "my/unknown-model"
-    with pytest.raises(ValueError, match=r"(?s)no registered AutoDeco heads for model 'my/unknown-model'.*openai/gpt-oss-20b  ->  Jadeislaw/AutoDeco-GPT-Oss-20B"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)no registered AutoDeco heads for model 'my/unknown-model'.*openai/gpt-oss-20b  ->  Jadeislaw/AutoDeco-GPT-Oss-20B",
+    ):
         resolve_heads_for_model(model)
     with pytest.raises(ValueError, match="no registered AutoDeco heads"):
         AutoDeco.from_pretrained(model)
@@ -83,4 +86,7 @@ def test_control_heads_ship_beside_the_registered_ones():
     plain = AutoDecoHeads.from_pretrained(registry_dir() / "smollm2-135m-instruct")
     control = AutoDecoHeads.from_pretrained(registry_dir() / "smollm2-135m-instruct-control")
     assert control.config.to_dict() == plain.config.to_dict()
-    assert "| plain-language control | commands `default`" in (registry_dir() / "smollm2-135m-instruct-control" / "README.md").read_text()
+    assert (
+        "| plain-language control | commands `default`"
+        in (registry_dir() / "smollm2-135m-instruct-control" / "README.md").read_text()
+    )

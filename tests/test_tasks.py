@@ -44,13 +44,18 @@ def test_reasoning_gym_task_scores_with_its_verifier():
     problem = task.problems[0]
     assert task.score(problem, f"The result is {problem.answer}.") == 1.0
     assert task.score(problem, "I do not know") == 0.0
-    assert load_task("reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=3, size=5).problems == task.problems
+    assert (
+        load_task("reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=3, size=5).problems
+        == task.problems
+    )
 
 
 def test_data_sample_refuses_the_evaluation_seed():
     from autodeco_lp.cli.main import autodeco
 
-    result = CliRunner().invoke(autodeco, ["data", "sample", "--task", "reasoning_gym:products", "--out", "x.jsonl", "--dataset-seed", "0"])
+    result = CliRunner().invoke(
+        autodeco, ["data", "sample", "--task", "reasoning_gym:products", "--out", "x.jsonl", "--dataset-seed", "0"]
+    )
     assert result.exit_code != 0 and "evaluation seed" in result.output
 
 
@@ -67,8 +72,15 @@ def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, mon
         return 1.0 if completion.strip()[-1:].isdigit() else 0.0
 
     monkeypatch.setattr(ReasoningGymTask, "score", score)
-    args = SampleArgs(model=str(tiny_model_dir), task="reasoning_gym:products", problems=6, samples=3,
-                      max_new_tokens=6, out=str(tmp_path / "d.jsonl"), batch_size=9)
+    args = SampleArgs(
+        model=str(tiny_model_dir),
+        task="reasoning_gym:products",
+        problems=6,
+        samples=3,
+        max_new_tokens=6,
+        out=str(tmp_path / "d.jsonl"),
+        batch_size=9,
+    )
     summary = sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert summary.sampled == 18 and 0 < len(seen) <= 18  # empty completions are rejected unscored
@@ -89,14 +101,29 @@ def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
     with pytest.raises(ValueError, match="--samples 1"):
         SampleArgs(task="reasoning_gym:products", out="x.jsonl", temperature=0.0, samples=4)
-    args = SampleArgs(model=str(tiny_model_dir), task="reasoning_gym:products", problems=4, samples=1,
-                      temperature=0.0, max_new_tokens=6, out=str(tmp_path / "g.jsonl"), seed=1)
+    args = SampleArgs(
+        model=str(tiny_model_dir),
+        task="reasoning_gym:products",
+        problems=4,
+        samples=1,
+        temperature=0.0,
+        max_new_tokens=6,
+        out=str(tmp_path / "g.jsonl"),
+        seed=1,
+    )
     sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
     tokenizer.padding_side = "left"
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": r["messages"][0]["content"]}], tokenize=False,
-                                             add_generation_prompt=True) for r in rows]
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": r["messages"][0]["content"]}], tokenize=False, add_generation_prompt=True
+        )
+        for r in rows
+    ]
     greedy = sample_completions(model, tokenizer, prompts, max_new_tokens=6, greedy=True, add_special_tokens=False)
     assert len(rows) == 4 and [r["messages"][1]["content"] for r in rows] == [s[0].text for s in greedy]
     assert all(r["meta"]["temperature"] == 0.0 for r in rows)

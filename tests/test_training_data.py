@@ -27,7 +27,10 @@ def test_messages_supervise_only_assistant_turns_including_end_of_turn(tok):
 
 def test_prompt_completion_appends_eos_and_text_keeps_every_token(tok):
     example, _ = tokenize_row({"prompt": "Q: 1+1=", "completion": "2"}, tok, 100)
-    assert [t for t, m in zip(example.input_ids, example.loss_mask) if m] == [tok.convert_tokens_to_ids("2"), tok.eos_token_id]
+    assert [t for t, m in zip(example.input_ids, example.loss_mask) if m] == [
+        tok.convert_tokens_to_ids("2"),
+        tok.eos_token_id,
+    ]
     example, _ = tokenize_row({"text": "abc"}, tok, 100)
     # No [1:] slice: the first token stays in the sequence (it is just never a target).
     assert example.input_ids == tuple(tok("abc")["input_ids"]) and example.num_targets == 2

@@ -23,19 +23,69 @@ def _run(command: list[str]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.skipif(shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None, reason="accelerate CLI missing")
+@pytest.mark.skipif(
+    shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None, reason="accelerate CLI missing"
+)
 @pytest.mark.parametrize("cache", ["--cache", "--no-cache"])
 def test_two_processes_match_one(tiny_model_dir, tmp_path, cache):
     data = write_data(tmp_path / "train.jsonl", rows=40)
-    common = ["--model", str(tiny_model_dir), "--data", str(data), "--max-steps", "5", "--learning-rate", "3e-3",
-              "--mlp-hidden-size", "16", "--use-cpu", "--disable-tqdm", "--save-steps", "0", "--per-device-train-batch-size", "4",
-              "--warmup-ratio", "0", cache]
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--max-steps",
+        "5",
+        "--learning-rate",
+        "3e-3",
+        "--mlp-hidden-size",
+        "16",
+        "--use-cpu",
+        "--disable-tqdm",
+        "--save-steps",
+        "0",
+        "--per-device-train-batch-size",
+        "4",
+        "--warmup-ratio",
+        "0",
+        cache,
+    ]
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     # `--multi_gpu` is accelerate's torchrun launcher; on a machine without GPUs it runs CPU processes over gloo.
-    _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no", "-m", "autodeco_lp.training", *common, "--gradient-accumulation-steps", "2",
-          "--output-dir", str(tmp_path / "two")])
-    _run([sys.executable, "-m", "autodeco_lp.training", *common, "--gradient-accumulation-steps", "4", "--output-dir", str(tmp_path / "one")])
+    _run(
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "autodeco_lp.training",
+            *common,
+            "--gradient-accumulation-steps",
+            "2",
+            "--output-dir",
+            str(tmp_path / "two"),
+        ]
+    )
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "autodeco_lp.training",
+            *common,
+            "--gradient-accumulation-steps",
+            "4",
+            "--output-dir",
+            str(tmp_path / "one"),
+        ]
+    )
     one = AutoDecoHeads.from_pretrained(tmp_path / "one").state_dict()
     two = AutoDecoHeads.from_pretrained(tmp_path / "two").state_dict()
     assert "2 x" not in (tmp_path / "one" / "README.md").read_text()

@@ -20,12 +20,25 @@ pytestmark = pytest.mark.integration
 
 def test_fit_on_the_embedded_model(tmp_path):
     data = tmp_path / "train.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"What is {a} * {b}?"}, {"role": "assistant", "content": str(a * b)}]}
-            for a in range(2, 6) for b in range(3, 7)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"What is {a} * {b}?"}, {"role": "assistant", "content": str(a * b)}]}
+        for a in range(2, 6)
+        for b in range(3, 7)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = fit(FitArgs(model="smollm2", data=str(data), output_dir=str(tmp_path / "out"), max_steps=2,
-                         per_device_train_batch_size=8, gradient_accumulation_steps=1, learning_rate=1e-3,
-                         save_steps=1, disable_tqdm=True))
+    result = fit(
+        FitArgs(
+            model="smollm2",
+            data=str(data),
+            output_dir=str(tmp_path / "out"),
+            max_steps=2,
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=1,
+            learning_rate=1e-3,
+            save_steps=1,
+            disable_tqdm=True,
+        )
+    )
     assert result.cached and result.steps == 2 and torch.isfinite(torch.tensor(result.loss))
     heads = AutoDecoHeads.from_pretrained(tmp_path / "out")
     assert heads.config.base_model_name_or_path == EMBEDDED_MODEL_ID and heads.config.hidden_size == 576
@@ -43,7 +56,9 @@ def test_shipped_heads_are_registered_and_load():
 
 def test_main_job_command_generates_with_shipped_heads_and_shows_the_trace():
     """The README's first command, minus the set-up: registry heads for the embedded model."""
-    result = CliRunner().invoke(cli, ["generate", "--model", "smollm2", "--show-trace", "--max-new-tokens", "12", "What is 7 * 8?"])
+    result = CliRunner().invoke(
+        cli, ["generate", "--model", "smollm2", "--show-trace", "--max-new-tokens", "12", "What is 7 * 8?"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "### What is 7 * 8?"

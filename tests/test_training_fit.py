@@ -24,15 +24,35 @@ def write_data(path: Path, rows: int = 48) -> Path:
     with open(path, "w") as f:
         for _ in range(rows):
             a, b = torch.randint(0, 10, (2,), generator=gen).tolist()
-            f.write(json.dumps({"messages": [{"role": "user", "content": f"{a}+{b}="}, {"role": "assistant", "content": str(a + b)}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": f"{a}+{b}="},
+                            {"role": "assistant", "content": str(a + b)},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 def fit_args(model_dir, data, out, **overrides) -> FitArgs:
     options = dict(
-        model=str(model_dir), data=str(data), output_dir=str(out), per_device_train_batch_size=4,
-        gradient_accumulation_steps=2, learning_rate=3e-3, max_steps=6, warmup_ratio=0.0, mlp_hidden_size=16,
-        use_cpu=True, disable_tqdm=True, logging_steps=1, save_steps=0,
+        model=str(model_dir),
+        data=str(data),
+        output_dir=str(out),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        learning_rate=3e-3,
+        max_steps=6,
+        warmup_ratio=0.0,
+        mlp_hidden_size=16,
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=1,
+        save_steps=0,
     )
     options.update(overrides)
     return FitArgs(**options)
@@ -48,7 +68,9 @@ def data(tmp_path_factory):
 
 
 def test_fit_writes_heads_card_metrics_and_lowers_the_loss(tiny_model_dir, data, tmp_path):
-    result = fit(fit_args(tiny_model_dir, data, tmp_path, max_steps=30, save_steps=10, save_total_limit=2), command="test")
+    result = fit(
+        fit_args(tiny_model_dir, data, tmp_path, max_steps=30, save_steps=10, save_total_limit=2), command="test"
+    )
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == list(range(1, 31))
     first, last = sum(x["loss"] for x in lines[:5]) / 5, sum(x["loss"] for x in lines[-5:]) / 5
@@ -84,15 +106,41 @@ def test_temperature_only_fit_builds_only_that_head(tiny_model_dir, data, tmp_pa
 
 
 def _launch(args: list[str], env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "autodeco_lp.training", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "autodeco_lp.training", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _cli_args(model_dir, data, out, steps):
-    return ["--model", str(model_dir), "--data", str(data), "--output-dir", str(out), "--max-steps", str(steps),
-            "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2", "--learning-rate", "3e-3",
-            "--mlp-hidden-size", "16", "--use-cpu", "--disable-tqdm", "--save-steps", "2", "--warmup-ratio", "0.1",
-            "--easy-token-drop", "0.6"]
+    return [
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        str(steps),
+        "--per-device-train-batch-size",
+        "4",
+        "--gradient-accumulation-steps",
+        "2",
+        "--learning-rate",
+        "3e-3",
+        "--mlp-hidden-size",
+        "16",
+        "--use-cpu",
+        "--disable-tqdm",
+        "--save-steps",
+        "2",
+        "--warmup-ratio",
+        "0.1",
+        "--easy-token-drop",
+        "0.6",
+    ]
 
 
 def test_resume_after_sigkill_ends_with_the_same_heads(tiny_model_dir, data, tmp_path):
@@ -121,7 +169,9 @@ def test_resume_after_sigkill_ends_with_the_same_heads(tiny_model_dir, data, tmp
 def test_resume_refuses_a_different_run(tiny_model_dir, data, tmp_path):
     fit(fit_args(tiny_model_dir, data, tmp_path, save_steps=2, max_steps=4))
     with pytest.raises(ValueError, match="cannot resume exactly"):
-        fit(fit_args(tiny_model_dir, data, tmp_path, save_steps=2, max_steps=4, seed=7, resume_from_checkpoint="latest"))
+        fit(
+            fit_args(tiny_model_dir, data, tmp_path, save_steps=2, max_steps=4, seed=7, resume_from_checkpoint="latest")
+        )
     with pytest.raises(ValueError, match="found no checkpoint-N"):
         fit(fit_args(tiny_model_dir, data, tmp_path / "empty", resume_from_checkpoint="latest"))
 
@@ -130,9 +180,13 @@ def test_cli_reads_a_yaml_config_and_flags_win(tiny_model_dir, data, tmp_path):
     from autodeco_lp.cli.main import autodeco
 
     config = tmp_path / "fit.yaml"
-    config.write_text(f"model: {tiny_model_dir}\ndata: {data}\nmax-steps: 3\nlearning_rate: 1.0e-3\n"
-                      "mlp_hidden_size: 16\nuse_cpu: true\ndisable_tqdm: true\nsave_steps: 0\n")
-    result = CliRunner().invoke(autodeco, ["fit", "--config", str(config), "--output-dir", str(tmp_path / "o"), "--max-steps", "2"])
+    config.write_text(
+        f"model: {tiny_model_dir}\ndata: {data}\nmax-steps: 3\nlearning_rate: 1.0e-3\n"
+        "mlp_hidden_size: 16\nuse_cpu: true\ndisable_tqdm: true\nsave_steps: 0\n"
+    )
+    result = CliRunner().invoke(
+        autodeco, ["fit", "--config", str(config), "--output-dir", str(tmp_path / "o"), "--max-steps", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "trained 2 steps" in result.output
     card = json.loads((tmp_path / "o" / "README.md").read_text().split("```json")[1].split("```")[0])
@@ -143,8 +197,14 @@ def test_cli_reads_a_yaml_config_and_flags_win(tiny_model_dir, data, tmp_path):
     "args, match",
     [
         ([], "`--data` is required"),
-        (["--data", "x.jsonl", "--output-dir", "o", "--train-heads", "all"], "`--train-heads` has to be one of both, temperature, top_p, but is 'all'"),
-        (["--data", "x.jsonl", "--output-dir", "o", "--easy-token-drop", "2"], r"`easy_token_drop` has to be in \[0, 1\]"),
+        (
+            ["--data", "x.jsonl", "--output-dir", "o", "--train-heads", "all"],
+            "`--train-heads` has to be one of both, temperature, top_p, but is 'all'",
+        ),
+        (
+            ["--data", "x.jsonl", "--output-dir", "o", "--easy-token-drop", "2"],
+            r"`easy_token_drop` has to be in \[0, 1\]",
+        ),
         (["--config", "bad.yaml"], "unknown options \\['lr'\\]"),
     ],
 )
@@ -212,7 +272,16 @@ def test_console_scripts_point_at_the_commands():
 def test_importance_weighted_fit_differs_from_the_released_objective(tiny_model_dir, data, tmp_path):
     """The option reaches the loss (other heads than the released objective's) and the model card."""
     fit(fit_args(tiny_model_dir, data, tmp_path / "released", max_steps=3))
-    fit(fit_args(tiny_model_dir, data, tmp_path / "importance", max_steps=3, sequence_weighting="importance", importance_clip=4.0))
+    fit(
+        fit_args(
+            tiny_model_dir,
+            data,
+            tmp_path / "importance",
+            max_steps=3,
+            sequence_weighting="importance",
+            importance_clip=4.0,
+        )
+    )
     released, weighted = heads_state(tmp_path / "released"), heads_state(tmp_path / "importance")
     assert any(not torch.allclose(released[k], weighted[k]) for k in released)
     assert "sequence weighting importance (clip 4.0)" in (tmp_path / "importance" / "README.md").read_text()

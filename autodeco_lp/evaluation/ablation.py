@@ -49,7 +49,9 @@ def read_recipes(path: Path) -> dict:
     unknown = sorted(set(config) - set(SECTIONS))
     missing = [k for k in ("out", "fit", "tasks", "recipes") if k not in config]
     if unknown or missing:
-        raise ValueError(f"`--config` {str(path)!r}: unknown keys {unknown}, missing keys {missing}; known: {', '.join(SECTIONS)}")
+        raise ValueError(
+            f"`--config` {str(path)!r}: unknown keys {unknown}, missing keys {missing}; known: {', '.join(SECTIONS)}"
+        )
     from autodeco_lp.training.args import FitArgs
 
     known = {f.name for f in fields(FitArgs)}
@@ -63,8 +65,8 @@ def read_recipes(path: Path) -> dict:
 def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: list[Path]) -> dict:
     """Fit (or reuse) one recipe's heads; returns its fit summary."""
     from autodeco_lp.training.args import FitArgs
-    from autodeco_lp.training.resume import list_checkpoints
     from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
+    from autodeco_lp.training.resume import list_checkpoints
 
     options = {**shared, **(overrides or {}), "output_dir": str(folder), "disable_tqdm": True}
     summary_path = folder / "recipe.json"
@@ -79,8 +81,15 @@ def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: 
                 break
     resume = "latest" if folder.is_dir() and list_checkpoints(folder) else None
     result = fit(FitArgs(**options, resume_from_checkpoint=resume), command=f"autodeco eval ablation (recipe {name})")
-    done = {"options": options, "overrides": overrides or {}, "steps": result.steps, "seconds": result.seconds,
-            "loss": result.loss, "mean_temperature": result.mean_temperature, "mean_top_p": result.mean_top_p}
+    done = {
+        "options": options,
+        "overrides": overrides or {},
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "loss": result.loss,
+        "mean_temperature": result.mean_temperature,
+        "mean_top_p": result.mean_top_p,
+    }
     atomic_write(summary_path, lambda p: write_text(p, json.dumps(done, indent=2) + "\n"))
     return done
 
@@ -95,8 +104,12 @@ def run_ablation(config: dict, progress: bool = True) -> dict:
     started = time.perf_counter()
     report: dict = {"config": config, "references": {}, "recipes": {}}
     for task_name, task in config["tasks"].items():
-        args = EvalArgs(**evaluation, task=task["task"], out=str(out / "eval" / task_name),
-                        methods=",".join(config.get("references") or ["greedy"]))
+        args = EvalArgs(
+            **evaluation,
+            task=task["task"],
+            out=str(out / "eval" / task_name),
+            methods=",".join(config.get("references") or ["greedy"]),
+        )
         report["references"][task_name] = run_eval(args, task.get("options"), progress)["methods"]
     caches = []
     for name, overrides in config["recipes"].items():
@@ -105,8 +118,13 @@ def run_ablation(config: dict, progress: bool = True) -> dict:
         caches.append(folder / CACHE_DIR_NAME)
         scores = {}
         for task_name, task in config["tasks"].items():
-            args = EvalArgs(**evaluation, task=task["task"], heads=str(folder), methods="autodeco",
-                            out=str(out / "eval" / task_name))
+            args = EvalArgs(
+                **evaluation,
+                task=task["task"],
+                heads=str(folder),
+                methods="autodeco",
+                out=str(out / "eval" / task_name),
+            )
             scores[task_name] = run_eval(args, task.get("options"), progress)["methods"]["autodeco"]
         report["recipes"][name] = {"fit": fitted, "scores": scores}
     report["seconds"] = time.perf_counter() - started
@@ -128,7 +146,11 @@ def _pass4(m: dict) -> str:
 def ablation_table(report: dict) -> str:
     """Markdown: one row per recipe (per task: pass@1 mean ± std over seeds, pass@4, mean T / P), then the references."""
     tasks = list(report["config"]["tasks"])
-    head = "| recipe | changes | steps | fit s | " + " | ".join(f"{t} pass@1 | {t} pass@4 | {t} T / P" for t in tasks) + " |"
+    head = (
+        "| recipe | changes | steps | fit s | "
+        + " | ".join(f"{t} pass@1 | {t} pass@4 | {t} T / P" for t in tasks)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (4 + 3 * len(tasks))]
     for name, r in report["recipes"].items():
         changes = ", ".join(f"{k}={v}" for k, v in r["fit"]["overrides"].items()) or "(shared options)"
@@ -136,7 +158,9 @@ def ablation_table(report: dict) -> str:
         for t in tasks:
             m = r["scores"][t]
             cells += [_score(m), _pass4(m), f"{m.get('mean_temperature', 0):.2f} / {m.get('mean_top_p', 0):.2f}"]
-        lines.append(f"| {name} | {changes} | {r['fit']['steps']} | {r['fit']['seconds']:.0f} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {name} | {changes} | {r['fit']['steps']} | {r['fit']['seconds']:.0f} | " + " | ".join(cells) + " |"
+        )
     methods = sorted({m for refs in report["references"].values() for m in refs})
     for method in methods:
         cells = []

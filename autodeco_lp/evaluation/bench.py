@@ -47,14 +47,23 @@ def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(seed)
     start = time.perf_counter()
-    model.generate(**enc, do_sample=True, top_k=None, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                   logits_processor=[processor] if processor is not None else None, **sampling)
+    model.generate(
+        **enc,
+        do_sample=True,
+        top_k=None,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        logits_processor=[processor] if processor is not None else None,
+        **sampling,
+    )
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, torch.cuda.max_memory_allocated() if cuda else None
 
 
-def bench_generate(model, tokenizer, heads, new_tokens: int = 32, repeats: int = 7, batch_sizes=(1, 8)) -> list[BenchRow]:
+def bench_generate(
+    model, tokenizer, heads, new_tokens: int = 32, repeats: int = 7, batch_sizes=(1, 8)
+) -> list[BenchRow]:
     from autodeco_lp.inference.processor import AutoDeco
     from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
 
@@ -80,15 +89,33 @@ def bench_generate(model, tokenizer, heads, new_tokens: int = 32, repeats: int =
                 if ps is not None:
                     peaks = [max(peaks[0] or 0, ps), max(peaks[1] or 0, pa)]
             tokens = batch * new_tokens
-            rows.append(BenchRow(batch, tokens / statistics.median(static_times), tokens / statistics.median(autodeco_times),
-                                 statistics.median(ratios), min(ratios), max(ratios), peaks[0], peaks[1]))
+            rows.append(
+                BenchRow(
+                    batch,
+                    tokens / statistics.median(static_times),
+                    tokens / statistics.median(autodeco_times),
+                    statistics.median(ratios),
+                    min(ratios),
+                    max(ratios),
+                    peaks[0],
+                    peaks[1],
+                )
+            )
     return rows
 
 
 def format_rows(rows: list[BenchRow]) -> str:
-    lines = [f"{'batch':>5} {'static tok/s':>13} {'autodeco tok/s':>15} {'ratio median':>13} {'ratio min-max':>15} {'peak MiB static/autodeco':>25}"]
+    lines = [
+        f"{'batch':>5} {'static tok/s':>13} {'autodeco tok/s':>15} {'ratio median':>13} {'ratio min-max':>15} {'peak MiB static/autodeco':>25}"
+    ]
     for r in rows:
-        peak = "n/a (CPU)" if r.static_peak_bytes is None else f"{r.static_peak_bytes / 2**20:.0f}/{r.autodeco_peak_bytes / 2**20:.0f}"
-        lines.append(f"{r.batch:>5} {r.static_tokens_per_second:>13.1f} {r.autodeco_tokens_per_second:>15.1f} "
-                     f"{r.ratio_median:>13.3f} {r.ratio_min:>7.3f}-{r.ratio_max:<7.3f} {peak:>25}")
+        peak = (
+            "n/a (CPU)"
+            if r.static_peak_bytes is None
+            else f"{r.static_peak_bytes / 2**20:.0f}/{r.autodeco_peak_bytes / 2**20:.0f}"
+        )
+        lines.append(
+            f"{r.batch:>5} {r.static_tokens_per_second:>13.1f} {r.autodeco_tokens_per_second:>15.1f} "
+            f"{r.ratio_median:>13.3f} {r.ratio_min:>7.3f}-{r.ratio_max:<7.3f} {peak:>25}"
+        )
     return "\n".join(lines)

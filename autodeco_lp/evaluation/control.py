@@ -30,11 +30,23 @@ from autodeco_lp.hub.atomic import atomic_write, write_text
 @dataclass
 class ControlArgs:
     model: str = field(default="smollm2", metadata={"help": "Base model: Hub id, folder, `smollm2` or `gemma3`."})
-    heads: str | None = field(default=None, metadata={"help": "Heads folder or Hub id; default: the registry entry for --model."})
+    heads: str | None = field(
+        default=None, metadata={"help": "Heads folder or Hub id; default: the registry entry for --model."}
+    )
     prompts: int = field(default=100, metadata={"help": "Held-out prompts (split evenly over --tasks)."})
-    tasks: str = field(default="reasoning_gym:products,reasoning_gym:chain_sum", metadata={"help": "Comma-separated tasks whose evaluation problems (dataset seed 0) are the prompts; JSONL files work too."})
-    commands: str = field(default="default", metadata={"help": "Commands file (`default`: the shipped one); its held-out paraphrases are used."})
-    max_new_tokens: int = field(default=32, metadata={"help": "Length of the greedy response that is read under each command."})
+    tasks: str = field(
+        default="reasoning_gym:products,reasoning_gym:chain_sum",
+        metadata={
+            "help": "Comma-separated tasks whose evaluation problems (dataset seed 0) are the prompts; JSONL files work too."
+        },
+    )
+    commands: str = field(
+        default="default",
+        metadata={"help": "Commands file (`default`: the shipped one); its held-out paraphrases are used."},
+    )
+    max_new_tokens: int = field(
+        default=32, metadata={"help": "Length of the greedy response that is read under each command."}
+    )
     out: str | None = field(default=None, metadata={"help": "Folder for control.json and control.md."})
     device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
 
@@ -42,14 +54,19 @@ class ControlArgs:
         if self.out is None:
             raise ValueError("`--out` is required: the folder for control.json and control.md")
         if self.prompts < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"`--prompts` and `--max-new-tokens` have to be positive, but are {self.prompts} and {self.max_new_tokens}")
+            raise ValueError(
+                f"`--prompts` and `--max-new-tokens` have to be positive, but are {self.prompts} and {self.max_new_tokens}"
+            )
 
 
 def _rows(prompts, texts, completions, fewshot: bool) -> list[dict]:
     """Training-style rows holding each response (so the command lands where training put it)."""
     if fewshot:
         return [{"prompt": t, "completion": c + "\n", "eos": False} for t, c in zip(texts, completions)]
-    return [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]} for p, c in zip(prompts, completions)]
+    return [
+        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
+        for p, c in zip(prompts, completions)
+    ]
 
 
 @torch.no_grad()
@@ -70,13 +87,13 @@ def _mean_heads(model, tokenizer, heads, rows: list[dict], batch_size: int = 16)
 
 
 def measure_control(args: ControlArgs, progress: bool = True) -> dict:
-    from autodeco_lp.training.ranking import DIRECTIONS, load_commands, with_command
-    from autodeco_lp.inference.heads import AutoDecoHeads
     from autodeco_lp.hub.models import load_model
-    from autodeco_lp.tasks.prompting import task_prompts
     from autodeco_lp.hub.registry import resolve_heads_for_model
+    from autodeco_lp.inference.heads import AutoDecoHeads
     from autodeco_lp.inference.sampling import sample_completions
     from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, load_task
+    from autodeco_lp.tasks.prompting import task_prompts
+    from autodeco_lp.training.ranking import DIRECTIONS, load_commands, with_command
 
     commands = load_commands(args.commands)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,17 +112,35 @@ def measure_control(args: ControlArgs, progress: bool = True) -> dict:
         fewshot = prompts.fewshot
         stop = prompts.stop_strings
         add_special = prompts.add_special_tokens
-    responses = sample_completions(model, tokenizer, texts, greedy=True, max_new_tokens=args.max_new_tokens,
-                                   batch_size=32, add_special_tokens=add_special, stop_strings=stop)
+    responses = sample_completions(
+        model,
+        tokenizer,
+        texts,
+        greedy=True,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=32,
+        add_special_tokens=add_special,
+        stop_strings=stop,
+    )
     base_rows = _rows(questions, texts, [r[0].text for r in responses], fewshot)
     plain = _mean_heads(model, tokenizer, heads, base_rows)  # (N, 2)
     versions = {"none": plain}
     for direction in DIRECTIONS:
-        per_paraphrase = [_mean_heads(model, tokenizer, heads, [with_command(r, c) for r in base_rows]) for c in commands.heldout[direction]]
+        per_paraphrase = [
+            _mean_heads(model, tokenizer, heads, [with_command(r, c) for r in base_rows])
+            for c in commands.heldout[direction]
+        ]
         versions[direction] = torch.stack(per_paraphrase).mean(0)  # (N, 2)
     table = summarise_versions(versions)
-    report = {"settings": {**asdict(args), "prompts_measured": len(questions), "commands_heldout": {d: list(commands.heldout[d]) for d in DIRECTIONS},
-                           "heads_resolved": args.heads or "registry"}, "versions": table}
+    report = {
+        "settings": {
+            **asdict(args),
+            "prompts_measured": len(questions),
+            "commands_heldout": {d: list(commands.heldout[d]) for d in DIRECTIONS},
+            "heads_resolved": args.heads or "registry",
+        },
+        "versions": table,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "control.json", lambda p: write_text(p, json.dumps(report, indent=2, sort_keys=True) + "\n"))
@@ -119,12 +154,18 @@ def summarise_versions(versions: dict[str, torch.Tensor]) -> dict:
     plain = versions["none"]
     table = {}
     for name, values in versions.items():
-        entry = {"mean_temperature": values[:, 0].mean().item(), "mean_top_p": values[:, 1].mean().item(),
-                 "delta_temperature": (values[:, 0] - plain[:, 0]).mean().item(),
-                 "delta_top_p": (values[:, 1] - plain[:, 1]).mean().item()}
+        entry = {
+            "mean_temperature": values[:, 0].mean().item(),
+            "mean_top_p": values[:, 1].mean().item(),
+            "delta_temperature": (values[:, 0] - plain[:, 0]).mean().item(),
+            "delta_top_p": (values[:, 1] - plain[:, 1]).mean().item(),
+        }
         if name != "none":
             moved = (values - plain) < 0 if name == "low" else (values - plain) > 0  # (N, 2)
-            entry.update(consistency_temperature=moved[:, 0].float().mean().item(), consistency_top_p=moved[:, 1].float().mean().item())
+            entry.update(
+                consistency_temperature=moved[:, 0].float().mean().item(),
+                consistency_top_p=moved[:, 1].float().mean().item(),
+            )
         table[name] = entry
     return table
 
@@ -134,8 +175,13 @@ def control_table(report: dict) -> str:
     for name, v in report["versions"].items():
         ct = f"{100 * v['consistency_temperature']:.0f}%" if "consistency_temperature" in v else "-"
         cp = f"{100 * v['consistency_top_p']:.0f}%" if "consistency_top_p" in v else "-"
-        lines.append(f"| {name} | {v['mean_temperature']:.3f} | {v['delta_temperature']:+.3f} | {ct} | {v['mean_top_p']:.4f} | {v['delta_top_p']:+.4f} | {cp} |")
+        lines.append(
+            f"| {name} | {v['mean_temperature']:.3f} | {v['delta_temperature']:+.3f} | {ct} | {v['mean_top_p']:.4f} | {v['delta_top_p']:+.4f} | {cp} |"
+        )
     s = report["settings"]
-    return (f"Plain-language control on {s['model']} with heads {s['heads_resolved']}: {s['prompts_measured']} held-out prompts "
-            f"({s['tasks']}), held-out paraphrases, greedy responses of {s['max_new_tokens']} tokens read under each command.\n\n"
-            + "\n".join(lines) + "\n")
+    return (
+        f"Plain-language control on {s['model']} with heads {s['heads_resolved']}: {s['prompts_measured']} held-out prompts "
+        f"({s['tasks']}), held-out paraphrases, greedy responses of {s['max_new_tokens']} tokens read under each command.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )

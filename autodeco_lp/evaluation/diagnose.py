@@ -19,14 +19,16 @@ from autodeco_lp.training.losses import LossConfig, autodeco_loss_sums
 
 @dataclass
 class PositionStats:
-    entropy: torch.Tensor      # (N,) nats, base model at T = 1
-    gold_prob: torch.Tensor    # (N,) base probability of the gold token
-    gold_rank: torch.Tensor    # (N,) 0 = the base argmax
+    entropy: torch.Tensor  # (N,) nats, base model at T = 1
+    gold_prob: torch.Tensor  # (N,) base probability of the gold token
+    gold_rank: torch.Tensor  # (N,) 0 = the base argmax
     temperature: torch.Tensor  # (N,) heads
-    top_p: torch.Tensor        # (N,) heads
+    top_p: torch.Tensor  # (N,) heads
 
 
-def training_positions(model, tokenizer, data: str, max_length: int = 2048, max_rows: int | None = None, batch_size: int = 8):
+def training_positions(
+    model, tokenizer, data: str, max_length: int = 2048, max_rows: int | None = None, batch_size: int = 8
+):
     """(hidden (N, H), labels (N,)) of every supervised position of a training file."""
     from autodeco_lp.training.data import load_jsonl
     from autodeco_lp.training.hidden import supervised_hidden_states
@@ -43,7 +45,9 @@ def training_positions(model, tokenizer, data: str, max_length: int = 2048, max_
 
 
 @torch.no_grad()
-def head_statistics(heads, hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.Tensor, chunk: int = 256) -> PositionStats:
+def head_statistics(
+    heads, hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.Tensor, chunk: int = 256
+) -> PositionStats:
     parts = []
     for start in range(0, hidden.shape[0], chunk):
         h, y = hidden[start : start + chunk], labels[start : start + chunk]
@@ -72,7 +76,13 @@ def top_p_loss_curve(heads, hidden, labels, lm_head, values, config: LossConfig 
     """Mean soft top-p loss (the objective's top-p term, DFT weights included) for each constant P."""
     losses = []
     for value in values:
-        sums = autodeco_loss_sums(_ConstantTopP(heads, value), hidden, labels, lm_head,
-                                  config=LossConfig(alpha=config.alpha, dft=config.dft, train_temperature=False), compute_grads=False)
+        sums = autodeco_loss_sums(
+            _ConstantTopP(heads, value),
+            hidden,
+            labels,
+            lm_head,
+            config=LossConfig(alpha=config.alpha, dft=config.dft, train_temperature=False),
+            compute_grads=False,
+        )
         losses.append((sums.top_p_sum / sums.positions).item())
     return losses

@@ -45,8 +45,10 @@ def plot_grid(report: dict, out: Path) -> Path:
     methods = report["methods"]
     grid = methods["oracle-grid"]["grid"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    sweeps = (("temperature_sweep", "temperature", "T (P = 1)"),
-              ("top_p_sweep", "top_p", f"P (T = {grid['best_temperature']:.1f})"))
+    sweeps = (
+        ("temperature_sweep", "temperature", "T (P = 1)"),
+        ("top_p_sweep", "top_p", f"P (T = {grid['best_temperature']:.1f})"),
+    )
     for ax, (key, field, label) in zip(axes, sweeps):
         xs = [g[field] for g in grid[key]]
         ys = [g["pass@1"] for g in grid[key]]
@@ -54,7 +56,12 @@ def plot_grid(report: dict, out: Path) -> Path:
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label="static grid")
         for name, style in (("autodeco", "-"), ("meanshift", "--"), ("greedy", ":"), ("default", "-.")):
             if name in methods:
-                ax.axhline(methods[name]["pass@1"], linestyle=style, color="C" + str(1 + ["autodeco", "meanshift", "greedy", "default"].index(name)), label=name)
+                ax.axhline(
+                    methods[name]["pass@1"],
+                    linestyle=style,
+                    color="C" + str(1 + ["autodeco", "meanshift", "greedy", "default"].index(name)),
+                    label=name,
+                )
         ax.set_xlabel(label)
     axes[0].set_ylabel("pass@1")
     axes[1].legend(fontsize=8)

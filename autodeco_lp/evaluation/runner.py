@@ -21,8 +21,8 @@ import torch
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.store import ResultStore
-from autodeco_lp.tasks.prompting import DEFAULT_SHOTS
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED
+from autodeco_lp.tasks.prompting import DEFAULT_SHOTS
 
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
@@ -31,32 +31,59 @@ PASS_KS = (1, 4, 16)
 @dataclass
 class EvalArgs:
     model: str = field(default="smollm2", metadata={"help": "Base model: Hub id, folder, or `smollm2`."})
-    heads: str | None = field(default=None, metadata={"help": "Heads folder or Hub id; default: the registry entry for --model."})
-    task: str | None = field(default=None, metadata={"help": "reasoning_gym:NAME or a JSONL file of {question, answer[, choices]}."})
+    heads: str | None = field(
+        default=None, metadata={"help": "Heads folder or Hub id; default: the registry entry for --model."}
+    )
+    task: str | None = field(
+        default=None, metadata={"help": "reasoning_gym:NAME or a JSONL file of {question, answer[, choices]}."}
+    )
     problems: int = field(default=200, metadata={"help": "Problems to evaluate."})
     samples: int = field(default=16, metadata={"help": "Samples per problem and seed (pass@k needs k <= samples)."})
     seeds: str = field(default="0,1,2,3", metadata={"help": "Comma-separated sampling seeds."})
-    methods: str = field(default=DEFAULT_METHODS, metadata={"help": "Comma-separated: greedy, default, autodeco, meanshift, oracle-grid, temperature-only, top-p-only, static:T,P."})
-    out: str | None = field(default=None, metadata={"help": "Folder for results.json, results.md and the resumable cache."})
-    dataset_seed: int = field(default=EVAL_DATASET_SEED, metadata={"help": "Seed of the task's problem generator (training data uses 1000)."})
+    methods: str = field(
+        default=DEFAULT_METHODS,
+        metadata={
+            "help": "Comma-separated: greedy, default, autodeco, meanshift, oracle-grid, temperature-only, top-p-only, static:T,P."
+        },
+    )
+    out: str | None = field(
+        default=None, metadata={"help": "Folder for results.json, results.md and the resumable cache."}
+    )
+    dataset_seed: int = field(
+        default=EVAL_DATASET_SEED, metadata={"help": "Seed of the task's problem generator (training data uses 1000)."}
+    )
     max_new_tokens: int = field(default=128, metadata={"help": "Tokens per completion."})
-    batch_size: int | None = field(default=None, metadata={"help": "Sequences per generate call; default: fill memory (GPU) or 64 (CPU)."})
-    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for questions (models without one get few-shot prompts)."})
-    shots: int = field(default=DEFAULT_SHOTS, metadata={"help": "Few-shot examples in each prompt when the model has no chat template (or --no-chat)."})
-    exclude_data: str | None = field(default=None, metadata={"help": "Training JSONL whose questions are removed from the evaluation problems."})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Sequences per generate call; default: fill memory (GPU) or 64 (CPU)."}
+    )
+    chat: bool = field(
+        default=True,
+        metadata={"help": "Use the tokenizer's chat template for questions (models without one get few-shot prompts)."},
+    )
+    shots: int = field(
+        default=DEFAULT_SHOTS,
+        metadata={"help": "Few-shot examples in each prompt when the model has no chat template (or --no-chat)."},
+    )
+    exclude_data: str | None = field(
+        default=None, metadata={"help": "Training JSONL whose questions are removed from the evaluation problems."}
+    )
     device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
 
     def __post_init__(self) -> None:
         if self.task is None or self.out is None:
-            raise ValueError("`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out results/")
+            raise ValueError(
+                "`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out results/"
+            )
         for name in ("problems", "samples", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         self.seed_list()
         parse_methods(self.methods)
         if self.dataset_seed == TRAIN_DATASET_SEED:
-            warnings.warn(f"`--dataset-seed {TRAIN_DATASET_SEED}` is the seed training data is sampled from by default: "
-                          "these problems may be the heads' training problems.")
+            warnings.warn(
+                f"`--dataset-seed {TRAIN_DATASET_SEED}` is the seed training data is sampled from by default: "
+                "these problems may be the heads' training problems."
+            )
 
     def seed_list(self) -> list[int]:
         try:
@@ -85,8 +112,8 @@ def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
 class Evaluator:
     def __init__(self, args: EvalArgs, task_options: dict | None, progress: bool) -> None:
         from autodeco_lp.hub.models import load_model
-        from autodeco_lp.tasks.prompting import task_prompts
         from autodeco_lp.tasks.problems import load_task
+        from autodeco_lp.tasks.prompting import task_prompts
 
         self.args, self.progress = args, progress
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,13 +124,21 @@ class Evaluator:
             seen = _training_questions(Path(args.exclude_data))
             self.problems = [p for p in self.problems if p.question not in seen]
             if not self.problems:
-                raise ValueError(f"every problem appears in `--exclude-data` {args.exclude_data}; change --dataset-seed.")
+                raise ValueError(
+                    f"every problem appears in `--exclude-data` {args.exclude_data}; change --dataset-seed."
+                )
         self.prompts = task_prompts(self.tokenizer, self.task, self.problems, args.chat, args.shots)
         self.texts = self.prompts.texts
-        self.batch_size = args.batch_size or auto_batch_size(self.model, self.texts, self.tokenizer, args.max_new_tokens)
+        self.batch_size = args.batch_size or auto_batch_size(
+            self.model, self.texts, self.tokenizer, args.max_new_tokens
+        )
         self._heads = None
         self._heads_digest: str | None = None
-        fingerprint = {k: v for k, v in asdict(args).items() if k not in ("methods", "seeds", "out", "batch_size", "device", "shots")}
+        fingerprint = {
+            k: v
+            for k, v in asdict(args).items()
+            if k not in ("methods", "seeds", "out", "batch_size", "device", "shots")
+        }
         fingerprint.update(task_options=task_options or {}, questions=[p.question for p in self.problems])
         if self.prompts.fewshot:  # chat prompts do not depend on --shots (keeps their caches valid)
             fingerprint.update(prompts=self.texts)
@@ -113,8 +148,8 @@ class Evaluator:
     @property
     def heads(self):
         if self._heads is None:
-            from autodeco_lp.inference.heads import AutoDecoHeads
             from autodeco_lp.hub.registry import resolve_heads_for_model
+            from autodeco_lp.inference.heads import AutoDecoHeads
 
             self._heads = AutoDecoHeads.from_pretrained(self.args.heads or resolve_heads_for_model(self.model))
         return self._heads
@@ -147,13 +182,21 @@ class Evaluator:
         samples = 1 if decoding.kind == "greedy" else self.args.samples
         per_call = max(1, self.batch_size // samples)
         key = self.key(decoding)
-        todo = [(s, i) for s in seeds for i in range(0, len(self.problems), per_call)
-                if any(self.store.get(key, s, j) is None for j in range(i, min(i + per_call, len(self.problems))))]
+        todo = [
+            (s, i)
+            for s in seeds
+            for i in range(0, len(self.problems), per_call)
+            if any(self.store.get(key, s, j) is None for j in range(i, min(i + per_call, len(self.problems))))
+        ]
         if todo:
             processor = None
             if decoding.kind == "autodeco":
-                processor = AutoDeco(self.model, self.heads, use_temperature_head=decoding.use_temperature_head,
-                                     use_top_p_head=decoding.use_top_p_head)
+                processor = AutoDeco(
+                    self.model,
+                    self.heads,
+                    use_temperature_head=decoding.use_temperature_head,
+                    use_top_p_head=decoding.use_top_p_head,
+                )
             try:
                 total = sum(min(start + per_call, len(self.problems)) - start for _, start in todo)
                 with tqdm(total=total, desc=label, disable=not self.progress, file=sys.stderr) as bar:
@@ -161,22 +204,35 @@ class Evaluator:
                         stop = min(start + per_call, len(self.problems))
                         batch_seed = zlib.crc32(f"{decoding.key}|{seed}|{start}".encode())  # same seeds for any heads
                         outputs = sample_completions(
-                            self.model, self.tokenizer, self.texts[start:stop], num_samples=samples,
-                            temperature=decoding.temperature, top_p=decoding.top_p, greedy=decoding.kind == "greedy",
-                            max_new_tokens=self.args.max_new_tokens, seed=batch_seed, batch_size=samples * (stop - start),
+                            self.model,
+                            self.tokenizer,
+                            self.texts[start:stop],
+                            num_samples=samples,
+                            temperature=decoding.temperature,
+                            top_p=decoding.top_p,
+                            greedy=decoding.kind == "greedy",
+                            max_new_tokens=self.args.max_new_tokens,
+                            seed=batch_seed,
+                            batch_size=samples * (stop - start),
                             logits_processor=[processor] if processor is not None else None,
-                            add_special_tokens=self.prompts.add_special_tokens, stop_strings=self.prompts.stop_strings,
+                            add_special_tokens=self.prompts.add_special_tokens,
+                            stop_strings=self.prompts.stop_strings,
                         )
                         records = []
                         for index, outs in zip(range(start, stop), outputs):
                             problem = self.problems[index]
-                            records.append({
-                                "key": key, "seed": seed, "index": index,
-                                "correct": [int(self.task.score(problem, o.text) >= 1.0) for o in outs],
-                                "tokens": [o.num_tokens for o in outs],
-                                "mean_t": [o.mean_temperature for o in outs], "mean_p": [o.mean_top_p for o in outs],
-                                "texts": [o.text for o in outs],
-                            })
+                            records.append(
+                                {
+                                    "key": key,
+                                    "seed": seed,
+                                    "index": index,
+                                    "correct": [int(self.task.score(problem, o.text) >= 1.0) for o in outs],
+                                    "tokens": [o.num_tokens for o in outs],
+                                    "mean_t": [o.mean_temperature for o in outs],
+                                    "mean_p": [o.mean_top_p for o in outs],
+                                    "texts": [o.text for o in outs],
+                                }
+                            )
                         self.store.add(records)
                         bar.update(stop - start)
             finally:
@@ -216,9 +272,12 @@ def summarise(decoding: Decoding, per_seed: dict[int, list[dict]], samples: int)
                     t_sum, p_sum, weight = t_sum + t * n, p_sum + p * n, weight + n
     mean1, std1 = mean_std(pass1)
     summary = {
-        "decoding": decoding.key, "temperature": decoding.temperature if decoding.kind == "static" else None,
+        "decoding": decoding.key,
+        "temperature": decoding.temperature if decoding.kind == "static" else None,
         "top_p": decoding.top_p if decoding.kind == "static" else None,
-        "pass@1": mean1, "pass@1_std": std1, "seeds": len(pass1),
+        "pass@1": mean1,
+        "pass@1_std": std1,
+        "seeds": len(pass1),
         "pass@k": {str(k): mean_std(v)[0] for k, v in passk.items() if v},
     }
     if weight:
@@ -250,7 +309,9 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
     results: dict[str, dict] = {}
     for name in parse_methods(args.methods):
         if name == "meanshift":
-            auto = results.get("autodeco") or summarise(BASIC["autodeco"], evaluator.run(BASIC["autodeco"], "autodeco"), samples)
+            auto = results.get("autodeco") or summarise(
+                BASIC["autodeco"], evaluator.run(BASIC["autodeco"], "autodeco"), samples
+            )
             d = Decoding("static", round(auto["mean_temperature"], 3), min(1.0, round(auto["mean_top_p"], 3)))
             results[name] = summarise(d, evaluator.run(d, name), samples)
         elif name == "oracle-grid":
@@ -259,8 +320,12 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
             d = BASIC[name] if name in BASIC else parse_static(name)
             results[name] = summarise(d, evaluator.run(d, name), samples)
     report = {
-        "settings": {**asdict(args), "task_options": task_options or {}, "problems_evaluated": len(evaluator.problems),
-                     "heads_resolved": args.heads or "registry"},
+        "settings": {
+            **asdict(args),
+            "task_options": task_options or {},
+            "problems_evaluated": len(evaluator.problems),
+            "heads_resolved": args.heads or "registry",
+        },
         "methods": results,
     }
     write_reports(Path(args.out), report)

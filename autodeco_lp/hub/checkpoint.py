@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -147,9 +148,7 @@ class _HubRepo:
 
         try:
             return Path(
-                hf_hub_download(
-                    self.repo_id, name, revision=self.revision, cache_dir=self.cache_dir, token=self.token
-                )
+                hf_hub_download(self.repo_id, name, revision=self.revision, cache_dir=self.cache_dir, token=self.token)
             )
         except RevisionNotFoundError as exc:
             raise ValueError(
@@ -182,7 +181,9 @@ def _open_source(path_or_repo_id: str | os.PathLike, revision, cache_dir, token)
     text = str(path_or_repo_id)
     # A Hub id is `name` or `org/name`; anything else that does not exist is a mistyped path.
     if not text or text.count("/") > 1 or text.startswith((".", "/", "~")):
-        raise ValueError(f"`path_or_repo_id` {text!r}: no such folder. Pass an existing folder or a Hub repo id (`org/name`).")
+        raise ValueError(
+            f"`path_or_repo_id` {text!r}: no such folder. Pass an existing folder or a Hub repo id (`org/name`)."
+        )
     return _HubRepo(text, revision, cache_dir, token)
 
 
@@ -242,7 +243,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_safetensors(path: Path, keep: Callable[[str], bool] = lambda key: True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(
+    path: Path, keep: Callable[[str], bool] = lambda key: True
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read the tensors of `path` whose names pass `keep` (others are never read), and its metadata."""
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -250,8 +253,7 @@ def _read_safetensors(path: Path, keep: Callable[[str], bool] = lambda key: True
             return {key: f.get_tensor(key) for key in f.keys() if keep(key)}, metadata
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise ValueError(
-            f"cannot read {path}: {exc}. The file is truncated or not a safetensors file; "
-            "save or download it again."
+            f"cannot read {path}: {exc}. The file is truncated or not a safetensors file; save or download it again."
         ) from exc
 
 
@@ -284,7 +286,7 @@ def _normalise_key(key: str) -> str | None:
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key if key.startswith(HEAD_PREFIXES) else None
 
 
@@ -393,7 +395,9 @@ def _load_state(heads: AutoDecoHeads, tensors: dict[str, torch.Tensor], where: s
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing:
-        raise ValueError(f"{where} is missing head tensors {missing}; the checkpoint is incomplete or for another configuration.")
+        raise ValueError(
+            f"{where} is missing head tensors {missing}; the checkpoint is incomplete or for another configuration."
+        )
     if unexpected and strict:
         raise ValueError(f"{where} has unexpected tensors {unexpected}; the config does not describe these weights.")
     for name, value in expected.items():
@@ -404,6 +408,8 @@ def _load_state(heads: AutoDecoHeads, tensors: dict[str, torch.Tensor], where: s
                 f"for hidden_size={heads.config.hidden_size}; config and weights disagree."
             )
         if not torch.isfinite(got.float()).all():
-            raise ValueError(f"{where}: tensor {name} holds NaN or inf values; the checkpoint is corrupt (retrain or re-download).")
+            raise ValueError(
+                f"{where}: tensor {name} holds NaN or inf values; the checkpoint is corrupt (retrain or re-download)."
+            )
     # Upcast (bf16 releases) happens here: copy_ converts into the fp32 parameters.
     heads.load_state_dict({name: tensors[name] for name in expected}, strict=True)

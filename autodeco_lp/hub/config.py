@@ -70,7 +70,7 @@ class AutoDecoConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "AutoDecoConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AutoDecoConfig:
         """Build a config from a dict; unknown keys warn and are dropped, missing required keys raise.
 
         `source` names the file in messages (e.g. the path of `autodeco_config.json`).

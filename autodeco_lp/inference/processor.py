@@ -138,8 +138,13 @@ class AutoDeco(LogitsProcessor):
 
     @classmethod
     def from_pretrained(
-        cls, model: nn.Module, path_or_repo_id: str | os.PathLike | None = None, *, load_kwargs: dict | None = None, **kwargs
-    ) -> "AutoDeco":
+        cls,
+        model: nn.Module,
+        path_or_repo_id: str | os.PathLike | None = None,
+        *,
+        load_kwargs: dict | None = None,
+        **kwargs,
+    ) -> AutoDeco:
         """Load heads (from a folder, a Hub id, or, when omitted, the registry entry whose base
         model matches `model.name_or_path`) and attach them. `kwargs` go to `AutoDeco(...)`,
         `load_kwargs` to `AutoDecoHeads.from_pretrained` (e.g. `revision`, `cache_dir`)."""
@@ -156,7 +161,7 @@ class AutoDeco(LogitsProcessor):
         """Remove the hook; the model is exactly as before. Safe to call twice."""
         self._capture.detach()
 
-    def __enter__(self) -> "AutoDeco":
+    def __enter__(self) -> AutoDeco:
         if not self._capture.attached:
             self._capture.attach()
         return self
@@ -227,7 +232,9 @@ class AutoDeco(LogitsProcessor):
                 "change nothing. Pass do_sample=True (and top_k=None) to sample with AutoDeco.",
             )
         if info.extra_warpers:
-            fix = ", ".join(f"{name}={'None' if name in ('top_k', 'min_p', 'typical_p') else '1.0'}" for name in info.extra_warpers)
+            fix = ", ".join(
+                f"{name}={'None' if name in ('top_k', 'min_p', 'typical_p') else '1.0'}" for name in info.extra_warpers
+            )
             self._warn_once(
                 "warpers",
                 f"generate will apply {info.extra_warpers} after AutoDeco (from the call or "

@@ -96,15 +96,27 @@ def sample_completions(
     stop = _stop_ids(model)
     torch.manual_seed(seed)
     results: list[list[Sample]] = []
-    traced = next((p for p in logits_processor or [] if hasattr(p, "trace") and getattr(p, "record_trace", False)), None)
+    traced = next(
+        (p for p in logits_processor or [] if hasattr(p, "trace") and getattr(p, "record_trace", False)), None
+    )
     for start in range(0, len(texts), per_call):
         chunk = texts[start : start + per_call]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(model.device)
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(
+            model.device
+        )
         # Explicit do_sample=False: a model whose generation_config samples by default stays greedy.
-        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+        sampling = (
+            {"do_sample": False}
+            if greedy
+            else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+        )
         out = model.generate(
-            **enc, **sampling, num_return_sequences=1 if greedy else num_samples, max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id, logits_processor=logits_processor or [],
+            **enc,
+            **sampling,
+            num_return_sequences=1 if greedy else num_samples,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=logits_processor or [],
             **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
         )
         new = out[:, enc["input_ids"].shape[1] :].tolist()  # (rows * samples, steps)

@@ -39,17 +39,32 @@ class Completion:
 
 
 def generate_text(
-    model, tokenizer, prompts: list[str], autodeco: AutoDeco, *, max_new_tokens: int = 64, chat: bool = True, seed: int = 0
+    model,
+    tokenizer,
+    prompts: list[str],
+    autodeco: AutoDeco,
+    *,
+    max_new_tokens: int = 64,
+    chat: bool = True,
+    seed: int = 0,
 ) -> list[Completion]:
     """Sample one completion per prompt with AutoDeco alone deciding T and P (no other warpers)."""
     if not prompts:
         raise ValueError("`prompts` is empty; pass at least one prompt.")
     if not autodeco.record_trace:
-        raise ValueError("`autodeco` has record_trace=False; generate_text reports per-token T and P, so it needs the trace.")
+        raise ValueError(
+            "`autodeco` has record_trace=False; generate_text reports per-token T and P, so it needs the trace."
+        )
     # One generate call for all prompts; only AutoDeco's T and P apply (README: "the rule").
     samples = sample_completions(
-        model, tokenizer, format_prompts(tokenizer, list(prompts), chat), max_new_tokens=max_new_tokens, seed=seed,
-        batch_size=len(prompts), logits_processor=[autodeco], add_special_tokens=not uses_chat_template(tokenizer, chat),
+        model,
+        tokenizer,
+        format_prompts(tokenizer, list(prompts), chat),
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=len(prompts),
+        logits_processor=[autodeco],
+        add_special_tokens=not uses_chat_template(tokenizer, chat),
     )
     completions = [
         Completion(

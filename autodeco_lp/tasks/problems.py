@@ -137,10 +137,14 @@ class JsonlTask:
             try:
                 row = json.loads(line)
                 question, answer, choices = row["question"], str(row["answer"]), row.get("choices")
-                if not isinstance(question, str) or (choices is not None and not (isinstance(choices, list) and choices)):
+                if not isinstance(question, str) or (
+                    choices is not None and not (isinstance(choices, list) and choices)
+                ):
                     raise ValueError("`question` has to be a string and `choices` a non-empty list")
             except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: a task row needs question, answer and optional choices ({exc})") from exc
+                raise ValueError(
+                    f"{path}:{number}: a task row needs question, answer and optional choices ({exc})"
+                ) from exc
             if choices:
                 letters = [chr(ord("A") + i) for i in range(len(choices))]
                 question = question + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(letters, choices))
@@ -161,7 +165,9 @@ class JsonlTask:
     def shots_for(self, problem: Problem, count: int) -> list[Problem]:
         """Few-shot examples: the `count` rows after `problem` in the file (wrapping), never itself."""
         if count >= len(self.problems):
-            raise ValueError(f"{self.path} has {len(self.problems)} rows: too few for {count} few-shot examples besides each question; lower --shots")
+            raise ValueError(
+                f"{self.path} has {len(self.problems)} rows: too few for {count} few-shot examples besides each question; lower --shots"
+            )
         return [self.problems[(problem.index + k) % len(self.problems)] for k in range(1, count + 1)]
 
     def score(self, problem: Problem, completion: str) -> float:

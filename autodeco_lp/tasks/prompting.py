@@ -31,9 +31,9 @@ FEWSHOT_STOP = "\n"
 
 @dataclass(frozen=True)
 class Prompts:
-    texts: list[str]                 # one formatted prompt per problem
-    add_special_tokens: bool         # True for raw text, so the tokenizer adds BOS
-    stop_strings: tuple[str, ...]    # where a completion ends besides EOS (few-shot: a newline)
+    texts: list[str]  # one formatted prompt per problem
+    add_special_tokens: bool  # True for raw text, so the tokenizer adds BOS
+    stop_strings: tuple[str, ...]  # where a completion ends besides EOS (few-shot: a newline)
 
     @property
     def fewshot(self) -> bool:

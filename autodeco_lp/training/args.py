@@ -22,11 +22,21 @@ from autodeco_lp.training.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_D
 TRAIN_HEADS = ("both", "temperature", "top_p")
 SMALL_MODEL_PARAMETERS = 1_000_000_000
 # Chosen by `autodeco eval ablation --config docs/ablation.yaml` (docs/results.md, "Recipe ablation").
-SMALL_RECIPE: dict[str, Any] = {"learning_rate": 1e-3, "num_train_epochs": 5.0, "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
-                                "dft": True, "sequence_weighting": "none"}
+SMALL_RECIPE: dict[str, Any] = {
+    "learning_rate": 1e-3,
+    "num_train_epochs": 5.0,
+    "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
+    "dft": True,
+    "sequence_weighting": "none",
+}
 RECIPES: dict[str, dict[str, Any]] = {
-    "released": {"learning_rate": 5e-6, "num_train_epochs": 1.0, "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
-                 "dft": True, "sequence_weighting": "none"},
+    "released": {
+        "learning_rate": 5e-6,
+        "num_train_epochs": 1.0,
+        "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
+        "dft": True,
+        "sequence_weighting": "none",
+    },
     "small": SMALL_RECIPE,
 }
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -40,57 +50,143 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 @dataclass
 class FitArgs:
     # What to train on.
-    recipe: str = field(default="auto", metadata=_help("Defaults of the options marked 'from --recipe': released (the paper's), small (chosen by our ablation for small models), or auto (small below 1B parameters)."))
-    model: str = field(default="smollm2", metadata=_help("Base model: Hub id, local folder, or `smollm2` (the embedded SmolLM2-135M-Instruct)."))
-    data: str | None = field(default=None, metadata=_help("Training data: a JSONL file of `messages`, `prompt`+`completion` or `text` rows."))
-    output_dir: str | None = field(default=None, metadata=_help("Folder for checkpoints, logs, the hidden-state cache and the final heads."))
+    recipe: str = field(
+        default="auto",
+        metadata=_help(
+            "Defaults of the options marked 'from --recipe': released (the paper's), small (chosen by our ablation for small models), or auto (small below 1B parameters)."
+        ),
+    )
+    model: str = field(
+        default="smollm2",
+        metadata=_help("Base model: Hub id, local folder, or `smollm2` (the embedded SmolLM2-135M-Instruct)."),
+    )
+    data: str | None = field(
+        default=None, metadata=_help("Training data: a JSONL file of `messages`, `prompt`+`completion` or `text` rows.")
+    )
+    output_dir: str | None = field(
+        default=None, metadata=_help("Folder for checkpoints, logs, the hidden-state cache and the final heads.")
+    )
     max_length: int = field(default=2048, metadata=_help("Truncate each tokenised row to this many tokens."))
-    init_heads: str | None = field(default=None, metadata=_help("Start from these heads (folder or Hub id) instead of a fresh initialisation."))
+    init_heads: str | None = field(
+        default=None, metadata=_help("Start from these heads (folder or Hub id) instead of a fresh initialisation.")
+    )
     # Heads.
-    train_heads: str = field(default="both", metadata=_help("Which heads learn: both, temperature or top_p. A head that does not learn adds no loss."))
-    use_enhanced_features: bool = field(default=True, metadata=_help("Feed the top-p head [h, T, 4 statistics] as released (off: [h, T])."))
-    mlp_hidden_size: int = field(default=256, metadata=_help("Hidden width of both head MLPs (256 in every released checkpoint)."))
+    train_heads: str = field(
+        default="both",
+        metadata=_help("Which heads learn: both, temperature or top_p. A head that does not learn adds no loss."),
+    )
+    use_enhanced_features: bool = field(
+        default=True, metadata=_help("Feed the top-p head [h, T, 4 statistics] as released (off: [h, T]).")
+    )
+    mlp_hidden_size: int = field(
+        default=256, metadata=_help("Hidden width of both head MLPs (256 in every released checkpoint).")
+    )
     # Objective.
     alpha: float = field(default=30.0, metadata=_help("Sharpness of the soft top-p mask."))
-    easy_token_drop: float | None = field(default=None, metadata=_help("Probability of dropping a position whose base argmax is already right from the temperature loss. Default: from --recipe."))
-    dft: bool | None = field(default=None, metadata=_help("Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning). Default: from --recipe."))
+    easy_token_drop: float | None = field(
+        default=None,
+        metadata=_help(
+            "Probability of dropping a position whose base argmax is already right from the temperature loss. Default: from --recipe."
+        ),
+    )
+    dft: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning). Default: from --recipe."
+        ),
+    )
     temperature_loss_weight: float = field(default=1.0, metadata=_help("Weight of the temperature loss in the total."))
     top_p_loss_weight: float = field(default=1.0, metadata=_help("Weight of the soft top-p loss in the total."))
-    sequence_weighting: str | None = field(default=None, metadata=_help("none (released objective), importance (weight each sequence by its clipped probability ratio heads/base, so training follows task success rather than token likelihood) or importance-normalised (the same, self-normalised per step); see losses.py. Default: from --recipe."))
+    sequence_weighting: str | None = field(
+        default=None,
+        metadata=_help(
+            "none (released objective), importance (weight each sequence by its clipped probability ratio heads/base, so training follows task success rather than token likelihood) or importance-normalised (the same, self-normalised per step); see losses.py. Default: from --recipe."
+        ),
+    )
     importance_clip: float = field(default=10.0, metadata=_help("Upper bound of a sequence's importance weight."))
-    control_commands: str | None = field(default=None, metadata=_help("Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a high-diversity command, and a ranking loss orders their mean T and P (see autodeco_lp/training/ranking.py)."))
+    control_commands: str | None = field(
+        default=None,
+        metadata=_help(
+            "Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a high-diversity command, and a ranking loss orders their mean T and P (see autodeco_lp/training/ranking.py)."
+        ),
+    )
     control_weight: float = field(default=1.0, metadata=_help("Weight of the control ranking loss in the total."))
     control_t_margin: float = field(default=0.1, metadata=_help("Margin of the ranking loss on the mean temperature."))
     control_p_margin: float = field(default=0.05, metadata=_help("Margin of the ranking loss on the mean top-p."))
-    top_p_loss_trains_temperature: bool = field(default=True, metadata=_help("Let the top-p loss also move the temperature head (released behaviour)."))
-    loss_chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."))
+    top_p_loss_trains_temperature: bool = field(
+        default=True, metadata=_help("Let the top-p loss also move the temperature head (released behaviour).")
+    )
+    loss_chunk_size: int = field(
+        default=DEFAULT_CHUNK_SIZE,
+        metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."),
+    )
     # Optimisation.
-    num_train_epochs: float | None = field(default=None, metadata=_help("Passes over the data (fractions allowed); ignored when --max-steps > 0. Default: from --recipe."))
+    num_train_epochs: float | None = field(
+        default=None,
+        metadata=_help(
+            "Passes over the data (fractions allowed); ignored when --max-steps > 0. Default: from --recipe."
+        ),
+    )
     max_steps: int = field(default=-1, metadata=_help("Total optimizer steps; overrides --num-train-epochs when > 0."))
     per_device_train_batch_size: int = field(default=8, metadata=_help("Examples per micro-batch on each process."))
-    gradient_accumulation_steps: int = field(default=4, metadata=_help("Micro-batches per optimizer step on each process."))
-    max_tokens_per_batch: int | None = field(default=None, metadata=_help("Token budget of a micro-batch (longest row x rows); larger micro-batches are split. The loss is per token, so this never changes the result."))
-    learning_rate: float | None = field(default=None, metadata=_help("Peak AdamW learning rate. Default: from --recipe."))
+    gradient_accumulation_steps: int = field(
+        default=4, metadata=_help("Micro-batches per optimizer step on each process.")
+    )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata=_help(
+            "Token budget of a micro-batch (longest row x rows); larger micro-batches are split. The loss is per token, so this never changes the result."
+        ),
+    )
+    learning_rate: float | None = field(
+        default=None, metadata=_help("Peak AdamW learning rate. Default: from --recipe.")
+    )
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1."))
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2."))
     adam_epsilon: float = field(default=1e-8, metadata=_help("AdamW epsilon."))
     max_grad_norm: float = field(default=1.0, metadata=_help("Clip the gradient norm to this (0 disables)."))
-    lr_scheduler_type: str = field(default="cosine", metadata=_help("Learning-rate schedule: " + ", ".join(SCHEDULERS) + "."))
-    warmup_ratio: float = field(default=0.03, metadata=_help("Share of the steps spent warming the learning rate up linearly."))
-    seed: int = field(default=42, metadata=_help("Seed of the head initialisation, the data order and the easy-token drop."))
-    bf16: bool = field(default=False, metadata=_help("Run the frozen base model in bf16 (heads and loss math stay fp32)."))
+    lr_scheduler_type: str = field(
+        default="cosine", metadata=_help("Learning-rate schedule: " + ", ".join(SCHEDULERS) + ".")
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata=_help("Share of the steps spent warming the learning rate up linearly.")
+    )
+    seed: int = field(
+        default=42, metadata=_help("Seed of the head initialisation, the data order and the easy-token drop.")
+    )
+    bf16: bool = field(
+        default=False, metadata=_help("Run the frozen base model in bf16 (heads and loss math stay fp32).")
+    )
     use_cpu: bool = field(default=False, metadata=_help("Train on the CPU even when a GPU is available."))
     # Hidden-state cache.
-    cache: bool = field(default=True, metadata=_help("Run the base model once and keep the hidden states of supervised positions on disk (--no-cache streams through the base model every epoch)."))
-    cache_max_gb: float = field(default=20.0, metadata=_help("Disk budget of the cache; above it training streams instead."))
+    cache: bool = field(
+        default=True,
+        metadata=_help(
+            "Run the base model once and keep the hidden states of supervised positions on disk (--no-cache streams through the base model every epoch)."
+        ),
+    )
+    cache_max_gb: float = field(
+        default=20.0, metadata=_help("Disk budget of the cache; above it training streams instead.")
+    )
     cache_batch_size: int = field(default=16, metadata=_help("Rows per base-model forward while building the cache."))
     # Checkpoints and logs.
-    save_steps: int = field(default=500, metadata=_help("Write output_dir/checkpoint-N every N steps (0: only the final heads)."))
-    save_total_limit: int | None = field(default=None, metadata=_help("Keep at most this many checkpoints, deleting the oldest."))
-    resume_from_checkpoint: str | None = field(default=None, metadata=_help("Continue from a checkpoint folder; the flag alone picks the latest in output_dir.", flag_value="latest"))
+    save_steps: int = field(
+        default=500, metadata=_help("Write output_dir/checkpoint-N every N steps (0: only the final heads).")
+    )
+    save_total_limit: int | None = field(
+        default=None, metadata=_help("Keep at most this many checkpoints, deleting the oldest.")
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata=_help(
+            "Continue from a checkpoint folder; the flag alone picks the latest in output_dir.", flag_value="latest"
+        ),
+    )
     logging_steps: int = field(default=10, metadata=_help("Write metrics every N steps."))
-    report_to: str = field(default="none", metadata=_help("Also log to: none or tensorboard (needs the tensorboard package)."))
+    report_to: str = field(
+        default="none", metadata=_help("Also log to: none or tensorboard (needs the tensorboard package).")
+    )
     disable_tqdm: bool = field(default=False, metadata=_help("Hide the progress bar."))
 
     def __post_init__(self) -> None:
@@ -107,13 +203,24 @@ class FitArgs:
         choices = {"train_heads": TRAIN_HEADS, "lr_scheduler_type": SCHEDULERS, "report_to": REPORT_TO}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"`--{name.replace('_', '-')}` has to be one of {', '.join(allowed)}, but is {getattr(self, name)!r}")
-        positive = ("max_length", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "cache_batch_size", "mlp_hidden_size")
+                raise ValueError(
+                    f"`--{name.replace('_', '-')}` has to be one of {', '.join(allowed)}, but is {getattr(self, name)!r}"
+                )
+        positive = (
+            "max_length",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "cache_batch_size",
+            "mlp_hidden_size",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs is not None and not self.num_train_epochs > 0:
-            raise ValueError(f"`--num-train-epochs` has to be > 0 when --max-steps is not set, but is {self.num_train_epochs}")
+            raise ValueError(
+                f"`--num-train-epochs` has to be > 0 when --max-steps is not set, but is {self.num_train_epochs}"
+            )
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"`--learning-rate` has to be a positive float, but is {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
@@ -130,9 +237,11 @@ class FitArgs:
 
             load_commands(self.control_commands)  # a bad file fails before the model loads
             if min(self.control_t_margin, self.control_p_margin) < 0:
-                raise ValueError(f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, {self.control_p_margin}")
+                raise ValueError(
+                    f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, {self.control_p_margin}"
+                )
 
-    def resolved(self, num_parameters: int) -> "FitArgs":
+    def resolved(self, num_parameters: int) -> FitArgs:
         """These options with `--recipe auto` decided by the base model's size."""
         if self.recipe != "auto":
             return self

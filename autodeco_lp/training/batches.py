@@ -25,7 +25,9 @@ def steps_per_epoch(num_examples: int, examples_per_step: int) -> int:
     return math.ceil(num_examples / examples_per_step)
 
 
-def step_examples(order: list[int], step_in_epoch: int, examples_per_step: int, rank: int, world_size: int) -> list[int]:
+def step_examples(
+    order: list[int], step_in_epoch: int, examples_per_step: int, rank: int, world_size: int
+) -> list[int]:
     """This process's share of one optimizer step's examples (round-robin over processes)."""
     chosen = order[step_in_epoch * examples_per_step : (step_in_epoch + 1) * examples_per_step]
     return chosen[rank::world_size]

@@ -99,7 +99,9 @@ def build_part(
     torch_dtype, np_dtype = storage_dtype(dtype or next(model.parameters()).dtype)
     total = sum(examples[i].num_targets for i in ids)
     folder.mkdir(parents=True, exist_ok=True)
-    hidden_file = np.lib.format.open_memmap(folder / f"{part_name}.hidden.npy", mode="w+", dtype=np_dtype, shape=(total, hidden_size))
+    hidden_file = np.lib.format.open_memmap(
+        folder / f"{part_name}.hidden.npy", mode="w+", dtype=np_dtype, shape=(total, hidden_size)
+    )
     labels = np.zeros(total, dtype=np.int64)
     index = np.zeros((len(ids), 3), dtype=np.int64)  # (example id, start row, stop row)
     row = 0
@@ -159,4 +161,3 @@ def matches(folder: Path, fingerprint: dict) -> bool:
         return json.loads((folder / META_NAME).read_text()).get("fingerprint") == fingerprint
     except (OSError, ValueError):
         return False
-

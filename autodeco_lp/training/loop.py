@@ -27,9 +27,17 @@ import torch
 from autodeco_lp.hub.checkpoint import load_heads, save_heads
 from autodeco_lp.hub.config import AutoDecoConfig
 from autodeco_lp.inference.heads import AutoDecoHeads
-from autodeco_lp.training.losses import LossSums, autodeco_loss_sums, combine_gradients, normalised_loss, trainable_parameters
 from autodeco_lp.training import batches, hidden
 from autodeco_lp.training.args import FitArgs
+from autodeco_lp.training.data import load_jsonl
+from autodeco_lp.training.losses import (
+    LossSums,
+    autodeco_loss_sums,
+    combine_gradients,
+    normalised_loss,
+    trainable_parameters,
+)
+from autodeco_lp.training.model_card import write_model_card
 from autodeco_lp.training.resume import (
     list_checkpoints,
     load_training_state,
@@ -38,8 +46,6 @@ from autodeco_lp.training.resume import (
     save_checkpoint,
     set_rng_state,
 )
-from autodeco_lp.training.data import load_jsonl
-from autodeco_lp.training.model_card import write_model_card
 
 METRICS_NAME = "metrics.jsonl"
 CACHE_DIR_NAME = "hidden_cache"
@@ -85,7 +91,9 @@ def _check_heads(args: FitArgs, heads: AutoDecoHeads, model) -> None:
     needed = {"temperature": heads.temp_head, "top_p": heads.top_p_head}
     for name, head in needed.items():
         if args.train_heads in ("both", name) and head is None:
-            raise ValueError(f"`--train-heads {args.train_heads}` but `--init-heads` {args.init_heads!r} has no {name} head.")
+            raise ValueError(
+                f"`--train-heads {args.train_heads}` but `--init-heads` {args.init_heads!r} has no {name} head."
+            )
 
 
 class _Metrics:
@@ -98,13 +106,17 @@ class _Metrics:
         if not enabled:
             return
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         if report_to == "tensorboard":
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard") from exc
+                raise ValueError(
+                    "`--report-to tensorboard` needs the tensorboard package: pip install tensorboard"
+                ) from exc
             self.writer = SummaryWriter(log_dir=str(output_dir / "runs"))
 
     def log(self, record: dict) -> None:
@@ -140,21 +152,35 @@ def _all_reduce(sums: LossSums, params: dict, accelerator) -> LossSums:
     return out
 
 
-def _prepare_cache(args: FitArgs, model, runner, sharded: bool, dataset, pad_id: int, output_dir: Path, accelerator, show_progress: bool):
+def _prepare_cache(
+    args: FitArgs,
+    model,
+    runner,
+    sharded: bool,
+    dataset,
+    pad_id: int,
+    output_dir: Path,
+    accelerator,
+    show_progress: bool,
+):
     """The hidden-state cache for this run, built now if needed; None when training streams.
 
     `runner` is the model as it runs forwards: the model itself, or its FSDP / DeepSpeed wrapper (`sharded`).
     """
     if not args.cache:
         if sharded:
-            raise ValueError("a base model sharded by FSDP / DeepSpeed trains from the hidden-state cache only; drop --no-cache.")
+            raise ValueError(
+                "a base model sharded by FSDP / DeepSpeed trains from the hidden-state cache only; drop --no-cache."
+            )
         return None
     hidden_size = model.config.get_text_config().hidden_size
     size = hidden.cache_size_bytes(dataset.num_targets, hidden_size)
     free = shutil.disk_usage(output_dir).free
     if size > args.cache_max_gb * 1e9 or size > 0.9 * free:
         if sharded:
-            raise ValueError(f"the hidden-state cache needs {size / 1e9:.1f} GB; raise --cache-max-gb or free disk space.")
+            raise ValueError(
+                f"the hidden-state cache needs {size / 1e9:.1f} GB; raise --cache-max-gb or free disk space."
+            )
         warnings.warn(
             f"the hidden-state cache would take {size / 1e9:.1f} GB (budget --cache-max-gb {args.cache_max_gb}, "
             f"{free / 1e9:.1f} GB free); streaming through the base model instead."
@@ -184,13 +210,29 @@ def _prepare_cache(args: FitArgs, model, runner, sharded: bool, dataset, pad_id:
     from tqdm.auto import tqdm
 
     with tqdm(total=len(mine), desc="caching hidden states", disable=not show_progress, file=sys.stderr) as bar:
-        hidden.build_part(build, runner, dataset.examples, mine, f"part-{rank}", pad_id, args.cache_batch_size, bar,
-                          hidden_size=hidden_size, dtype=next(model.parameters()).dtype, sharded=sharded, min_batches=most)
+        hidden.build_part(
+            build,
+            runner,
+            dataset.examples,
+            mine,
+            f"part-{rank}",
+            pad_id,
+            args.cache_batch_size,
+            bar,
+            hidden_size=hidden_size,
+            dtype=next(model.parameters()).dtype,
+            sharded=sharded,
+            min_batches=most,
+        )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         torch_dtype, _ = hidden.storage_dtype(next(model.parameters()).dtype)
-        meta = {"fingerprint": fingerprint, "parts": [f"part-{r}" for r in range(world)],
-                "storage_dtype": str(torch_dtype).removeprefix("torch."), "hidden_size": hidden_size}
+        meta = {
+            "fingerprint": fingerprint,
+            "parts": [f"part-{r}" for r in range(world)],
+            "storage_dtype": str(torch_dtype).removeprefix("torch."),
+            "hidden_size": hidden_size,
+        }
         hidden.write_meta(build, meta)
         build.rename(folder)  # the cache exists only once complete
     accelerator.wait_for_everyone()
@@ -223,7 +265,9 @@ def _load_data(args: FitArgs, tokenizer):
     from autodeco_lp.training.ranking import DIRECTIONS, load_commands, pick_command, with_command
 
     commands = load_commands(args.control_commands)
-    makers = [lambda row, i, d=d: with_command(row, pick_command(commands.train[d], args.seed, i, d)) for d in DIRECTIONS]
+    makers = [
+        lambda row, i, d=d: with_command(row, pick_command(commands.train[d], args.seed, i, d)) for d in DIRECTIONS
+    ]
     dataset = load_jsonl(args.data, tokenizer, args.max_length, variants=makers)
     # The commands and their assignment are part of what the cache and resume must match.
     digest = hashlib.sha256(f"{dataset.sha256}|{commands.sha256}|{args.seed}".encode()).hexdigest()
@@ -250,9 +294,17 @@ def _control_sums(ids, args, dataset, cache, model, pad_id, heads, weight, bias,
             examples = [dataset.examples[i]] + [version[i] for version in dataset.variants]
             triples.append(tuple(p[0] for p in hidden.supervised_hidden_states(model, examples, pad_id)))
     train_t, train_p = args.train_heads in ("both", "temperature"), args.train_heads in ("both", "top_p")
-    total, count, grads = control_ranking_sums(heads, triples, weight, bias, t_margin=args.control_t_margin,
-                                               p_margin=args.control_p_margin, train_temperature=train_t,
-                                               train_top_p=train_p, params=params)
+    total, count, grads = control_ranking_sums(
+        heads,
+        triples,
+        weight,
+        bias,
+        t_margin=args.control_t_margin,
+        p_margin=args.control_p_margin,
+        train_temperature=train_t,
+        train_top_p=train_p,
+        params=params,
+    )
     sums = LossSums.zeros(device)
     sums.control_sum, sums.control_count = total.to(device), torch.tensor(float(count), device=device)
     sums.control_grads = grads
@@ -300,18 +352,29 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     loss_config = args.loss_config(logit_softcap=softcap)
     params = trainable_parameters(heads, loss_config)
     optimizer = torch.optim.AdamW(
-        params.values(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon, weight_decay=args.weight_decay,
+        params.values(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.weight_decay,
     )
     world = accelerator.num_processes
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
     epoch_steps = batches.steps_per_epoch(len(dataset.examples), per_step)
     total_steps = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * epoch_steps))
     scheduler = get_scheduler(
-        args.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(args.warmup_ratio * total_steps), num_training_steps=total_steps
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=math.ceil(args.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
     )
-    data_identity = {"data_sha256": dataset.sha256, "max_length": args.max_length, "examples_per_step": per_step,
-                     "seed": args.seed, "total_steps": total_steps}
+    data_identity = {
+        "data_sha256": dataset.sha256,
+        "max_length": args.max_length,
+        "examples_per_step": per_step,
+        "seed": args.seed,
+        "total_steps": total_steps,
+    }
 
     step, elapsed_before = 0, 0.0
     if args.resume_from_checkpoint:
@@ -330,7 +393,9 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
 
     cache_started = time.perf_counter()
     cached_data = _all_versions(dataset) if dataset.variants else dataset
-    cache = _prepare_cache(args, model, runner, sharded, cached_data, pad_id, output_dir, accelerator, main and not args.disable_tqdm)
+    cache = _prepare_cache(
+        args, model, runner, sharded, cached_data, pad_id, output_dir, accelerator, main and not args.disable_tqdm
+    )
     cache_seconds = time.perf_counter() - cache_started
     lengths = [len(e.input_ids) for e in dataset.examples]
     metrics = _Metrics(output_dir, step, args.report_to, main)
@@ -371,7 +436,11 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
             "top_p_loss": (sums.top_p_sum / sums.positions.clamp_min(1)).item(),
             "mean_temperature": sums.predicted_temperature_sum.item() / max(total_positions, 1),
             "mean_top_p": sums.predicted_top_p_sum.item() / max(total_positions, 1),
-            **({"control_loss": (sums.control_sum / sums.control_count.clamp_min(1)).item()} if dataset.variants else {}),
+            **(
+                {"control_loss": (sums.control_sum / sums.control_count.clamp_min(1)).item()}
+                if dataset.variants
+                else {}
+            ),
             "grad_norm": float(grad_norm),
             "learning_rate": lr,
             "tokens": int(total_positions),
@@ -384,9 +453,15 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
             metrics.log(last)
         if args.save_steps and step % args.save_steps == 0 and step < total_steps:
             state = {
-                "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "data": data_identity, "epoch": epoch, "step_in_epoch": step_in_epoch + 1,
-                "elapsed_seconds": elapsed_before + time.perf_counter() - started, "args": args.to_dict(),
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "data": data_identity,
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch + 1,
+                "elapsed_seconds": elapsed_before + time.perf_counter() - started,
+                "args": args.to_dict(),
             }
             if main:
                 save_checkpoint(output_dir, step, heads, state, args.save_total_limit)
@@ -395,11 +470,29 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     heads.eval()
     seconds = elapsed_before + time.perf_counter() - started
     # `last` is set: checkpoints are never written at the final step, so a run always has a step left.
-    result = FitResult(output_dir, step, last["loss"], last["temperature_loss"], last["top_p_loss"],
-                       last["mean_temperature"], last["mean_top_p"], seconds, cache is not None, cache_seconds)
+    result = FitResult(
+        output_dir,
+        step,
+        last["loss"],
+        last["temperature_loss"],
+        last["top_p_loss"],
+        last["mean_temperature"],
+        last["mean_top_p"],
+        seconds,
+        cache is not None,
+        cache_seconds,
+    )
     if main:
         save_heads(heads, output_dir)
-        write_model_card(output_dir, args, dataset, result, command or " ".join(sys.argv), world, f"{device} ({accelerator.distributed_type.value})")
+        write_model_card(
+            output_dir,
+            args,
+            dataset,
+            result,
+            command or " ".join(sys.argv),
+            world,
+            f"{device} ({accelerator.distributed_type.value})",
+        )
     accelerator.wait_for_everyone()
     return result
 

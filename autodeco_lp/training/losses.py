@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS, safe_softmax
+from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS
 
 DEFAULT_EASY_TOKEN_DROP = 0.6
 DEFAULT_CHUNK_SIZE = 256
@@ -94,7 +94,9 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.sequence_weighting not in SEQUENCE_WEIGHTINGS:
-            raise ValueError(f"`sequence_weighting` has to be one of {SEQUENCE_WEIGHTINGS}, but is {self.sequence_weighting!r}")
+            raise ValueError(
+                f"`sequence_weighting` has to be one of {SEQUENCE_WEIGHTINGS}, but is {self.sequence_weighting!r}"
+            )
         if not self.importance_clip >= 1.0:
             raise ValueError(f"`importance_clip` has to be >= 1, but is {self.importance_clip}")
         if not self.alpha > 0:
@@ -131,8 +133,16 @@ class LossSums:
     top_p_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     control_grads: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    SCALARS = ("temperature_sum", "temperature_count", "top_p_sum", "positions", "predicted_temperature_sum",
-               "predicted_top_p_sum", "control_sum", "control_count")
+    SCALARS = (
+        "temperature_sum",
+        "temperature_count",
+        "top_p_sum",
+        "positions",
+        "predicted_temperature_sum",
+        "predicted_top_p_sum",
+        "control_sum",
+        "control_count",
+    )
     GRADS = ("temperature_grads", "top_p_grads", "control_grads")
 
     def __post_init__(self) -> None:
@@ -141,11 +151,11 @@ class LossSums:
         self.control_count = zero if self.control_count is None else self.control_count
 
     @classmethod
-    def zeros(cls, device: torch.device | str | None = None) -> "LossSums":
+    def zeros(cls, device: torch.device | str | None = None) -> LossSums:
         zero = torch.zeros((), dtype=torch.float32, device=device)
         return cls(*(zero for _ in cls.SCALARS))
 
-    def add_(self, other: "LossSums") -> "LossSums":
+    def add_(self, other: LossSums) -> LossSums:
         for name in self.SCALARS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in self.GRADS:
@@ -225,7 +235,9 @@ def _chunk_losses(
 
 
 @torch.no_grad()
-def sequence_importance_weights(heads, hidden_states, labels, weight, bias, config: LossConfig, sequence_ids) -> torch.Tensor:
+def sequence_importance_weights(
+    heads, hidden_states, labels, weight, bias, config: LossConfig, sequence_ids
+) -> torch.Tensor:
     """`(N,)` per-position weights: each sequence's ratio `w_s = prod_t q_t[y_t] / p_t[y_t]`, clipped
     at `importance_clip`; with "importance-normalised" first divided by the mean ratio over the
     sequences of this call (self-normalised importance sampling: then the weights depend on which
@@ -235,7 +247,9 @@ def sequence_importance_weights(heads, hidden_states, labels, weight, bias, conf
     """
     n = hidden_states.shape[0]
     if sequence_ids is None or sequence_ids.shape != (n,):
-        raise ValueError("sequence importance weighting needs `sequence_ids` (N,): which sequence each position belongs to")
+        raise ValueError(
+            "sequence importance weighting needs `sequence_ids` (N,): which sequence each position belongs to"
+        )
     device = hidden_states.device
     ids = torch.unique(sequence_ids.to(device), return_inverse=True)[1]  # (N,) in [0, S)
     log_ratio = torch.zeros(n, dtype=torch.float32, device=device)
@@ -312,7 +326,13 @@ def autodeco_loss_sums(
         stop = min(start + config.chunk_size, n)
         with torch.set_grad_enabled(compute_grads):
             loss_t, keep_t, loss_p, temperature, top_p, _ = _chunk_losses(
-                heads, hidden_states[start:stop], labels[start:stop], weight, bias, uniforms[start:stop], config,
+                heads,
+                hidden_states[start:stop],
+                labels[start:stop],
+                weight,
+                bias,
+                uniforms[start:stop],
+                config,
                 None if position_weight is None else position_weight[start:stop],
             )
             chunk_t, chunk_p = loss_t.sum(), loss_p.sum()
@@ -325,7 +345,9 @@ def autodeco_loss_sums(
             top_p.detach().sum(),
         )
         if compute_grads and config.train_temperature and temperature_params:
-            grads = torch.autograd.grad(chunk_t, list(temperature_params.values()), retain_graph=config.train_top_p, allow_unused=True)
+            grads = torch.autograd.grad(
+                chunk_t, list(temperature_params.values()), retain_graph=config.train_top_p, allow_unused=True
+            )
             chunk.temperature_grads = {k: g for k, g in zip(temperature_params, grads) if g is not None}
         if compute_grads and config.train_top_p and params:
             grads = torch.autograd.grad(chunk_p, list(params.values()), allow_unused=True)
@@ -398,8 +420,15 @@ def autodeco_loss(
         >>> loss.backward()
     """
     sums = autodeco_loss_sums(
-        heads, hidden_states, labels, lm_head_weight, lm_head_bias,
-        config=config, uniforms=uniforms, generator=generator, compute_grads=torch.is_grad_enabled(),
+        heads,
+        hidden_states,
+        labels,
+        lm_head_weight,
+        lm_head_bias,
+        config=config,
+        uniforms=uniforms,
+        generator=generator,
+        compute_grads=torch.is_grad_enabled(),
     )
     loss = normalised_loss(sums, config)
     if not torch.is_grad_enabled():

@@ -17,21 +17,37 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
         ("base model", f"`{base}` (frozen)"),
         ("heads trained", args.train_heads),
         ("data", f"`{dataset.source}` (sha256 `{dataset.sha256[:16]}...`)"),
-        ("examples / supervised tokens", f"{len(dataset.examples)} / {dataset.num_targets}"
-         f" ({dataset.skipped_empty} rows skipped with no target, {dataset.truncated} truncated at {args.max_length})"),
+        (
+            "examples / supervised tokens",
+            f"{len(dataset.examples)} / {dataset.num_targets}"
+            f" ({dataset.skipped_empty} rows skipped with no target, {dataset.truncated} truncated at {args.max_length})",
+        ),
         ("optimizer steps", str(result.steps)),
-        ("effective batch", f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {world_size} process(es)"),
+        (
+            "effective batch",
+            f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {world_size} process(es)",
+        ),
         ("learning rate / schedule", f"{args.learning_rate} / {args.lr_scheduler_type}, warm-up {args.warmup_ratio}"),
-        ("objective", f"alpha {args.alpha}, easy-token drop {args.easy_token_drop}, DFT {'on' if args.dft else 'off'}, "
-                      f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting {args.sequence_weighting}"
-                      + (f" (clip {args.importance_clip})" if args.sequence_weighting != "none" else "")),
+        (
+            "objective",
+            f"alpha {args.alpha}, easy-token drop {args.easy_token_drop}, DFT {'on' if args.dft else 'off'}, "
+            f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting {args.sequence_weighting}"
+            + (f" (clip {args.importance_clip})" if args.sequence_weighting != "none" else ""),
+        ),
         ("initialised from", f"`{args.init_heads}`" if args.init_heads else f"random (seed {args.seed})"),
-        ("plain-language control", "off" if not args.control_commands else
-         f"commands `{args.control_commands}`, ranking weight {args.control_weight}, "
-         f"margins T {args.control_t_margin} / P {args.control_p_margin} (each row also seen with a low and a high command)"),
+        (
+            "plain-language control",
+            "off"
+            if not args.control_commands
+            else f"commands `{args.control_commands}`, ranking weight {args.control_weight}, "
+            f"margins T {args.control_t_margin} / P {args.control_p_margin} (each row also seen with a low and a high command)",
+        ),
         ("hidden-state cache", "yes" if result.cached else "no (streamed)"),
         ("training time", f"{result.seconds:.0f} s on {world_size} x {device}"),
-        ("final loss (total / temperature / top-p)", f"{result.loss:.4f} / {result.temperature_loss:.4f} / {result.top_p_loss:.4f}"),
+        (
+            "final loss (total / temperature / top-p)",
+            f"{result.loss:.4f} / {result.temperature_loss:.4f} / {result.top_p_loss:.4f}",
+        ),
         ("mean predicted T / P on the last step", f"{result.mean_temperature:.3f} / {result.mean_top_p:.3f}"),
         ("autodeco_lp version", __version__),
     ]

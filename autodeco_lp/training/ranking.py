@@ -43,7 +43,7 @@ DEFAULT_P_MARGIN = 0.05
 
 @dataclass(frozen=True)
 class ControlCommands:
-    train: dict[str, tuple[str, ...]]    # direction -> paraphrases used in training
+    train: dict[str, tuple[str, ...]]  # direction -> paraphrases used in training
     heldout: dict[str, tuple[str, ...]]  # direction -> paraphrases kept for the measurement
     source: str
     sha256: str
@@ -56,19 +56,28 @@ def load_commands(spec: str = "default") -> ControlCommands:
         raw = path.read_bytes()
         data = json.loads(raw)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"`--control-commands` {spec!r} could not be read ({exc}); pass `default` or a JSON file") from exc
+        raise ValueError(
+            f"`--control-commands` {spec!r} could not be read ({exc}); pass `default` or a JSON file"
+        ) from exc
     train, heldout = {}, {}
     for direction in DIRECTIONS:
         entry = data.get(direction) if isinstance(data, dict) else None
         ok = isinstance(entry, dict) and all(
             isinstance(entry.get(k), list) and entry[k] and all(isinstance(c, str) and c.strip() for c in entry[k])
-            for k in ("train", "heldout"))
+            for k in ("train", "heldout")
+        )
         if not ok:
-            raise ValueError(f'`--control-commands` {spec!r}: "{direction}" needs non-empty "train" and "heldout" lists of strings')
+            raise ValueError(
+                f'`--control-commands` {spec!r}: "{direction}" needs non-empty "train" and "heldout" lists of strings'
+            )
         if set(entry["train"]) & set(entry["heldout"]):
-            raise ValueError(f'`--control-commands` {spec!r}: "{direction}" has paraphrases in both "train" and "heldout"')
+            raise ValueError(
+                f'`--control-commands` {spec!r}: "{direction}" has paraphrases in both "train" and "heldout"'
+            )
         train[direction], heldout[direction] = tuple(entry["train"]), tuple(entry["heldout"])
-    return ControlCommands(train, heldout, str(path) if spec != "default" else "default", hashlib.sha256(raw).hexdigest())
+    return ControlCommands(
+        train, heldout, str(path) if spec != "default" else "default", hashlib.sha256(raw).hexdigest()
+    )
 
 
 def with_command(row: dict, command: str) -> dict:
@@ -90,8 +99,19 @@ def pick_command(commands: tuple[str, ...], seed: int, row: int, direction: str)
     return commands[zlib.crc32(f"{seed}|{row}|{direction}".encode()) % len(commands)]
 
 
-def control_ranking_sums(heads, triples, lm_head_weight, lm_head_bias=None, *, t_margin=DEFAULT_T_MARGIN,
-                         p_margin=DEFAULT_P_MARGIN, train_temperature=True, train_top_p=True, params=None, compute_grads=True):
+def control_ranking_sums(
+    heads,
+    triples,
+    lm_head_weight,
+    lm_head_bias=None,
+    *,
+    t_margin=DEFAULT_T_MARGIN,
+    p_margin=DEFAULT_P_MARGIN,
+    train_temperature=True,
+    train_top_p=True,
+    params=None,
+    compute_grads=True,
+):
     """`(sum_e L_rank(e), number of rows, {param name: gradient of the sum})` for a list of rows.
 
     `triples`: per row, `(hidden_none, hidden_low, hidden_high)`, each `(n, H)` over the same n

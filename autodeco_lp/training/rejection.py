@@ -15,30 +15,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autodeco_lp.hub.atomic import atomic_write
-from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, FEWSHOT_STOP, task_prompts
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
+from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, FEWSHOT_STOP, task_prompts
 
 
 @dataclass
 class SampleArgs:
     model: str = field(default="smollm2", metadata={"help": "Base model to sample from: Hub id, folder, or `smollm2`."})
-    task: str | None = field(default=None, metadata={"help": "Task with a verifier, e.g. reasoning_gym:basic_arithmetic."})
+    task: str | None = field(
+        default=None, metadata={"help": "Task with a verifier, e.g. reasoning_gym:basic_arithmetic."}
+    )
     problems: int = field(default=2000, metadata={"help": "Problems to generate from the task."})
     samples: int = field(default=4, metadata={"help": "Solutions sampled per problem."})
     out: str | None = field(default=None, metadata={"help": "JSONL file to write (messages rows)."})
-    dataset_seed: int = field(default=TRAIN_DATASET_SEED, metadata={"help": f"Seed of the task's problem generator (evaluation uses {EVAL_DATASET_SEED}, which is refused here)."})
+    dataset_seed: int = field(
+        default=TRAIN_DATASET_SEED,
+        metadata={
+            "help": f"Seed of the task's problem generator (evaluation uses {EVAL_DATASET_SEED}, which is refused here)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (the paper samples the base model as is: 1.0); 0 = greedy, one solution per problem (--samples 1)."})
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Sampling temperature (the paper samples the base model as is: 1.0); 0 = greedy, one solution per problem (--samples 1)."
+        },
+    )
     top_p: float = field(default=1.0, metadata={"help": "Sampling top-p."})
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens per sampled solution."})
     batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
-    chat: bool = field(default=True, metadata={"help": "Use the tokenizer's chat template for the question (models without one get few-shot prompts)."})
-    shots: int = field(default=DEFAULT_SHOTS, metadata={"help": "Few-shot examples in each prompt when the model has no chat template (or --no-chat)."})
+    chat: bool = field(
+        default=True,
+        metadata={
+            "help": "Use the tokenizer's chat template for the question (models without one get few-shot prompts)."
+        },
+    )
+    shots: int = field(
+        default=DEFAULT_SHOTS,
+        metadata={"help": "Few-shot examples in each prompt when the model has no chat template (or --no-chat)."},
+    )
     device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
 
     def __post_init__(self) -> None:
         if self.task is None or self.out is None:
-            raise ValueError("`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out train.jsonl")
+            raise ValueError(
+                "`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out train.jsonl"
+            )
         if self.dataset_seed == EVAL_DATASET_SEED:
             raise ValueError(
                 f"`--dataset-seed {EVAL_DATASET_SEED}` is the evaluation seed; training data from it would leak "
@@ -48,7 +70,9 @@ class SampleArgs:
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         if not (self.temperature >= 0 and 0 < self.top_p <= 1):
-            raise ValueError(f"`--temperature` has to be >= 0 and `--top-p` in (0, 1], but are {self.temperature}, {self.top_p}")
+            raise ValueError(
+                f"`--temperature` has to be >= 0 and `--top-p` in (0, 1], but are {self.temperature}, {self.top_p}"
+            )
         if self.temperature == 0 and self.samples != 1:
             raise ValueError(
                 f"`--temperature 0` is greedy decoding, which gives one solution per problem, but `--samples` is "
@@ -80,10 +104,19 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
     started = time.perf_counter()
     with tqdm(total=len(prompts.texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
         completions = sample_completions(
-            model, tokenizer, prompts.texts, num_samples=args.samples, greedy=args.temperature == 0,
-            temperature=args.temperature, top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-            add_special_tokens=prompts.add_special_tokens, stop_strings=prompts.stop_strings, progress=bar,
+            model,
+            tokenizer,
+            prompts.texts,
+            num_samples=args.samples,
+            greedy=args.temperature == 0,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            add_special_tokens=prompts.add_special_tokens,
+            stop_strings=prompts.stop_strings,
+            progress=bar,
         )
     rows, solved = [], 0
     for problem, prompt, samples in zip(task.problems, prompts.texts, completions):
@@ -93,16 +126,37 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
         kept = [(k, s) for k, s in enumerate(texts) if s.strip() and task.score(problem, s) >= 1.0]
         solved += bool(kept)
         for k, text in kept:
-            meta = {"task": task.spec, "options": task.options, "dataset_seed": args.dataset_seed, "index": problem.index,
-                    "sample": k, "seed": args.seed, "temperature": args.temperature, "top_p": args.top_p}
+            meta = {
+                "task": task.spec,
+                "options": task.options,
+                "dataset_seed": args.dataset_seed,
+                "index": problem.index,
+                "sample": k,
+                "seed": args.seed,
+                "temperature": args.temperature,
+                "top_p": args.top_p,
+            }
             if prompts.fewshot:
                 # The completion ends with the newline the model stopped at; no EOS is appended,
                 # since a few-shot completion never ends with one at inference.
                 meta["shots"] = args.shots
                 rows.append({"prompt": prompt, "completion": text + FEWSHOT_STOP, "eos": False, "meta": meta})
             else:
-                rows.append({"messages": [{"role": "user", "content": problem.question}, {"role": "assistant", "content": text}], "meta": meta})
+                rows.append(
+                    {
+                        "messages": [
+                            {"role": "user", "content": problem.question},
+                            {"role": "assistant", "content": text},
+                        ],
+                        "meta": meta,
+                    }
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda path: path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"))
-    return SampleSummary(len(task.problems), len(task.problems) * args.samples, len(rows), solved, time.perf_counter() - started, out)
+    atomic_write(
+        out,
+        lambda path: path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"),
+    )
+    return SampleSummary(
+        len(task.problems), len(task.problems) * args.samples, len(rows), solved, time.perf_counter() - started, out
+    )

@@ -49,7 +49,9 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(output_dir: Path, step: int, heads, training_state: dict[str, Any], total_limit: int | None) -> Path:
+def save_checkpoint(
+    output_dir: Path, step: int, heads, training_state: dict[str, Any], total_limit: int | None
+) -> Path:
     target = output_dir / f"checkpoint-{step}"
     for stale in output_dir.glob(".checkpoint-*.tmp-*"):  # left by a run killed mid-save
         shutil.rmtree(stale, ignore_errors=True)
