@@ -88,15 +88,16 @@ def generate(prompts: tuple[str, ...], **options) -> None:
 )
 def export(heads: str, out_dir: str, fmt: str, model: str | None) -> None:
     """Write heads in another layout."""
-    from autodeco_lp.hub.checkpoint import export_official, save_heads
+    from autodeco_lp.hub.checkpoint import export_official
     from autodeco_lp.inference.heads import AutoDecoHeads
 
     try:
         loaded = AutoDecoHeads.from_pretrained(heads)
         if fmt == "native":
-            save_heads(loaded, out_dir)
+            loaded.save_pretrained(out_dir)
         else:
-            export_official(loaded, out_dir, base_config=_base_config(model or loaded.config.base_model_name_or_path))
+            base = _base_config(model or loaded.config.base_model_name_or_path)
+            export_official(loaded.config, loaded.state_dict(), out_dir, base_config=base)
     except (ValueError, TypeError, OSError) as exc:
         _fail(exc)
     click.echo(f"wrote {fmt} heads to {out_dir}")

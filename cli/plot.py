@@ -99,13 +99,14 @@ def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: i
     from autodeco_lp.evaluation.plots import plot_top_p_diagnosis
     from autodeco_lp.hub.models import load_model
     from autodeco_lp.hub.registry import resolve_heads_for_model
+    from autodeco_lp.inference.capture import OutputProjection
     from autodeco_lp.inference.heads import AutoDecoHeads
 
     try:
         loaded, tokenizer = load_model(model)
         fitted = AutoDecoHeads.from_pretrained(heads or resolve_heads_for_model(loaded)).eval()
         hidden, labels = training_positions(loaded, tokenizer, data, max_length, max_rows)
-        lm_head = loaded.get_output_embeddings().weight.detach()
+        lm_head = OutputProjection.from_model(loaded)
         stats = head_statistics(fitted, hidden, labels, lm_head)
         values = [round(0.1 * i, 1) for i in range(3, 11)] + [0.95, 0.99, 1.0]
         values = sorted(set(values))

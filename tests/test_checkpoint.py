@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from autodeco_lp import AutoDecoHeads
 from autodeco_lp.hub import checkpoint as ckpt
-from autodeco_lp.hub.checkpoint import export_official, load_heads, save_heads
+from autodeco_lp.hub.checkpoint import export_official
 from tests.conftest import HIDDEN, VOCAB, random_heads
 
 
@@ -56,7 +56,7 @@ def _bf16(heads: AutoDecoHeads, prefix: str = "") -> dict[str, torch.Tensor]:
 def test_native_round_trip_and_file_layout(tmp_path):
     heads = random_heads()
     heads.config.base_model_name_or_path = "org/base"
-    save_heads(heads, tmp_path / "h")
+    heads.save_pretrained(tmp_path / "h")
     assert sorted(os.listdir(tmp_path / "h")) == ["autodeco_config.json", "autodeco_heads.safetensors"]
     text = (tmp_path / "h" / "autodeco_config.json").read_text()
     data = json.loads(text)
@@ -75,16 +75,16 @@ def test_overwrite_keeps_other_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "checkpoint-5").mkdir()
-    save_heads(random_heads(seed=1), out)
+    random_heads(seed=1).save_pretrained(out)
     second = random_heads(seed=2)
-    save_heads(second, out)
-    assert (out / "checkpoint-5").is_dir() and _same(load_heads(out), second)
+    second.save_pretrained(out)
+    assert (out / "checkpoint-5").is_dir() and _same(AutoDecoHeads.from_pretrained(out), second)
     assert not [p for p in os.listdir(out) if p.startswith(".")]
 
 
 def test_crash_during_save_leaves_the_good_checkpoint(tmp_path, monkeypatch):
     good = random_heads(seed=1)
-    save_heads(good, tmp_path / "h")
+    good.save_pretrained(tmp_path / "h")
 
     def crash(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a file")
@@ -92,11 +92,11 @@ def test_crash_during_save_leaves_the_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
-        save_heads(random_heads(seed=2), tmp_path / "h")
+        random_heads(seed=2).save_pretrained(tmp_path / "h")
     with pytest.raises(KeyboardInterrupt):
-        save_heads(random_heads(seed=2), tmp_path / "new")
+        random_heads(seed=2).save_pretrained(tmp_path / "new")
     monkeypatch.undo()
-    assert _same(load_heads(tmp_path / "h"), good)
+    assert _same(AutoDecoHeads.from_pretrained(tmp_path / "h"), good)
     assert not (tmp_path / "new").exists()
     assert sorted(os.listdir(tmp_path)) == ["h"] and sorted(os.listdir(tmp_path / "h")) == [
         "autodeco_config.json",
@@ -105,11 +105,11 @@ def test_crash_during_save_leaves_the_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_config_and_weights_from_different_saves_are_detected(tmp_path):
-    save_heads(random_heads(), tmp_path / "a")
-    save_heads(random_heads(hidden=16, vocab=VOCAB), tmp_path / "b")
+    random_heads().save_pretrained(tmp_path / "a")
+    random_heads(hidden=16, vocab=VOCAB).save_pretrained(tmp_path / "b")
     os.replace(tmp_path / "b" / "autodeco_config.json", tmp_path / "a" / "autodeco_config.json")
     with pytest.raises(ValueError, match="come from different saves"):
-        load_heads(tmp_path / "a")
+        AutoDecoHeads.from_pretrained(tmp_path / "a")
 
 
 # ----------------------------------------------------------------------------- released layouts
@@ -120,11 +120,14 @@ def test_lightweight_release_bf16(tmp_path, weights_name):
     heads = random_heads()
     _write_json(tmp_path / "config.json", _released_config(enable_temperature_head=True, enable_top_p_head=True))
     save_file(_bf16(heads), str(tmp_path / weights_name))
-    loaded = load_heads(tmp_path)
+    loaded = AutoDecoHeads.from_pretrained(tmp_path)
     assert loaded.dtype == torch.float32  # upcast
     assert _same(heads, loaded, atol=1e-2)
     assert loaded.config.vocab_size == VOCAB and loaded.config.base_model_name_or_path == "/private/trainer/path"
-    assert load_heads(tmp_path, base_model_name_or_path="org/base").config.base_model_name_or_path == "org/base"
+    assert (
+        AutoDecoHeads.from_pretrained(tmp_path, base_model_name_or_path="org/base").config.base_model_name_or_path
+        == "org/base"
+    )
 
 
 def test_old_config_keys_train_temp_train_top_p(tmp_path):
@@ -132,7 +135,7 @@ def test_old_config_keys_train_temp_train_top_p(tmp_path):
     _write_json(tmp_path / "config.json", _released_config(train_temp=True, train_top_p=False))
     save_file(_bf16(random_heads()), str(tmp_path / "autodeco_heads.safetensors"))  # top-p tensors present
     with pytest.warns(UserWarning, match="disables top_p_head"):
-        loaded = load_heads(tmp_path)
+        loaded = AutoDecoHeads.from_pretrained(tmp_path)
     assert loaded.top_p_head is None and loaded.config.enable_top_p_head is False
     assert heads.state_dict().keys() == loaded.state_dict().keys()
 
@@ -156,7 +159,7 @@ def test_merged_sharded_release_reads_only_head_tensors(tmp_path, monkeypatch):
         "_read_safetensors",
         lambda path, keep=lambda k: True: (opened.append(Path(path).name), real(path, keep))[1],
     )
-    assert _same(heads, load_heads(tmp_path), atol=1e-2)
+    assert _same(heads, AutoDecoHeads.from_pretrained(tmp_path), atol=1e-2)
     assert opened == ["model-00002-of-00002.safetensors"]
 
 
@@ -164,14 +167,14 @@ def test_merged_sharded_release_reads_only_head_tensors(tmp_path, monkeypatch):
 def test_megatron_export_without_config(tmp_path, prefix):
     heads = random_heads(vocab=None)
     save_file(_bf16(heads, prefix), str(tmp_path / "adapter.safetensors"))
-    loaded = load_heads(tmp_path)
+    loaded = AutoDecoHeads.from_pretrained(tmp_path)
     assert _same(heads, loaded, atol=1e-2) and loaded.config.hidden_size == HIDDEN
 
 
 def test_legacy_bin_loads_with_weights_only_and_refuses_code(tmp_path):
     heads = random_heads()
     torch.save(heads.state_dict(), tmp_path / "autodeco_heads.bin")
-    assert _same(heads, load_heads(tmp_path))
+    assert _same(heads, AutoDecoHeads.from_pretrained(tmp_path))
 
     class Payload:
         def __reduce__(self):
@@ -182,7 +185,7 @@ def test_legacy_bin_loads_with_weights_only_and_refuses_code(tmp_path):
     with open(evil / "autodeco_heads.bin", "wb") as f:
         pickle.dump({"temp_head.mlp.0.weight": Payload()}, f)
     with pytest.raises(ValueError, match=r"weights_only=True"):
-        load_heads(evil)
+        AutoDecoHeads.from_pretrained(evil)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -190,13 +193,16 @@ def test_export_official_is_loadable_as_a_release(tmp_path):
     heads = random_heads()
     heads.config.base_model_name_or_path = "org/base"
     export_official(
-        heads, tmp_path / "official", base_config={"model_type": "llama", "hidden_size": HIDDEN, "vocab_size": VOCAB}
+        heads.config,
+        heads.state_dict(),
+        tmp_path / "official",
+        base_config={"model_type": "llama", "hidden_size": HIDDEN, "vocab_size": VOCAB},
     )
     config = json.loads((tmp_path / "official" / "config.json").read_text())
     assert config["model_type"] == "autodeco" and config["architectures"] == ["AutoDecoModelForCausalLM"]
     assert config["base_model_type"] == "llama" and config["temperature_hidden_size"] == HIDDEN
     assert sorted(os.listdir(tmp_path / "official")) == ["config.json", "model.safetensors"]
-    loaded = load_heads(tmp_path / "official")
+    loaded = AutoDecoHeads.from_pretrained(tmp_path / "official")
     assert _same(heads, loaded, atol=1e-2) and loaded.config.base_model_name_or_path == "org/base"
 
 
@@ -232,7 +238,7 @@ def test_hub_repo_from_offline_cache_in_a_subprocess(tmp_path):
     files = _merged_release(tmp_path / "release", heads)
     _fake_hub_cache(tmp_path / "cache", "Jadeislaw/AutoDeco-Tiny", files)
     native = tmp_path / "native"
-    save_heads(random_heads(seed=7), native)
+    random_heads(seed=7).save_pretrained(native)
     _fake_hub_cache(
         tmp_path / "cache", "me/tiny-heads", {p.name: p for p in native.iterdir()}, commit="b" * 40, ref="v1"
     )
@@ -275,7 +281,7 @@ def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
         return str(files[filename])
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    assert _same(heads, load_heads("org/heads", revision="abc"), atol=1e-2)
+    assert _same(heads, AutoDecoHeads.from_pretrained("org/heads", revision="abc"), atol=1e-2)
     assert "model-00001-of-00002.safetensors" not in asked
     assert "model-00002-of-00002.safetensors" in asked
 
@@ -285,72 +291,72 @@ def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
 
 def test_missing_and_unexpected_tensors_are_listed(tmp_path):
     heads = random_heads()
-    save_heads(heads, tmp_path / "h")
+    heads.save_pretrained(tmp_path / "h")
     state = heads.state_dict()
     partial = {k: v for k, v in state.items() if k != "top_p_head.mlp.2.bias"}
     save_file(partial, str(tmp_path / "h" / "autodeco_heads.safetensors"))
     with pytest.raises(ValueError, match=r"missing head tensors \['top_p_head.mlp.2.bias'\]"):
-        load_heads(tmp_path / "h")
+        AutoDecoHeads.from_pretrained(tmp_path / "h")
     save_file({**state, "temp_head.extra": torch.zeros(1)}, str(tmp_path / "h" / "autodeco_heads.safetensors"))
     with pytest.raises(ValueError, match=r"unexpected tensors \['temp_head.extra'\]"):
-        load_heads(tmp_path / "h")
+        AutoDecoHeads.from_pretrained(tmp_path / "h")
 
 
 def test_nan_weights_are_refused(tmp_path):
     heads = random_heads()
     with torch.no_grad():
         heads.temp_head.mlp[0].weight[0, 0] = float("nan")
-    save_heads(heads, tmp_path / "h")
+    heads.save_pretrained(tmp_path / "h")
     with pytest.raises(ValueError, match="temp_head.mlp.0.weight holds NaN or inf"):
-        load_heads(tmp_path / "h")
+        AutoDecoHeads.from_pretrained(tmp_path / "h")
 
 
 def test_truncated_safetensors(tmp_path):
-    save_heads(random_heads(), tmp_path / "h")
+    random_heads().save_pretrained(tmp_path / "h")
     path = tmp_path / "h" / "autodeco_heads.safetensors"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="truncated or not a safetensors file"):
-        load_heads(tmp_path / "h")
+        AutoDecoHeads.from_pretrained(tmp_path / "h")
 
 
 def test_config_missing_required_key(tmp_path):
-    save_heads(random_heads(), tmp_path / "h")
+    random_heads().save_pretrained(tmp_path / "h")
     cfg = tmp_path / "h" / "autodeco_config.json"
     data = json.loads(cfg.read_text())
     del data["hidden_size"]
     cfg.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"autodeco_config.json is missing the required key\(s\) \['hidden_size'\]"):
-        load_heads(tmp_path / "h")
+        AutoDecoHeads.from_pretrained(tmp_path / "h")
 
 
 def test_unknown_config_key_warns(tmp_path):
-    save_heads(random_heads(), tmp_path / "h")
+    random_heads().save_pretrained(tmp_path / "h")
     cfg = tmp_path / "h" / "autodeco_config.json"
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "future_option": 3}))
     with pytest.warns(UserWarning, match="future_option"):
-        load_heads(tmp_path / "h")
+        AutoDecoHeads.from_pretrained(tmp_path / "h")
 
 
 def test_nothing_loadable_and_bad_paths(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.md").write_text("hi")
     with pytest.raises(ValueError, match="nothing loadable in folder"):
-        load_heads(tmp_path / "empty")
+        AutoDecoHeads.from_pretrained(tmp_path / "empty")
     with pytest.raises(ValueError, match="is a file; pass the folder"):
-        load_heads(tmp_path / "empty" / "README.md")
+        AutoDecoHeads.from_pretrained(tmp_path / "empty" / "README.md")
     with pytest.raises(ValueError, match="no such folder"):
-        load_heads(str(tmp_path / "does" / "not" / "exist"))
+        AutoDecoHeads.from_pretrained(str(tmp_path / "does" / "not" / "exist"))
 
 
 def test_hidden_size_disagreement_in_release(tmp_path):
     _write_json(tmp_path / "config.json", _released_config(hidden_size=64))
     save_file(_bf16(random_heads()), str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="hidden_size=64 but the head tensors have width 32"):
-        load_heads(tmp_path)
+        AutoDecoHeads.from_pretrained(tmp_path)
 
 
 def test_saving_onto_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is a file; pass a folder path"):
-        save_heads(random_heads(), tmp_path / "f")
+        random_heads().save_pretrained(tmp_path / "f")
     assert (tmp_path / "f").read_text() == "x"

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.training.ranking import control_ranking_sums, load_commands, pick_command, with_command
 
 
@@ -67,7 +68,7 @@ def test_ranking_loss_value_and_gradient_direction():
     heads = ToyHeads()
     params = dict(heads.named_parameters())
     total, count, grads = control_ranking_sums(
-        heads, [_triple()], torch.zeros(5, 4), t_margin=0.1, p_margin=0.05, params=params
+        heads, [_triple()], OutputProjection(torch.zeros(5, 4), None, None), t_margin=0.1, p_margin=0.05, params=params
     )
     # All versions predict T = 1, P = 0.5: every hinge is at its margin.
     assert count == 1 and total.item() == pytest.approx(2 * 0.1 + 2 * 0.05)
@@ -76,7 +77,9 @@ def test_ranking_loss_value_and_gradient_direction():
     with torch.no_grad():
         heads.w -= 0.5 * grads["w"] / grads["w"].norm()
         heads.v -= 0.5 * grads["v"] / grads["v"].norm()
-    lower, _, _ = control_ranking_sums(heads, [_triple()], torch.zeros(5, 4), params=params)
+    lower, _, _ = control_ranking_sums(
+        heads, [_triple()], OutputProjection(torch.zeros(5, 4), None, None), params=params
+    )
     assert lower < total
 
 
@@ -85,13 +88,18 @@ def test_ranking_loss_is_zero_once_the_margins_are_met():
     with torch.no_grad():
         heads.w[0], heads.v[0] = 3.0, 3.0  # high - none and none - low are far above both margins
     total, _, grads = control_ranking_sums(
-        heads, [_triple(), _triple(5)], torch.zeros(5, 4), params=dict(heads.named_parameters())
+        heads,
+        [_triple(), _triple(5)],
+        OutputProjection(torch.zeros(5, 4), None, None),
+        params=dict(heads.named_parameters()),
     )
     assert total.item() == 0.0 and all(torch.all(g == 0) for g in grads.values())
     # Only the trained head's terms count: with T alone trained, the P hinge is left out.
     with torch.no_grad():
         heads.v[0] = 0.0
-    t_only, _, _ = control_ranking_sums(heads, [_triple()], torch.zeros(5, 4), train_top_p=False)
+    t_only, _, _ = control_ranking_sums(
+        heads, [_triple()], OutputProjection(torch.zeros(5, 4), None, None), train_top_p=False
+    )
     assert t_only.item() == 0.0
 
 

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve
+from autodeco_lp.inference.capture import OutputProjection
 from tests.conftest import HIDDEN, VOCAB, constant_heads, random_heads
 
 
@@ -24,7 +25,7 @@ def _positions(n=30, seed=0):
 def test_head_statistics_against_direct_computation():
     hidden, labels, weight = _positions()
     heads = random_heads()
-    stats = head_statistics(heads, hidden, labels, weight, chunk=7)
+    stats = head_statistics(heads, hidden, labels, OutputProjection(weight, None, None), chunk=7)
     probs = torch.softmax(hidden @ weight.T, -1)
     torch.testing.assert_close(stats.entropy, -(probs * probs.log()).sum(-1))
     torch.testing.assert_close(stats.gold_prob, probs[torch.arange(30), labels])
@@ -39,12 +40,12 @@ def test_constant_top_p_curve_is_the_dft_weighted_nll_at_p_1_and_grows_when_p_cu
     hidden, labels, weight = _positions()
     heads = constant_heads(0.7, 0.5)
     logits = hidden @ weight.T
-    at_one = top_p_loss_curve(heads, hidden, labels, weight, [1.0])[0]
+    at_one = top_p_loss_curve(heads, hidden, labels, OutputProjection(weight, None, None), [1.0])[0]
     dft = torch.softmax(logits, -1)[torch.arange(30), labels]
     nll = torch.nn.functional.cross_entropy(logits / 0.7, labels, reduction="none")
     assert at_one == pytest.approx((nll * dft).mean().item(), rel=1e-4)
     # Gold tokens drawn at random are mostly in the tail: cutting the tail makes the loss worse.
-    curve = top_p_loss_curve(heads, hidden, labels, weight, [0.3, 0.6, 1.0])
+    curve = top_p_loss_curve(heads, hidden, labels, OutputProjection(weight, None, None), [0.3, 0.6, 1.0])
     assert curve[0] > curve[1] > curve[2]
 
 

@@ -7,6 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autodeco_lp.inference.capture import OutputProjection
+from autodeco_lp.inference.features import soft_top_p_probs
 from autodeco_lp.training.losses import (
     LossConfig,
     autodeco_loss,
@@ -18,11 +20,15 @@ from autodeco_lp.training.losses import (
 from tests.conftest import HIDDEN, VOCAB, random_heads
 
 
-def naive_loss(heads, hidden, labels, weight, uniforms, config: LossConfig) -> torch.Tensor:
+def lm_head(weight, softcap=None) -> OutputProjection:
+    return OutputProjection(weight=weight, bias=None, softcap=softcap)
+
+
+def naive_loss(heads, hidden, labels, weight, uniforms, config: LossConfig, softcap=None) -> torch.Tensor:
     """REFERENCE section 1 written out over the full (N, V) tensors, no chunks, no log tricks."""
     logits = hidden.float() @ weight.float().T  # (N, V)
-    if config.logit_softcap:
-        logits = torch.tanh(logits / config.logit_softcap) * config.logit_softcap
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
     base = torch.softmax(logits, -1)
     w = base.gather(-1, labels[:, None]).squeeze(-1) if config.dft else torch.ones(len(labels))
     keep = ~((base.argmax(-1) == labels) & (uniforms < config.easy_token_drop))
@@ -34,11 +40,7 @@ def naive_loss(heads, hidden, labels, weight, uniforms, config: LossConfig) -> t
         total = total + config.temperature_weight * (ce * w * keep).sum() / keep.sum().clamp_min(1)
     if config.train_top_p:
         tp = t if config.top_p_loss_trains_temperature else t.detach()
-        probs = torch.softmax(logits / tp, -1)
-        sorted_probs, order = probs.sort(-1, descending=True)
-        mask_sorted = torch.exp(-config.alpha * torch.relu(sorted_probs.cumsum(-1) - top_p[:, None]))
-        mask = torch.empty_like(mask_sorted).scatter(-1, order, mask_sorted)
-        soft = probs * mask / ((probs * mask).sum(-1, keepdim=True) + 1e-8)
+        soft = soft_top_p_probs(logits, tp.squeeze(-1), top_p, config.alpha)  # the reference in features.py
         nll = -torch.log(soft.gather(-1, labels[:, None]).squeeze(-1))
         total = total + config.top_p_weight * (nll * w).mean()
     return total
@@ -66,24 +68,27 @@ CONFIGS = [
     LossConfig(train_top_p=False, chunk_size=9),
     LossConfig(train_temperature=False, chunk_size=13),
     LossConfig(top_p_loss_trains_temperature=False, temperature_weight=0.3, top_p_weight=2.0, chunk_size=16),
-    LossConfig(logit_softcap=3.0, easy_token_drop=1.0, chunk_size=11),
+    LossConfig(easy_token_drop=1.0, chunk_size=11),  # with a softcap (below)
 ]
+SOFTCAPS = [None] * (len(CONFIGS) - 1) + [3.0]
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda c: f"chunk{c.chunk_size}-T{c.train_temperature}-P{c.train_top_p}"
+    "config, softcap",
+    list(zip(CONFIGS, SOFTCAPS)),
+    ids=[f"chunk{c.chunk_size}-T{c.train_temperature}-P{c.train_top_p}-cap{s}" for c, s in zip(CONFIGS, SOFTCAPS)],
 )
-def test_chunked_loss_and_gradients_match_naive_reference(config):
+def test_chunked_loss_and_gradients_match_naive_reference(config, softcap):
     hidden, labels, weight, uniforms = _inputs()
     heads = random_heads()
     params = trainable_parameters(heads, config)
 
-    expected = naive_loss(heads, hidden, labels, weight, uniforms, config)
+    expected = naive_loss(heads, hidden, labels, weight, uniforms, config, softcap)
     expected.backward()
     expected_grads = _grads(heads, params)
     heads.zero_grad()
 
-    loss = autodeco_loss(heads, hidden, labels, weight, config=config, uniforms=uniforms)
+    loss = autodeco_loss(heads, hidden, labels, lm_head(weight, softcap), config=config, uniforms=uniforms)
     loss.backward()
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     for name, grad in _grads(heads, params).items():
@@ -94,10 +99,10 @@ def test_temperature_only_adds_no_top_p_loss_and_leaves_top_p_head_alone():
     hidden, labels, weight, uniforms = _inputs()
     heads = random_heads()
     config = LossConfig(train_top_p=False)
-    sums = autodeco_loss_sums(heads, hidden, labels, weight, config=config, uniforms=uniforms)
+    sums = autodeco_loss_sums(heads, hidden, labels, lm_head(weight), config=config, uniforms=uniforms)
     assert sums.top_p_sum.item() == 0.0 and sums.top_p_grads == {}
     assert all(k.startswith("temp_head.") for k in sums.temperature_grads)
-    autodeco_loss(heads, hidden, labels, weight, config=config, uniforms=uniforms).backward()
+    autodeco_loss(heads, hidden, labels, lm_head(weight), config=config, uniforms=uniforms).backward()
     assert all(p.grad is None for p in heads.top_p_head.parameters())
     assert all(p.grad is not None for p in heads.temp_head.parameters())
 
@@ -107,9 +112,11 @@ def test_sums_split_across_calls_normalise_like_one_call():
     hidden, labels, weight, uniforms = _inputs(n=30)
     heads = random_heads()
     config = LossConfig(chunk_size=4)
-    whole = autodeco_loss_sums(heads, hidden, labels, weight, config=config, uniforms=uniforms)
-    parts = autodeco_loss_sums(heads, hidden[:11], labels[:11], weight, config=config, uniforms=uniforms[:11])
-    parts.add_(autodeco_loss_sums(heads, hidden[11:], labels[11:], weight, config=config, uniforms=uniforms[11:]))
+    whole = autodeco_loss_sums(heads, hidden, labels, lm_head(weight), config=config, uniforms=uniforms)
+    parts = autodeco_loss_sums(heads, hidden[:11], labels[:11], lm_head(weight), config=config, uniforms=uniforms[:11])
+    parts.add_(
+        autodeco_loss_sums(heads, hidden[11:], labels[11:], lm_head(weight), config=config, uniforms=uniforms[11:])
+    )
     torch.testing.assert_close(normalised_loss(parts, config), normalised_loss(whole, config))
     for name, grad in combine_gradients(whole, config).items():
         torch.testing.assert_close(combine_gradients(parts, config)[name], grad, rtol=1e-5, atol=1e-7)
@@ -120,16 +127,16 @@ def test_easy_token_drop_counts_and_is_seeded():
     heads = random_heads()
     easy = ((hidden @ weight.T).argmax(-1) == labels).sum().item()
     keep_all = autodeco_loss_sums(
-        heads, hidden, labels, weight, config=LossConfig(easy_token_drop=0.0), compute_grads=False
+        heads, hidden, labels, lm_head(weight), config=LossConfig(easy_token_drop=0.0), compute_grads=False
     )
     drop_all = autodeco_loss_sums(
-        heads, hidden, labels, weight, config=LossConfig(easy_token_drop=1.0), compute_grads=False
+        heads, hidden, labels, lm_head(weight), config=LossConfig(easy_token_drop=1.0), compute_grads=False
     )
     assert keep_all.temperature_count.item() == 60
     assert drop_all.temperature_count.item() == 60 - easy and easy >= 20
     runs = [
         autodeco_loss_sums(
-            heads, hidden, labels, weight, generator=torch.Generator().manual_seed(3), compute_grads=False
+            heads, hidden, labels, lm_head(weight), generator=torch.Generator().manual_seed(3), compute_grads=False
         )
         for _ in range(2)
     ]
@@ -144,7 +151,9 @@ def test_loss_is_finite_when_top_p_is_below_the_top_token():
     with torch.no_grad():
         heads.top_p_head.mlp[2].weight.zero_()
         heads.top_p_head.mlp[2].bias.fill_(-20.0)  # P ~ 2e-9
-    loss = autodeco_loss(heads, hidden * 30, labels, weight, config=LossConfig(alpha=1000.0), uniforms=uniforms)
+    loss = autodeco_loss(
+        heads, hidden * 30, labels, lm_head(weight), config=LossConfig(alpha=1000.0), uniforms=uniforms
+    )
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in heads.parameters() if p.grad is not None)
@@ -153,7 +162,7 @@ def test_loss_is_finite_when_top_p_is_below_the_top_token():
 def test_bf16_hidden_states_use_fp32_math():
     hidden, labels, weight, uniforms = _inputs()
     heads = random_heads()
-    low = autodeco_loss(heads, hidden.bfloat16(), labels, weight.bfloat16(), uniforms=uniforms)
+    low = autodeco_loss(heads, hidden.bfloat16(), labels, lm_head(weight.bfloat16()), uniforms=uniforms)
     ref = naive_loss(heads, hidden.bfloat16().float(), labels, weight.bfloat16().float(), uniforms, LossConfig())
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, ref, rtol=1e-5, atol=1e-6)
@@ -164,8 +173,10 @@ def test_bf16_hidden_states_use_fp32_math():
 def test_chunking_never_changes_the_result(chunk, n, seed):
     hidden, labels, weight, uniforms = _inputs(n=n, seed=seed)
     heads = random_heads()
-    one = autodeco_loss_sums(heads, hidden, labels, weight, config=LossConfig(chunk_size=n), uniforms=uniforms)
-    many = autodeco_loss_sums(heads, hidden, labels, weight, config=LossConfig(chunk_size=chunk), uniforms=uniforms)
+    one = autodeco_loss_sums(heads, hidden, labels, lm_head(weight), config=LossConfig(chunk_size=n), uniforms=uniforms)
+    many = autodeco_loss_sums(
+        heads, hidden, labels, lm_head(weight), config=LossConfig(chunk_size=chunk), uniforms=uniforms
+    )
     torch.testing.assert_close(
         normalised_loss(many, LossConfig()), normalised_loss(one, LossConfig()), rtol=1e-5, atol=1e-6
     )
@@ -221,12 +232,12 @@ def test_importance_weighted_loss_matches_naive_reference(train_top_p, weighting
     heads = random_heads()
     with torch.no_grad():
         expected_w = _naive_importance_weights(heads, hidden, labels, weight, config, sequence_ids)
-    got_w = sequence_importance_weights(heads, hidden, labels, weight, None, config, sequence_ids)
+    got_w = sequence_importance_weights(heads, hidden, labels, lm_head(weight), config, sequence_ids)
     torch.testing.assert_close(got_w, expected_w, rtol=1e-4, atol=1e-6)
     assert got_w.max() <= 3.0 + 1e-6 and len(set(got_w.tolist())) > 1  # clipped, and not all equal
     # The loss is the ordinary one with the weights in place of DFT's (and DFT's weight is gone).
     sums = autodeco_loss_sums(
-        heads, hidden, labels, weight, config=config, uniforms=uniforms, sequence_ids=sequence_ids
+        heads, hidden, labels, lm_head(weight), config=config, uniforms=uniforms, sequence_ids=sequence_ids
     )
     plain = LossConfig(dft=False, train_top_p=train_top_p)
     logits = hidden @ weight.T
@@ -249,16 +260,18 @@ def test_importance_weights_favour_sequences_the_heads_make_likelier():
     labels = torch.cat([logits[:6].argmax(-1), logits[6:].argmin(-1)])
     ids = torch.tensor([0] * 6 + [1] * 6)
     config = LossConfig(sequence_weighting="importance", importance_clip=100.0, train_top_p=False)
-    sharp = sequence_importance_weights(constant_heads(0.3, 0.9), hidden, labels, weight, None, config, ids)
+    sharp = sequence_importance_weights(constant_heads(0.3, 0.9), hidden, labels, lm_head(weight), config, ids)
     assert sharp[0] > 1.0 > sharp[-1] and torch.allclose(sharp[:6], sharp[:1].expand(6))
-    neutral = sequence_importance_weights(constant_heads(1.0 - 1e-6, 0.9), hidden, labels, weight, None, config, ids)
+    neutral = sequence_importance_weights(constant_heads(1.0 - 1e-6, 0.9), hidden, labels, lm_head(weight), config, ids)
     torch.testing.assert_close(neutral, torch.ones(12), atol=1e-3, rtol=0)
 
 
 def test_importance_weighting_needs_sequence_ids_and_a_valid_clip():
     hidden, labels, weight, _ = _inputs(n=8)
     with pytest.raises(ValueError, match="needs `sequence_ids`"):
-        autodeco_loss_sums(random_heads(), hidden, labels, weight, config=LossConfig(sequence_weighting="importance"))
+        autodeco_loss_sums(
+            random_heads(), hidden, labels, lm_head(weight), config=LossConfig(sequence_weighting="importance")
+        )
     with pytest.raises(ValueError, match="`importance_clip` has to be >= 1, but is 0.5"):
         LossConfig(sequence_weighting="importance", importance_clip=0.5)
     with pytest.raises(ValueError, match="`sequence_weighting` has to be one of"):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from autodeco_lp.hub.atomic import atomic_write, write_text
+from autodeco_lp.inference.capture import OutputProjection
 
 
 @dataclass
@@ -75,13 +76,13 @@ def _mean_heads(model, tokenizer, heads, rows: list[dict], batch_size: int = 16)
     from autodeco_lp.training.data import tokenize_row
     from autodeco_lp.training.hidden import supervised_hidden_states
 
-    weight = model.get_output_embeddings().weight
+    projection = OutputProjection.from_model(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     examples = [tokenize_row(row, tokenizer, 4096)[0] for row in rows]
     means = []
     for start in range(0, len(examples), batch_size):
         for hidden, _ in supervised_hidden_states(model, examples[start : start + batch_size], pad):
-            t, p = heads(hidden, hidden.float() @ weight.float().T)
+            t, p = heads(hidden, projection(hidden))
             means.append(torch.stack([t.mean(), p.mean()]))
     return torch.stack(means).cpu()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.training.losses import LossConfig, autodeco_loss_sums
 
 
@@ -46,12 +47,12 @@ def training_positions(
 
 @torch.no_grad()
 def head_statistics(
-    heads, hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.Tensor, chunk: int = 256
+    heads, hidden: torch.Tensor, labels: torch.Tensor, lm_head: OutputProjection, chunk: int = 256
 ) -> PositionStats:
     parts = []
     for start in range(0, hidden.shape[0], chunk):
         h, y = hidden[start : start + chunk], labels[start : start + chunk]
-        logits = h @ lm_head.float().T  # (C, V)
+        logits = lm_head(h)  # (C, V): bias and softcap included, as at inference
         log_probs = torch.log_softmax(logits, -1)
         gold = log_probs.gather(-1, y[:, None]).squeeze(-1)
         rank = (logits > logits.gather(-1, y[:, None])).sum(-1)

@@ -6,7 +6,10 @@ Native format (like a PEFT adapter): a folder with
   config JSON in the file's metadata so that weights and config written by different saves
   are detected.
 
-Released variants read by `load_heads` (REFERENCE section 2):
+This module knows configs and tensors, never the `nn.Module`: `AutoDecoHeads.save_pretrained` and
+`AutoDecoHeads.from_pretrained` (inference/heads.py) call `save_heads` / `read_heads`.
+
+Released variants read by `read_heads` (REFERENCE section 2):
 - lightweight: `config.json` (`model_type: "autodeco"`, base config inlined, old keys
   `train_temp` / `train_top_p` accepted) + `model.safetensors` or `autodeco_heads.safetensors`
   (in a local folder every `*.safetensors` is scanned, as the official loader does);
@@ -31,7 +34,6 @@ from safetensors.torch import save_file
 
 from autodeco_lp.hub.atomic import write_files_atomically, write_text
 from autodeco_lp.hub.config import DEFAULT_MLP_HIDDEN_SIZE, NUM_STATISTICS, AutoDecoConfig
-from autodeco_lp.inference.heads import AutoDecoHeads
 
 CONFIG_NAME = "autodeco_config.json"
 WEIGHTS_NAME = "autodeco_heads.safetensors"
@@ -50,15 +52,15 @@ WRAPPER_PREFIXES = ("module.", "adapter.", "model.")
 # ----------------------------------------------------------------------------- saving
 
 
-def save_heads(heads: AutoDecoHeads, save_directory: str | os.PathLike) -> Path:
-    """Write `heads` in the native format. Never leaves a half-written file in place of a good one
-    (see `atomic.write_files_atomically`)."""
-    config_json = json.dumps(heads.config.to_dict(), indent=2, sort_keys=True) + "\n"
+def save_heads(config: AutoDecoConfig, state_dict: dict[str, torch.Tensor], save_directory: str | os.PathLike) -> Path:
+    """Write heads (`config` + their `state_dict`) in the native format. Never leaves a half-written
+    file in place of a good one (see `atomic.write_files_atomically`)."""
+    config_json = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
     # Contiguous CPU copies: safetensors refuses views and device tensors.
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in heads.state_dict().items()}
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
     metadata = {"format": "pt", METADATA_CONFIG_KEY: config_json}
     # Weights first: a crash between the two renames leaves a config that disagrees with the
-    # weights' embedded copy, which `load_heads` reports instead of loading a mix.
+    # weights' embedded copy, which `read_heads` reports instead of loading a mix.
     return write_files_atomically(
         Path(save_directory),
         {
@@ -69,7 +71,8 @@ def save_heads(heads: AutoDecoHeads, save_directory: str | os.PathLike) -> Path:
 
 
 def export_official(
-    heads: AutoDecoHeads,
+    config: AutoDecoConfig,
+    state_dict: dict[str, torch.Tensor],
     out_dir: str | os.PathLike,
     base_config: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.bfloat16,
@@ -80,7 +83,7 @@ def export_official(
     (`model.config.to_dict()`); the released files inline it, and the fork needs it to build
     the base model. Heads are stored in `dtype` (bf16, as released).
     """
-    cfg = heads.config
+    cfg = config
     config: dict[str, Any] = dict(base_config or {})
     config.update(
         {
@@ -99,7 +102,7 @@ def export_official(
     )
     if cfg.vocab_size is not None:
         config["vocab_size"] = cfg.vocab_size
-    tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in heads.state_dict().items()}
+    tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in state_dict.items()}
     text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
     return write_files_atomically(
         Path(out_dir),
@@ -190,25 +193,24 @@ def _open_source(path_or_repo_id: str | os.PathLike, revision, cache_dir, token)
 # ----------------------------------------------------------------------------- loading
 
 
-def load_heads(
+def read_heads(
     path_or_repo_id: str | os.PathLike,
     *,
     revision: str | None = None,
     cache_dir: str | None = None,
     token: str | bool | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device | None = None,
     base_model_name_or_path: str | None = None,
-) -> AutoDecoHeads:
-    """Load heads in the native format or any released variant.
+) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
+    """Read heads in the native format or any released variant: `(config, tensors)`, checked.
+
+    The tensors are exactly `config.tensor_shapes()` (names and shapes), finite, in the dtype
+    stored on disk; `AutoDecoHeads.from_pretrained` builds the module from them.
 
     Args:
         path_or_repo_id: a local folder, or a Hub repo id resolved with huggingface_hub.
         revision: Hub branch, tag or commit.
         cache_dir: huggingface_hub cache folder (defaults to `HF_HUB_CACHE`).
         token: Hub token for private repos.
-        dtype: dtype of the loaded heads (released bf16 weights are upcast to this; default fp32).
-        device: where to put the heads (default CPU).
         base_model_name_or_path: overrides the base model recorded in the checkpoint (released
             configs often record a private path of the trainer).
 
@@ -227,9 +229,7 @@ def load_heads(
         strict = False
     if base_model_name_or_path is not None:
         config.base_model_name_or_path = base_model_name_or_path
-    heads = AutoDecoHeads(config)
-    _load_state(heads, tensors, source.description, strict=strict)
-    return heads.to(device=device or "cpu", dtype=dtype)
+    return config, _checked_tensors(config, tensors, source.description, strict=strict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -390,8 +390,11 @@ def _config_from_released(raw: dict[str, Any], tensors: dict[str, torch.Tensor],
     )
 
 
-def _load_state(heads: AutoDecoHeads, tensors: dict[str, torch.Tensor], where: str, strict: bool) -> None:
-    expected = heads.state_dict()
+def _checked_tensors(
+    config: AutoDecoConfig, tensors: dict[str, torch.Tensor], where: str, strict: bool
+) -> dict[str, torch.Tensor]:
+    """The tensors `config` describes, after checking names, shapes and values."""
+    expected = config.tensor_shapes()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing:
@@ -402,14 +405,13 @@ def _load_state(heads: AutoDecoHeads, tensors: dict[str, torch.Tensor], where: s
         raise ValueError(f"{where} has unexpected tensors {unexpected}; the config does not describe these weights.")
     for name, value in expected.items():
         got = tensors[name]
-        if tuple(got.shape) != tuple(value.shape):
+        if tuple(got.shape) != value:
             raise ValueError(
-                f"{where}: tensor {name} has shape {tuple(got.shape)}, expected {tuple(value.shape)} "
-                f"for hidden_size={heads.config.hidden_size}; config and weights disagree."
+                f"{where}: tensor {name} has shape {tuple(got.shape)}, expected {value} "
+                f"for hidden_size={config.hidden_size}; config and weights disagree."
             )
         if not torch.isfinite(got.float()).all():
             raise ValueError(
                 f"{where}: tensor {name} holds NaN or inf values; the checkpoint is corrupt (retrain or re-download)."
             )
-    # Upcast (bf16 releases) happens here: copy_ converts into the fp32 parameters.
-    heads.load_state_dict({name: tensors[name] for name in expected}, strict=True)
+    return {name: tensors[name] for name in expected}

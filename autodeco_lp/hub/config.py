@@ -66,6 +66,20 @@ class AutoDecoConfig:
         """Input width of the top-p head: H + 1 ([h, T]), or H + 5 with the enhanced features."""
         return self.hidden_size + 1 + (NUM_STATISTICS if self.use_enhanced_features else 0)
 
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The released tensor names of the enabled heads and their shapes (what a checkpoint must hold)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for prefix, enabled, width in (
+            ("temp_head", self.enable_temperature_head, self.hidden_size),
+            ("top_p_head", self.enable_top_p_head, self.top_p_input_size),
+        ):
+            if enabled:
+                shapes[f"{prefix}.mlp.0.weight"] = (self.mlp_hidden_size, width)
+                shapes[f"{prefix}.mlp.0.bias"] = (self.mlp_hidden_size,)
+                shapes[f"{prefix}.mlp.2.weight"] = (1, self.mlp_hidden_size)
+                shapes[f"{prefix}.mlp.2.bias"] = (1,)
+        return shapes
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

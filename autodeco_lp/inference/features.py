@@ -39,6 +39,28 @@ def _per_row(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float32, device=like.device).unsqueeze(-1)
 
 
+def apply_softcap(logits: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """The final logit soft-capping some models apply (Gemma 2/3: `tanh(l / c) * c`); identity without one."""
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
+def final_logits(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, softcap: float | None = None
+) -> torch.Tensor:
+    """The logits the heads see for final hidden states: `lm_head` (weight and bias), then the softcap.
+
+    The one hidden-to-logits function: inference (for rows the hook did not capture), the losses, the
+    ranking loss, the diagnostics and the evaluation all call it, so the top-p head's statistics are
+    computed from the same logits everywhere.
+
+    Shapes: hidden `(..., H)`, weight `(V, H)`, bias `(V,)` -> `(..., V)` fp32.
+    """
+    logits = torch.nn.functional.linear(
+        hidden.float(), weight.float(), bias.float() if bias is not None else None
+    )  # (..., V)
+    return apply_softcap(logits, softcap)
+
+
 def sanitize_logits(logits: torch.Tensor) -> torch.Tensor:
     """fp32 copy of `logits` (..., V) with NaN -> -inf and +inf -> the largest finite float."""
     return torch.nan_to_num(logits.float(), nan=-float("inf"), posinf=_FP32_MAX, neginf=-float("inf"))

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autodeco_lp.hub.checkpoint import read_heads, save_heads
 from autodeco_lp.hub.config import AutoDecoConfig
 from autodeco_lp.inference.features import distribution_statistics
 
@@ -113,21 +114,51 @@ class AutoDecoHeads(nn.Module):
         features = torch.cat(features, dim=-1)  # (..., H+1) or (..., H+5)
         return temperature, self.top_p_head(features).float()
 
-    # -- checkpoint I/O lives in autodeco_lp.hub.checkpoint; these are the familiar entry points. --
+    # -- checkpoint I/O: the formats live in autodeco_lp.hub.checkpoint (configs and tensors only). --
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write `autodeco_config.json` + `autodeco_heads.safetensors` atomically."""
-        from autodeco_lp.hub.checkpoint import save_heads
-
-        save_heads(self, save_directory)
+        save_heads(self.config, self.state_dict(), save_directory)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **kwargs: Any) -> AutoDecoHeads:
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> AutoDecoHeads:
         """Load native or released heads from a folder or a Hub repo id.
 
-        See `autodeco_lp.hub.checkpoint.load_heads` for the keyword arguments
-        (`revision`, `cache_dir`, `token`, `dtype`, `device`, `base_model_name_or_path`).
+        Args:
+            path_or_repo_id: a local folder or a Hub repo id.
+            dtype: dtype of the loaded heads (released bf16 weights are upcast; default fp32).
+            device: where to put the heads (default CPU).
+            kwargs: `revision`, `cache_dir`, `token`, `base_model_name_or_path`; see
+                `autodeco_lp.hub.checkpoint.read_heads`.
         """
-        from autodeco_lp.hub.checkpoint import load_heads
+        config, tensors = read_heads(path_or_repo_id, **kwargs)
+        heads = cls(config)
+        heads.load_state_dict(tensors, strict=True)  # names and shapes were checked by read_heads
+        return heads.to(device=device or "cpu", dtype=dtype)
 
-        return load_heads(path_or_repo_id, **kwargs)
+
+def check_heads_fit_model(
+    config: AutoDecoConfig, hidden_size: int, vocab_size: int | None, model_name: str, what: str = "the heads"
+) -> None:
+    """Refuse heads built for another model: their hidden (and, when recorded, vocab) width must match.
+
+    `what` names the heads in the message (e.g. "`--init-heads` 'out/'").
+    """
+    trained_on = f"they were trained on {config.base_model_name_or_path!r}"
+    if config.hidden_size != hidden_size:
+        raise ValueError(
+            f"{what} expect hidden_size={config.hidden_size} but {model_name!r} has final hidden states of "
+            f"width {hidden_size}; load the heads trained for this model ({trained_on})."
+        )
+    if vocab_size is not None and config.vocab_size is not None and config.vocab_size != vocab_size:
+        raise ValueError(
+            f"{what} expect vocab_size={config.vocab_size} but {model_name!r} has {vocab_size} logits; "
+            f"load the heads trained for this model ({trained_on})."
+        )

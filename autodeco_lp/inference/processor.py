@@ -20,7 +20,8 @@ from transformers import LogitsProcessor
 from autodeco_lp.inference.capture import LMHeadCapture
 from autodeco_lp.inference.features import MIN_TEMPERATURE, hard_top_p_filter
 from autodeco_lp.inference.generation_checks import inspect_generate_call
-from autodeco_lp.inference.heads import AutoDecoHeads
+from autodeco_lp.hub.registry import resolve_heads_for_model
+from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 
 
 @dataclass
@@ -125,8 +126,10 @@ class AutoDeco(LogitsProcessor):
         self.record_trace = bool(record_trace)
 
         self._capture = LMHeadCapture(model)
-        _check_heads_match_model(heads, model, self._capture.lm_head)
         weight = self._capture.lm_head.weight
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:  # else the heads check H at the first step
+            name = getattr(model, "name_or_path", "") or type(model).__name__
+            check_heads_fit_model(heads.config, weight.shape[1], weight.shape[0], name)
         if heads.device != weight.device:
             heads.to(weight.device)
         self.heads = heads.eval()
@@ -148,8 +151,6 @@ class AutoDeco(LogitsProcessor):
         """Load heads (from a folder, a Hub id, or, when omitted, the registry entry whose base
         model matches `model.name_or_path`) and attach them. `kwargs` go to `AutoDeco(...)`,
         `load_kwargs` to `AutoDecoHeads.from_pretrained` (e.g. `revision`, `cache_dir`)."""
-        from autodeco_lp.hub.registry import resolve_heads_for_model
-
         if path_or_repo_id is None:
             path_or_repo_id = resolve_heads_for_model(model)
         heads = AutoDecoHeads.from_pretrained(path_or_repo_id, **(load_kwargs or {}))
@@ -198,7 +199,9 @@ class AutoDeco(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not self._capture.attached:
             raise RuntimeError("this AutoDeco was closed; create a new one (or use it inside `with`).")
-        if input_ids.shape[1] != self._next_length:
+        # A new generate call starts at its prefill forward (seen by the capture's pre-hook); the length
+        # check also catches a one-token prompt, whose prefill feeds a single position.
+        if self._capture.take_prefill() or input_ids.shape[1] != self._next_length:
             self._start_generation()
         self._next_length = input_ids.shape[1] + 1
         hidden, logits = self._capture.take()  # (rows, H), (rows, V)
@@ -249,22 +252,3 @@ class AutoDeco(LogitsProcessor):
 
 
 AutoDecoLogitsProcessor = AutoDeco
-
-
-def _check_heads_match_model(heads: AutoDecoHeads, model: nn.Module, lm_head: nn.Module) -> None:
-    weight = getattr(lm_head, "weight", None)
-    if weight is None or weight.dim() != 2:
-        return  # an unusual lm_head; the heads' own shape check runs at the first step
-    vocab, hidden = weight.shape
-    name = getattr(model, "name_or_path", "") or type(model).__name__
-    if heads.config.hidden_size != hidden:
-        raise ValueError(
-            f"the heads expect hidden_size={heads.config.hidden_size} but {name!r} has final hidden "
-            f"states of width {hidden}; load the heads trained for this model "
-            f"(these were trained on {heads.config.base_model_name_or_path!r})."
-        )
-    if heads.config.vocab_size is not None and heads.config.vocab_size != vocab:
-        raise ValueError(
-            f"the heads expect vocab_size={heads.config.vocab_size} but {name!r} has {vocab} logits; "
-            f"load the heads trained for this model (these were trained on {heads.config.base_model_name_or_path!r})."
-        )

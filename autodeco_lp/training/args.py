@@ -247,7 +247,7 @@ class FitArgs:
             return self
         return dataclasses.replace(self, recipe="small" if num_parameters < SMALL_MODEL_PARAMETERS else "released")
 
-    def loss_config(self, logit_softcap: float | None = None, validate_only: bool = False) -> LossConfig:
+    def loss_config(self, validate_only: bool = False) -> LossConfig:
         unresolved = [name for name in ("easy_token_drop", "dft", "sequence_weighting") if getattr(self, name) is None]
         if unresolved and not validate_only:
             raise ValueError(f"{unresolved} come from `--recipe auto`: call FitArgs.resolved(num_parameters) first")
@@ -269,7 +269,6 @@ class FitArgs:
             train_top_p=self.train_heads in ("both", "top_p"),
             top_p_loss_trains_temperature=self.top_p_loss_trains_temperature,
             chunk_size=self.loss_chunk_size,
-            logit_softcap=logit_softcap,
         )
 
     def to_dict(self) -> dict[str, Any]:

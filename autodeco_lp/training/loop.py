@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from autodeco_lp.hub.checkpoint import load_heads, save_heads
 from autodeco_lp.hub.config import AutoDecoConfig
-from autodeco_lp.inference.heads import AutoDecoHeads
+from autodeco_lp.inference.capture import OutputProjection
+from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.training import batches, hidden
 from autodeco_lp.training.args import FitArgs
 from autodeco_lp.training.data import load_jsonl
@@ -67,7 +67,7 @@ class FitResult:
 
 def _build_heads(args: FitArgs, model, device) -> AutoDecoHeads:
     if args.init_heads:
-        return load_heads(args.init_heads, device=device)
+        return AutoDecoHeads.from_pretrained(args.init_heads, device=device)
     torch.manual_seed(args.seed)
     config = AutoDecoConfig(
         hidden_size=model.get_output_embeddings().weight.shape[1],
@@ -81,13 +81,14 @@ def _build_heads(args: FitArgs, model, device) -> AutoDecoHeads:
     return AutoDecoHeads(config).to(device)
 
 
-def _check_heads(args: FitArgs, heads: AutoDecoHeads, model) -> None:
-    weight = model.get_output_embeddings().weight
-    if heads.config.hidden_size != weight.shape[1]:
-        raise ValueError(
-            f"`--init-heads` {args.init_heads!r} has hidden_size {heads.config.hidden_size} but the base model's is "
-            f"{weight.shape[1]}; pass heads trained for this model."
-        )
+def _check_heads(args: FitArgs, heads: AutoDecoHeads, projection: OutputProjection) -> None:
+    check_heads_fit_model(
+        heads.config,
+        projection.hidden_size,
+        projection.vocab_size,
+        args.model,
+        what=f"`--init-heads` {args.init_heads!r}",
+    )
     needed = {"temperature": heads.temp_head, "top_p": heads.top_p_head}
     for name, head in needed.items():
         if args.train_heads in ("both", name) and head is None:
@@ -280,7 +281,7 @@ def _all_versions(dataset):
     return dataclasses.replace(dataset, examples=examples)
 
 
-def _control_sums(ids, args, dataset, cache, model, pad_id, heads, weight, bias, params, device) -> LossSums:
+def _control_sums(ids, args, dataset, cache, model, pad_id, heads, projection, params, device) -> LossSums:
     """The ranking loss over this process's rows of the step (rows whose versions all have targets)."""
     from autodeco_lp.training.ranking import control_ranking_sums
 
@@ -297,8 +298,7 @@ def _control_sums(ids, args, dataset, cache, model, pad_id, heads, weight, bias,
     total, count, grads = control_ranking_sums(
         heads,
         triples,
-        weight,
-        bias,
+        projection,
         t_margin=args.control_t_margin,
         p_margin=args.control_p_margin,
         train_temperature=train_t,
@@ -338,18 +338,16 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     dataset = _load_data(args, tokenizer)
 
     # The loss needs the whole (V, H) lm_head on every process: keep it before any sharding.
-    weight = model.get_output_embeddings().weight.detach()
-    bias = getattr(model.get_output_embeddings(), "bias", None)
+    projection = OutputProjection.from_model(model)
     runner = model
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     if sharded:
-        weight = weight.clone()
-        bias = bias.detach().clone() if bias is not None else None
+        bias = projection.bias.clone() if projection.bias is not None else None
+        projection = OutputProjection(projection.weight.clone(), bias, projection.softcap)
         runner = accelerator.prepare_model(model, evaluation_mode=True)  # shards the frozen base
     heads = _build_heads(args, model, device)
-    _check_heads(args, heads, model)
-    softcap = getattr(model.config, "final_logit_softcapping", None)
-    loss_config = args.loss_config(logit_softcap=softcap)
+    _check_heads(args, heads, projection)
+    loss_config = args.loss_config()
     params = trainable_parameters(heads, loss_config)
     optimizer = torch.optim.AdamW(
         params.values(),
@@ -385,7 +383,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
                 f"cannot resume exactly from {path}: it was trained with {state['data']}, this run has {data_identity}. "
                 "Use the same --data, --max-length, --seed, batch sizes, process count and step budget, or start a new --output-dir."
             )
-        heads.load_state_dict(load_heads(path, device=device).state_dict())
+        heads.load_state_dict(AutoDecoHeads.from_pretrained(path, device=device).state_dict())
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -412,9 +410,9 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         ids = batches.step_examples(order, step_in_epoch, per_step, accelerator.process_index, world)
         sums = LossSums.zeros(device)
         for h, y, u, seq in _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
-            sums.add_(autodeco_loss_sums(heads, h, y, weight, bias, config=loss_config, uniforms=u, sequence_ids=seq))
+            sums.add_(autodeco_loss_sums(heads, h, y, projection, config=loss_config, uniforms=u, sequence_ids=seq))
         if dataset.variants:
-            sums.add_(_control_sums(ids, args, dataset, cache, model, pad_id, heads, weight, bias, params, device))
+            sums.add_(_control_sums(ids, args, dataset, cache, model, pad_id, heads, projection, params, device))
         sums = _all_reduce(sums, params, accelerator)
         total_positions = sums.positions.item()
         grads = combine_gradients(sums, loss_config)
@@ -483,7 +481,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         cache_seconds,
     )
     if main:
-        save_heads(heads, output_dir)
+        heads.save_pretrained(output_dir)
         write_model_card(
             output_dir,
             args,

@@ -45,9 +45,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS
 
 DEFAULT_EASY_TOKEN_DROP = 0.6
@@ -71,7 +71,6 @@ class LossConfig:
         chunk_size: positions per chunk; peak memory grows linearly with it.
         control_weight: weight of the plain-language control ranking loss (autodeco_lp.training.ranking),
             when the caller adds one to the sums.
-        logit_softcap: final logit soft-capping of the base model (Gemma), applied to the logits.
         sequence_weighting: "none" (released), "importance" or "importance-normalised": weight
             every position of a sequence by the clipped ratio of its probability under the heads to
             the base model's (see the module docstring); needs `sequence_ids`.
@@ -87,7 +86,6 @@ class LossConfig:
     train_top_p: bool = True
     top_p_loss_trains_temperature: bool = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    logit_softcap: float | None = None
     sequence_weighting: str = "none"
     importance_clip: float = 10.0
     control_weight: float = 1.0
@@ -180,8 +178,7 @@ def _chunk_losses(
     heads: nn.Module,
     hidden: torch.Tensor,  # (C, H)
     labels: torch.Tensor,  # (C,)
-    weight: torch.Tensor,  # (V, H) fp32
-    bias: torch.Tensor | None,  # (V,) fp32
+    projection: OutputProjection,  # lm_head (V, H) + bias + softcap
     uniforms: torch.Tensor,  # (C,) in [0, 1): drop an easy position when u < easy_token_drop
     config: LossConfig,
     sequence_weight: torch.Tensor | None = None,  # (C,) detached; replaces the DFT weight
@@ -192,9 +189,7 @@ def _chunk_losses(
     (the one that counts for the trained heads: p~ with the top-p head, softmax(l/T) without).
     """
     with torch.no_grad():
-        logits = F.linear(hidden.float(), weight, bias)  # (C, V) fp32
-        if config.logit_softcap:
-            logits = torch.tanh(logits / config.logit_softcap) * config.logit_softcap
+        logits = projection(hidden)  # (C, V) fp32: the logits the heads see at inference
         # log softmax(l)[y] without writing a (C, V) log-softmax: l[y] - logsumexp(l).
         gold_base = logits.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (C,)
         dft_weight = gold_base.exp() if config.dft else torch.ones_like(gold_base)
@@ -236,7 +231,7 @@ def _chunk_losses(
 
 @torch.no_grad()
 def sequence_importance_weights(
-    heads, hidden_states, labels, weight, bias, config: LossConfig, sequence_ids
+    heads, hidden_states, labels, projection: OutputProjection, config: LossConfig, sequence_ids
 ) -> torch.Tensor:
     """`(N,)` per-position weights: each sequence's ratio `w_s = prod_t q_t[y_t] / p_t[y_t]`, clipped
     at `importance_clip`; with "importance-normalised" first divided by the mean ratio over the
@@ -257,7 +252,7 @@ def sequence_importance_weights(
     for start in range(0, n, config.chunk_size):
         stop = min(start + config.chunk_size, n)
         log_ratio[start:stop] = _chunk_losses(
-            heads, hidden_states[start:stop], labels[start:stop], weight, bias, no_drop[start:stop], config
+            heads, hidden_states[start:stop], labels[start:stop], projection, no_drop[start:stop], config
         )[-1]
     count = int(ids.max()) + 1 if n else 0
     log_w = torch.zeros(count, dtype=torch.float32, device=device).index_add_(0, ids, log_ratio)  # (S,) log w_s
@@ -273,8 +268,7 @@ def autodeco_loss_sums(
     heads: nn.Module,
     hidden_states: torch.Tensor,
     labels: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    lm_head_bias: torch.Tensor | None = None,
+    projection: OutputProjection,
     *,
     config: LossConfig = LossConfig(),
     uniforms: torch.Tensor | None = None,
@@ -289,7 +283,8 @@ def autodeco_loss_sums(
         hidden_states: `(N, H)` final hidden states of the supervised positions only (the input of
             `lm_head`), any dtype. Treated as constants.
         labels: `(N,)` gold next tokens.
-        lm_head_weight: `(V, H)` the base model's output embedding; `lm_head_bias`: `(V,)` or None.
+        projection: the base model's `lm_head` as the heads see it (`OutputProjection.from_model(model)`,
+            or `OutputProjection(weight (V, H), bias (V,) or None, softcap or None)`).
         config: a `LossConfig`.
         uniforms: `(N,)` draws in [0, 1) for the easy-token drop (a position is dropped when its
             draw is below `easy_token_drop`). Pass them to make the drop independent of batching;
@@ -311,14 +306,13 @@ def autodeco_loss_sums(
         uniforms = torch.rand(n, generator=generator, device="cpu" if generator is None else generator.device)
     uniforms = uniforms.to(device)
     labels = labels.to(device=device, dtype=torch.long)
-    weight = lm_head_weight.detach().float()  # (V, H): one fp32 copy per call, not per chunk
-    bias = lm_head_bias.detach().float() if lm_head_bias is not None else None
+    projection = projection.to_float()  # (V, H) fp32: one copy per call (none when already fp32), not per chunk
     params = trainable_parameters(heads, config) if compute_grads else {}
     temperature_params = {k: v for k, v in params.items() if k.startswith("temp_head.")}
 
     position_weight = None
     if config.sequence_weighting != "none":
-        position_weight = sequence_importance_weights(heads, hidden_states, labels, weight, bias, config, sequence_ids)
+        position_weight = sequence_importance_weights(heads, hidden_states, labels, projection, config, sequence_ids)
 
     zero = torch.zeros((), dtype=torch.float32, device=device)
     sums = LossSums.zeros(device)
@@ -329,8 +323,7 @@ def autodeco_loss_sums(
                 heads,
                 hidden_states[start:stop],
                 labels[start:stop],
-                weight,
-                bias,
+                projection,
                 uniforms[start:stop],
                 config,
                 None if position_weight is None else position_weight[start:stop],
@@ -400,8 +393,7 @@ def autodeco_loss(
     heads: nn.Module,
     hidden_states: torch.Tensor,
     labels: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    lm_head_bias: torch.Tensor | None = None,
+    projection: OutputProjection,
     *,
     config: LossConfig = LossConfig(),
     uniforms: torch.Tensor | None = None,
@@ -409,22 +401,23 @@ def autodeco_loss(
 ) -> torch.Tensor:
     """The AutoDeco loss as a scalar you can `.backward()`; gradients reach the head parameters.
 
-    Shapes: hidden_states `(N, H)`, labels `(N,)`, lm_head_weight `(V, H)`. See
+    Shapes: hidden_states `(N, H)`, labels `(N,)`, projection `(V, H)`. See
     `autodeco_loss_sums` for the arguments.
 
     Example:
         >>> import torch
         >>> from autodeco_lp import AutoDecoConfig, AutoDecoHeads
+        >>> from autodeco_lp.inference.capture import OutputProjection
         >>> heads = AutoDecoHeads(AutoDecoConfig(hidden_size=8, vocab_size=11))
-        >>> loss = autodeco_loss(heads, torch.randn(5, 8), torch.randint(0, 11, (5,)), torch.randn(11, 8))
+        >>> lm_head = OutputProjection(weight=torch.randn(11, 8), bias=None, softcap=None)
+        >>> loss = autodeco_loss(heads, torch.randn(5, 8), torch.randint(0, 11, (5,)), lm_head)
         >>> loss.backward()
     """
     sums = autodeco_loss_sums(
         heads,
         hidden_states,
         labels,
-        lm_head_weight,
-        lm_head_bias,
+        projection,
         config=config,
         uniforms=uniforms,
         generator=generator,

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from autodeco_lp.inference.capture import OutputProjection
+
 DIRECTIONS = ("low", "high")
 DEFAULT_T_MARGIN = 0.1
 DEFAULT_P_MARGIN = 0.05
@@ -102,8 +104,7 @@ def pick_command(commands: tuple[str, ...], seed: int, row: int, direction: str)
 def control_ranking_sums(
     heads,
     triples,
-    lm_head_weight,
-    lm_head_bias=None,
+    projection: OutputProjection,
     *,
     t_margin=DEFAULT_T_MARGIN,
     p_margin=DEFAULT_P_MARGIN,
@@ -115,22 +116,22 @@ def control_ranking_sums(
     """`(sum_e L_rank(e), number of rows, {param name: gradient of the sum})` for a list of rows.
 
     `triples`: per row, `(hidden_none, hidden_low, hidden_high)`, each `(n, H)` over the same n
-    response positions. Terms for a head that does not train are left out.
+    response positions; `projection` the base model's `lm_head` as the heads see it. Terms for a
+    head that does not train are left out.
     """
-    weight = lm_head_weight.detach().float()
-    bias = lm_head_bias.detach().float() if lm_head_bias is not None else None
-    total = torch.zeros((), device=weight.device)
+    projection = projection.to_float()
+    total = torch.zeros((), device=projection.weight.device)
     grads: dict[str, torch.Tensor] = {}
     for variants in triples:  # one row at a time: only one row's (3n, V) logits are ever alive
         with torch.set_grad_enabled(compute_grads):
             means = []
             for hidden in variants:
-                hidden = hidden.to(weight.device)
-                logits = torch.nn.functional.linear(hidden.float(), weight, bias)  # (n, V): the top-p head's features
+                hidden = hidden.to(projection.weight.device)
+                logits = projection(hidden)  # (n, V): the top-p head's features, as at inference
                 t, p = heads(hidden, logits)  # (n,), (n,)
                 means.append((t.mean(), p.mean()))
             (t0, p0), (t_low, p_low), (t_high, p_high) = means
-            loss = torch.zeros((), device=weight.device)
+            loss = torch.zeros((), device=projection.weight.device)
             if train_temperature:
                 loss = loss + torch.relu(t_margin - (t_high - t0)) + torch.relu(t_margin - (t0 - t_low))
             if train_top_p:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from autodeco_lp.hub.atomic import staged_directory
-from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_heads
+from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 STATE_NAME = "training_state.pt"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -58,7 +58,7 @@ def save_checkpoint(
     if target.exists():  # e.g. a resumed run re-reaching a step: replace it as a whole
         shutil.rmtree(target)
     with staged_directory(target) as staging:
-        save_heads(heads, staging)
+        heads.save_pretrained(staging)
         torch.save(training_state, staging / STATE_NAME)
     if total_limit is not None:
         for _, old in list_checkpoints(output_dir)[:-total_limit]:
