@@ -23,6 +23,8 @@ import time
 import torch
 
 from autodeco_lp import AutoDecoConfig, AutoDecoHeads
+from autodeco_lp.inference.capture import OutputProjection
+from autodeco_lp.inference.features import soft_top_p_probs
 from autodeco_lp.training.losses import LossConfig, autodeco_loss
 
 
@@ -35,11 +37,7 @@ def naive_loss(heads, hidden, labels, weight, uniforms, config: LossConfig) -> t
     t = temperature.clamp_min(1e-2)[:, None]
     ce = torch.nn.functional.cross_entropy(logits / t, labels, reduction="none")
     loss_t = (ce * w * keep).sum() / keep.sum().clamp_min(1)
-    probs = torch.softmax(logits / t, -1)
-    sorted_probs, order = probs.sort(-1, descending=True)
-    mask_sorted = torch.exp(-config.alpha * torch.relu(sorted_probs.cumsum(-1) - top_p[:, None]))
-    mask = torch.empty_like(mask_sorted).scatter(-1, order, mask_sorted)
-    soft = probs * mask / ((probs * mask).sum(-1, keepdim=True) + 1e-8)
+    soft = soft_top_p_probs(logits, t.squeeze(-1), top_p, config.alpha)  # (N, V): the reference in features.py
     loss_p = (-torch.log(soft.gather(-1, labels[:, None]).squeeze(-1) + 1e-30) * w).mean()
     return loss_t + loss_p
 
@@ -64,7 +62,8 @@ def run_once(variant, heads, hidden, labels, weight, uniforms, chunk) -> float:
     if variant == "naive":
         loss = naive_loss(heads, hidden, labels, weight, uniforms, config)
     else:
-        loss = autodeco_loss(heads, hidden, labels, weight, config=config, uniforms=uniforms)
+        lm_head = OutputProjection(weight=weight, bias=None, softcap=None)
+        loss = autodeco_loss(heads, hidden, labels, lm_head, config=config, uniforms=uniforms)
     loss.backward()
     if hidden.is_cuda:
         torch.cuda.synchronize()

@@ -1,4 +1,11 @@
-"""Pure tensor math shared by the heads, the processor and the losses. No model code here.
+"""Pure tensor math shared by the heads, the processor, the vLLM plugin and the losses. No model code here.
+
+- `final_logits` / `apply_softcap`: the one way from final hidden states to the logits the heads see.
+- `distribution_statistics`: the top-p head's four features.
+- `hard_top_p_filter`: the nucleus applied at decoding time.
+- `soft_top_p_mask` / `soft_top_p_probs`: the paper's soft top-p written plainly over `(..., V)`. This
+  is the *reference*: `training/losses.py` computes the same quantity in log space, chunk by chunk,
+  and the tests and `benchmarks/bench_loss.py` compare it with this function.
 
 Every function takes logits of shape `(..., V)` and per-row parameters of shape `(...)` (or a
 Python float), computes in fp32 whatever the input dtype, and never returns NaN or inf for
