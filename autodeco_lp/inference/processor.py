@@ -8,7 +8,6 @@ It attaches one hook to an unmodified model (see `capture.py`), and at every dec
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -17,11 +16,12 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor
 
+from autodeco_lp.hub.registry import resolve_heads_for_model
 from autodeco_lp.inference.capture import LMHeadCapture
 from autodeco_lp.inference.features import MIN_TEMPERATURE, hard_top_p_filter
 from autodeco_lp.inference.generation_checks import inspect_generate_call
-from autodeco_lp.hub.registry import resolve_heads_for_model
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
+from autodeco_lp.inference.settings import DecodingSettings
 
 
 @dataclass
@@ -42,20 +42,6 @@ class AutoDecoTrace:
     def row(self, index: int) -> list[tuple[float, float]]:
         """`[(T, P), ...]` for one row, one pair per generated step."""
         return list(zip(self.temperature[:, index].tolist(), self.top_p[:, index].tolist()))
-
-
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
-        raise ValueError(f"`{name}` has to be a positive float, but is {value!r}")
-    return float(value)
-
-
-def _check_range(low_name: str, low: float, high_name: str, high: float, upper: float) -> None:
-    if not 0 <= low <= high <= upper:
-        raise ValueError(
-            f"`{low_name}` and `{high_name}` have to satisfy 0 <= {low_name} <= {high_name} <= {upper}, "
-            f"but are {low!r} and {high!r}"
-        )
 
 
 class AutoDeco(LogitsProcessor):
@@ -109,20 +95,20 @@ class AutoDeco(LogitsProcessor):
                 f"`heads` has to be an AutoDecoHeads, but is {type(heads).__name__}; "
                 "load one with AutoDecoHeads.from_pretrained(path_or_repo_id)."
             )
-        self.temperature_scale = _check_positive("temperature_scale", temperature_scale)
-        self.top_p_scale = _check_positive("top_p_scale", top_p_scale)
-        self.min_temperature = _check_positive("min_temperature", min_temperature)
-        self.max_temperature = _check_positive("max_temperature", max_temperature)
-        _check_range("min_temperature", self.min_temperature, "max_temperature", self.max_temperature, float("inf"))
-        _check_range("min_top_p", min_top_p, "max_top_p", max_top_p, 1.0)
-        if max_top_p == 0:
-            raise ValueError("`max_top_p` has to be > 0, but is 0; use greedy decoding instead.")
-        self.min_top_p, self.max_top_p = float(min_top_p), float(max_top_p)
-        if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+        # Validated once, shared with the vLLM plugin (inference/settings.py).
+        self.settings = DecodingSettings(
+            temperature_scale=temperature_scale,
+            top_p_scale=top_p_scale,
+            min_temperature=min_temperature,
+            max_temperature=max_temperature,
+            min_top_p=min_top_p,
+            max_top_p=max_top_p,
+            use_temperature_head=bool(use_temperature_head) and heads.temp_head is not None,
+            use_top_p_head=bool(use_top_p_head) and heads.top_p_head is not None,
+        )
+        if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
             raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep!r}")
         self.min_tokens_to_keep = min_tokens_to_keep
-        self.use_temperature_head = bool(use_temperature_head) and heads.temp_head is not None
-        self.use_top_p_head = bool(use_top_p_head) and heads.top_p_head is not None
         self.record_trace = bool(record_trace)
 
         self._capture = LMHeadCapture(model)
@@ -170,6 +156,12 @@ class AutoDeco(LogitsProcessor):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def __getattr__(self, name: str):
+        # `autodeco.temperature_scale`, `autodeco.use_top_p_head`, ...: read from the validated settings.
+        if name in DecodingSettings.__dataclass_fields__ and "settings" in self.__dict__:
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # -- prediction --
 
     @property
@@ -185,16 +177,7 @@ class AutoDeco(LogitsProcessor):
     @torch.no_grad()
     def predict(self, hidden: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Applied `(T, P)`, each `(rows,)` fp32: head outputs, scaled, clamped, or 1 for a head off."""
-        temperature, top_p = self.heads(hidden, logits)
-        if self.use_temperature_head:
-            temperature = (temperature * self.temperature_scale).clamp(self.min_temperature, self.max_temperature)
-        else:
-            temperature = torch.ones_like(temperature)
-        if self.use_top_p_head:
-            top_p = (top_p * self.top_p_scale).clamp(self.min_top_p, self.max_top_p)
-        else:
-            top_p = torch.ones_like(top_p)
-        return temperature, top_p
+        return self.settings.apply(*self.heads(hidden, logits))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not self._capture.attached:

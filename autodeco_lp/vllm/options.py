@@ -1,0 +1,96 @@
+"""What the AutoDeco model reads from vLLM's config: the `autodeco` block of `hf_overrides`.
+
+```
+vllm serve BASE --hf-overrides '{"architectures": ["AutoDecoForCausalLM"],
+                                 "autodeco": {"heads": "DIR or org/name", "temperature_scale": 1.0}}'
+```
+
+Keys of the `autodeco` block (all optional):
+- `heads`: folder or Hub id of the heads (native or released). Default: the model itself when it
+  is a released merged/lightweight checkpoint (`model_type: "autodeco"`), else the heads that
+  `heads/registry.json` registers for the base model.
+- `revision`: Hub revision of `heads`.
+- `base_architecture`: the vLLM architecture to wrap (e.g. `"LlamaForCausalLM"`). Default: the
+  `architectures` of the model's own `config.json` (read again, since `hf_overrides` replaced them).
+- `record_trace`: keep every sampled token's T and P in the worker (`autodeco_lp.vllm.pop_trace`).
+- the `DecodingSettings` fields (`temperature_scale`, `top_p_scale`, `min_temperature`,
+  `max_temperature`, `min_top_p`, `max_top_p`, `use_temperature_head`, `use_top_p_head`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from autodeco_lp.inference.settings import DecodingSettings
+
+ARCHITECTURE = "AutoDecoForCausalLM"
+# The architecture name in the authors' released configs (merged and lightweight).
+RELEASED_ARCHITECTURE = "AutoDecoModelForCausalLM"
+RELEASED_MODEL_TYPE = "autodeco"
+OVERRIDES_KEY = "autodeco"
+# Keys of the released config.json that describe the heads, not the base model.
+RELEASED_HEAD_KEYS = (
+    "base_model_type",
+    "base_model_name_or_path",
+    "enable_temperature_head",
+    "enable_top_p_head",
+    "use_enhanced_features",
+    "temperature_hidden_size",
+    "top_p_hidden_size",
+    "train_temp",
+    "train_top_p",
+)
+_OWN_KEYS = ("heads", "revision", "base_architecture", "record_trace")
+
+
+@dataclass(frozen=True)
+class AutoDecoVllmOptions:
+    heads: str | None = None
+    revision: str | None = None
+    base_architecture: str | None = None
+    record_trace: bool = False
+    settings: DecodingSettings = field(default_factory=DecodingSettings)
+
+    @classmethod
+    def from_hf_config(cls, hf_config: Any) -> AutoDecoVllmOptions:
+        raw = getattr(hf_config, OVERRIDES_KEY, None)
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ValueError(
+                f'`hf_overrides["{OVERRIDES_KEY}"]` has to be a JSON object, but is {raw!r}; pass e.g. '
+                f'{{"architectures": ["{ARCHITECTURE}"], "{OVERRIDES_KEY}": {{"heads": "path/or/org-name"}}}}'
+            )
+        own = {key: raw[key] for key in _OWN_KEYS if key in raw}
+        for key in ("heads", "revision", "base_architecture"):
+            if own.get(key) is not None and not isinstance(own[key], str):
+                raise ValueError(f'`hf_overrides["{OVERRIDES_KEY}"]["{key}"]` has to be a string, but is {own[key]!r}')
+        rest = {key: value for key, value in raw.items() if key not in _OWN_KEYS}
+        settings = DecodingSettings.from_dict(rest, where=f'`hf_overrides["{OVERRIDES_KEY}"]`')
+        return cls(
+            heads=own.get("heads"),
+            revision=own.get("revision"),
+            base_architecture=own.get("base_architecture"),
+            record_trace=bool(own.get("record_trace", False)),
+            settings=settings,
+        )
+
+
+def hf_overrides(heads: str | None = None, **options: Any) -> dict[str, Any]:
+    """The `hf_overrides` dict that serves a base model with AutoDeco heads, for `vllm.LLM(...)`.
+
+    `options` are the keys of the `autodeco` block (see this module's docstring); they are
+    validated here so a typo fails before the engine starts.
+    """
+    block = {key: value for key, value in options.items() if value is not None}
+    if heads is not None:
+        block["heads"] = str(heads)
+
+    class _Probe:  # validate through the same parser the model uses
+        pass
+
+    probe = _Probe()
+    setattr(probe, OVERRIDES_KEY, block)
+    AutoDecoVllmOptions.from_hf_config(probe)
+    return {"architectures": [ARCHITECTURE], OVERRIDES_KEY: block}
