@@ -17,11 +17,28 @@ def bench_group() -> None:
 @click.option("--repeats", default=7, show_default=True, help="Interleaved static/AutoDeco pairs per batch size.")
 @click.option("--batch-sizes", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--device", default=None, help="torch device; default: CUDA if available.")
+@click.option(
+    "--backend",
+    type=click.Choice(["hf", "vllm"]),
+    default="hf",
+    show_default=True,
+    help="hf: transformers generate; vllm: plain vLLM at static T=0.8, P=0.9 vs AutoDeco in vLLM.",
+)
 def generate(
-    model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str, device: str | None
+    model: str,
+    heads: str | None,
+    new_tokens: int,
+    repeats: int,
+    batch_sizes: str,
+    device: str | None,
+    backend: str,
 ) -> None:
-    """Decode overhead of AutoDeco against transformers' Temperature + TopP warpers (the paper's Table 3)."""
+    """Decode overhead of AutoDeco against static sampling (the paper's Table 3), in transformers or vLLM."""
     import torch
+
+    if backend == "vllm":
+        _generate_vllm(model, heads, new_tokens, repeats, batch_sizes)
+        return
 
     from autodeco_lp.evaluation.bench import bench_generate, format_rows
     from autodeco_lp.hub.models import load_model
@@ -42,4 +59,39 @@ def generate(
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} model={loaded.name_or_path} heads={heads_id}"
     )
     click.echo(f"new_tokens={new_tokens} repeats={repeats}; static = transformers' warpers at T=0.8, P=0.9")
+    click.echo(format_rows(rows))
+
+
+def _generate_vllm(model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str) -> None:
+    import platform  # noqa: PLC0415 (the command group stays light to import; as the hf backend)
+
+    import torch  # noqa: PLC0415
+
+    from autodeco_lp.evaluation.bench import bench_generate_vllm, format_rows  # noqa: PLC0415
+    from autodeco_lp.hub.models import packaged_model, packaged_model_dir  # noqa: PLC0415
+    from autodeco_lp.hub.registry import find_heads  # noqa: PLC0415
+
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"`--batch-sizes` has to list positive ints, but is {batch_sizes!r}")
+        packaged = packaged_model(model)
+        source = str(packaged_model_dir(packaged)) if packaged else model
+        entry = find_heads(packaged.model_id if packaged else model)
+        heads_id = heads or (entry.heads if entry else None)
+        if heads_id is None:
+            raise ValueError(f"no heads registered for `--model` {model!r}; pass `--heads DIR_OR_HUB_ID`.")
+        rows = bench_generate_vllm(source, heads_id, new_tokens, repeats, sizes)
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    import vllm  # noqa: PLC0415 (optional dependency)
+
+    click.echo(
+        f"backend=vllm {vllm.__version__} torch={torch.__version__} cpu={platform.processor() or platform.machine()} "
+        f"cores={torch.get_num_threads()} model={model} heads={heads_id}"
+    )
+    click.echo(
+        f"new_tokens={new_tokens} repeats={repeats}; static = vLLM at T=0.8, P=0.9; "
+        "AutoDeco at request T=P=1; fp32, eager"
+    )
     click.echo(format_rows(rows))

@@ -128,12 +128,14 @@ from autodeco_lp.cli.data import data_group  # noqa: E402
 from autodeco_lp.cli.evaluate import eval_group  # noqa: E402
 from autodeco_lp.cli.fit import fit_command  # noqa: E402
 from autodeco_lp.cli.plot import plot_group  # noqa: E402
+from autodeco_lp.cli.serve import serve_command  # noqa: E402
 
 autodeco.add_command(fit_command)
 autodeco.add_command(data_group)
 autodeco.add_command(eval_group)
 autodeco.add_command(bench_group)
 autodeco.add_command(plot_group)
+autodeco.add_command(serve_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

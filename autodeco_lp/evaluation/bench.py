@@ -9,6 +9,7 @@ CUDA memory of each arm on a GPU (on a CPU there is no per-arm allocator peak: "
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -119,3 +120,68 @@ def format_rows(rows: list[BenchRow]) -> str:
             f"{r.ratio_median:>13.3f} {r.ratio_min:>7.3f}-{r.ratio_max:<7.3f} {peak:>25}"
         )
     return "\n".join(lines)
+
+
+def bench_generate_vllm(
+    model_dir: str,
+    heads: str,
+    new_tokens: int = 32,
+    repeats: int = 5,
+    batch_sizes=(1, 8, 64),
+    static_temperature: float = 0.8,
+    static_top_p: float = 0.9,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> list[BenchRow]:
+    """Plain vLLM sampling at a static (T, P < 1) against AutoDeco in vLLM (request T = P = 1).
+
+    Two in-process engines on the same folder and engine seed; per batch size the same chat
+    prompts and exactly `new_tokens` tokens per row (`ignore_eos`), one warm-up each, then
+    `repeats` interleaved pairs (static, autodeco). Both arms sort the vocabulary for top-p once.
+    """
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # both engines in this process, idle when unused
+    from vllm import LLM, SamplingParams  # noqa: PLC0415 (optional dependency)
+
+    from autodeco_lp.vllm import hf_overrides  # noqa: PLC0415
+
+    if repeats < 1 or new_tokens < 1:
+        raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")
+    engine = dict(dtype=dtype, max_model_len=512, enforce_eager=True, seed=seed)
+    static = LLM(model_dir, **engine)
+    autodeco = LLM(model_dir, hf_overrides=hf_overrides(heads), **engine)
+    static_params = SamplingParams(
+        temperature=static_temperature, top_p=static_top_p, max_tokens=new_tokens, ignore_eos=True
+    )
+    autodeco_params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=new_tokens, ignore_eos=True)
+
+    def timed(llm, chats, params) -> float:
+        start = time.perf_counter()
+        outs = llm.chat(chats, params, use_tqdm=False)
+        elapsed = time.perf_counter() - start
+        assert all(len(o.outputs[0].token_ids) == new_tokens for o in outs)
+        return elapsed
+
+    rows = []
+    for batch in batch_sizes:
+        chats = [[{"role": "user", "content": p}] for p in (PROMPTS * batch)[:batch]]
+        timed(static, chats, static_params)  # warm-up both engines
+        timed(autodeco, chats, autodeco_params)
+        static_times, autodeco_times = [], []
+        for _ in range(repeats):
+            static_times.append(timed(static, chats, static_params))
+            autodeco_times.append(timed(autodeco, chats, autodeco_params))
+        ratios = [a / s for a, s in zip(autodeco_times, static_times)]
+        tokens = batch * new_tokens
+        rows.append(
+            BenchRow(
+                batch,
+                tokens / statistics.median(static_times),
+                tokens / statistics.median(autodeco_times),
+                statistics.median(ratios),
+                min(ratios),
+                max(ratios),
+                None,
+                None,
+            )
+        )
+    return rows

@@ -1,0 +1,116 @@
+"""The vLLM plugin's pieces that need no engine: options, the sampler rule, released configs, settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from autodeco_lp.inference.settings import DecodingSettings
+from autodeco_lp.vllm.options import AutoDecoVllmOptions, hf_overrides
+from autodeco_lp.vllm.sampling import check_vllm_version, scaled_metadata
+
+
+@dataclass
+class FakeMetadata:  # the three SamplingMetadata fields the rule reads and writes
+    temperature: torch.Tensor | None
+    all_greedy: bool
+    top_p: torch.Tensor | None
+
+
+def test_request_temperature_and_top_p_scale_the_heads_values():
+    # Authors' rule: T_pred * request_T (0 stays greedy), clamp(P_pred * request_P, 0, 1).
+    meta = FakeMetadata(torch.tensor([1.0, 0.5, 0.0]), False, torch.tensor([1.0, 0.8, 0.9]))
+    out = scaled_metadata(meta, torch.tensor([0.4, 1.2, 0.7]), torch.tensor([0.9, 1.0, 0.5]))
+    torch.testing.assert_close(out.temperature, torch.tensor([0.4, 0.6, 0.0]))
+    torch.testing.assert_close(out.top_p, torch.tensor([0.9, 0.8, 0.45]))
+    assert meta.temperature.tolist() == [1.0, 0.5, 0.0]  # the batch's own metadata is not modified
+
+
+def test_unset_request_top_p_means_one_and_all_greedy_is_untouched():
+    meta = FakeMetadata(torch.tensor([1.0, 2.0]), False, None)
+    out = scaled_metadata(meta, torch.tensor([0.5, 0.5]), torch.tensor([0.3, 1.0]))
+    torch.testing.assert_close(out.top_p, torch.tensor([0.3, 1.0]))
+    torch.testing.assert_close(out.temperature, torch.tensor([0.5, 1.0]))
+    greedy = FakeMetadata(None, True, None)
+    assert scaled_metadata(greedy, torch.tensor([0.5]), torch.tensor([0.3])) is greedy
+
+
+def test_vllm_version_check_names_the_supported_versions():
+    check_vllm_version("0.32.0")
+    check_vllm_version("0.32.1+cpu")
+    with pytest.raises(RuntimeError, match=r"supports vLLM 0\.32\.x, but vLLM 0\.33\.0 is installed"):
+        check_vllm_version("0.33.0")
+
+
+def test_hf_overrides_builds_and_validates_the_block():
+    assert hf_overrides("heads/x", temperature_scale=0.5) == {
+        "architectures": ["AutoDecoForCausalLM"],
+        "autodeco": {"temperature_scale": 0.5, "heads": "heads/x"},
+    }
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['temprature_scale'\]"):
+        hf_overrides("h", temprature_scale=0.5)
+    with pytest.raises(ValueError, match="`top_p_scale` has to be a positive float, but is -1"):
+        hf_overrides("h", top_p_scale=-1)
+    with pytest.raises(ValueError, match=r'`hf_overrides\["autodeco"\]` has to be a JSON object'):
+        AutoDecoVllmOptions.from_hf_config(SimpleNamespace(autodeco="heads/x"))
+    options = AutoDecoVllmOptions.from_hf_config(SimpleNamespace(autodeco={"heads": "d", "record_trace": True}))
+    assert options.heads == "d" and options.record_trace and options.settings == DecodingSettings()
+
+
+@pytest.mark.parametrize("name", ["temperature_scale", "top_p_scale", "min_temperature"])
+def test_infinite_scales_are_refused(name):
+    with pytest.raises(ValueError, match=rf"`{name}` has to be a finite positive float, but is inf; pass a finite"):
+        DecodingSettings(**{name: math.inf})
+    with pytest.raises(ValueError, match=rf"`{name}` has to be a positive float, but is nan"):
+        DecodingSettings(**{name: math.nan})
+
+
+def test_max_temperature_inf_means_no_cap():
+    settings = DecodingSettings(max_temperature=math.inf, temperature_scale=3.0)
+    t, p = settings.apply(torch.tensor([1.5]), torch.tensor([0.5]))
+    assert t.item() == pytest.approx(4.5) and p.item() == pytest.approx(0.5)
+
+
+def test_processor_rejects_infinite_temperature_scale():
+    from autodeco_lp import AutoDeco
+    from tests.conftest import random_heads, tiny_llama
+
+    with pytest.raises(ValueError, match="`temperature_scale` has to be a finite positive float, but is inf"):
+        AutoDeco(tiny_llama(), random_heads(), temperature_scale=float("inf"))
+
+
+def test_released_config_reads_as_the_base_config(tmp_path):
+    import json
+
+    from transformers import AutoConfig, LlamaConfig
+
+    from autodeco_lp.vllm.released import register_released_config
+
+    register_released_config()
+    base = LlamaConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=1, vocab_size=50).to_dict()
+    base.update(model_type="autodeco", architectures=["AutoDecoModelForCausalLM"], base_model_type="llama")
+    base.update(enable_temperature_head=True, enable_top_p_head=True, use_enhanced_features=True)
+    (tmp_path / "config.json").write_text(json.dumps(base))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, LlamaConfig) and config.hidden_size == 64
+    assert config.architectures == ["AutoDecoForCausalLM"]
+    assert config.autodeco == {"base_architecture": "LlamaForCausalLM"}
+    base["base_model_type"] = None
+    (tmp_path / "config.json").write_text(json.dumps(base))
+    with pytest.raises(ValueError, match="needs `base_model_type` naming a transformers model type"):
+        AutoConfig.from_pretrained(tmp_path)
+
+
+def test_serve_command_line_uses_the_registered_heads():
+    from autodeco_lp.cli.serve import serve_command_line
+
+    argv = serve_command_line("smollm2", None, "127.0.0.1", 8123, "float32", 512, 1.0, 1.0, ("--enforce-eager",))
+    assert argv[1:5] == ["-m", "vllm.entrypoints.cli.main", "serve", argv[4]]
+    assert "smollm2-135m-instruct" in argv[argv.index("--hf-overrides") + 1]
+    assert argv[-1] == "--enforce-eager"
+    with pytest.raises(ValueError, match="no heads registered for `--model` 'org/unknown'"):
+        serve_command_line("org/unknown", None, "127.0.0.1", 1, "auto", None, 1.0, 1.0)
