@@ -267,7 +267,6 @@ def test_hub_repo_from_offline_cache_in_a_subprocess(tmp_path):
 
 
 def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
-    import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError
 
     heads = random_heads()
@@ -280,7 +279,7 @@ def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
             raise EntryNotFoundError(f"{filename} not in {repo_id}")
         return str(files[filename])
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(ckpt, "hf_hub_download", fake_download)  # looked up in hub/checkpoint.py
     assert _same(heads, AutoDecoHeads.from_pretrained("org/heads", revision="abc"), atol=1e-2)
     assert "model-00001-of-00002.safetensors" not in asked
     assert "model-00002-of-00002.safetensors" in asked

@@ -29,6 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -141,21 +148,14 @@ class _HubRepo:
         self.description = f"Hub repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
 
     def get(self, name: str) -> Path | None:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-
         try:
             return Path(
                 hf_hub_download(self.repo_id, name, revision=self.revision, cache_dir=self.cache_dir, token=self.token)
             )
         except RevisionNotFoundError as exc:
             raise ValueError(
-                f"`revision` {self.revision!r} does not exist in {self.repo_id!r}; pass an existing branch, tag or commit."
+                f"`revision` {self.revision!r} does not exist in {self.repo_id!r}; "
+                "pass an existing branch, tag or commit."
             ) from exc
         except RepositoryNotFoundError as exc:
             raise ValueError(

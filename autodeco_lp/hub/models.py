@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autodeco_lp.hub.atomic import staged_directory
 
@@ -97,19 +98,14 @@ GEMMA3 = PackagedModel(
 )
 PACKAGED_MODELS = (SMOLLM2, GEMMA3)
 
-# The embedded default (kept as names because the CLI, the model cards and the tests use them).
+# The embedded default's Hub id (the embedded-model tests check heads and model cards against it).
 EMBEDDED_MODEL_ID = SMOLLM2.model_id
-EMBEDDED_ALIASES = SMOLLM2.aliases
 
 
 def packaged_model(name_or_path: str) -> PackagedModel | None:
     """The packaged model a short name or Hub id means, or None for anything else."""
     key = name_or_path.strip().lower()
     return next((m for m in PACKAGED_MODELS if key in m.aliases), None)
-
-
-def is_embedded(name_or_path: str) -> bool:
-    return name_or_path.strip().lower() in EMBEDDED_ALIASES
 
 
 def canonical_model_id(name_or_path: str) -> str:
@@ -123,8 +119,6 @@ def packaged_model_dir(packaged: PackagedModel) -> Path:
     target = cache_root() / packaged.cache_name
     if (target / _COMPLETE_MARKER).is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{packaged.cache_name}-gguf-") as scratch:
         gguf = packaged.gguf(Path(scratch))
@@ -153,10 +147,6 @@ def packaged_model_dir(packaged: PackagedModel) -> Path:
     return target
 
 
-def embedded_model_dir() -> Path:
-    return packaged_model_dir(SMOLLM2)
-
-
 def load_model(
     name_or_path: str = "smollm2",
     dtype: torch.dtype = torch.float32,
@@ -166,8 +156,6 @@ def load_model(
 
     The tokenizer pads on the left (what batched generation needs) and has a pad token.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     packaged = packaged_model(name_or_path)
     source = packaged_model_dir(packaged) if packaged else name_or_path
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
