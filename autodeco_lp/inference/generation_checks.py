@@ -13,6 +13,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+# From configuration_utils, where both are defined: `transformers.generation.utils` would import the
+# whole generation/modeling stack (~1.4 s) on `import autodeco_lp`; the classes are the same objects.
+from transformers.generation.configuration_utils import GenerationConfig, GenerationMode
+
 # Frames to look through: processor -> LogitsProcessorList -> _sample -> generate -> pipeline ...
 _MAX_FRAMES = 40
 
@@ -28,12 +32,6 @@ class GenerationCallInfo:
 
 def inspect_generate_call() -> GenerationCallInfo | None:
     """Find the resolved `generation_config` of the `generate` call that is calling us."""
-    try:
-        from transformers import GenerationConfig
-        from transformers.generation.utils import GenerationMode
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return None
-
     frame = sys._getframe(1)
     configs, assisted = [], False
     for _ in range(_MAX_FRAMES):

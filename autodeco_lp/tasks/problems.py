@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autodeco_lp.tasks.prompting import FEWSHOT_DATASET_SEED
+
 EVAL_DATASET_SEED = 0
 TRAIN_DATASET_SEED = 1000
 
@@ -81,7 +83,7 @@ class ReasoningGymTask:
 
     def __init__(self, name: str, options: dict[str, Any], dataset_seed: int, size: int) -> None:
         try:
-            import reasoning_gym
+            import reasoning_gym  # noqa: PLC0415 - optional (the `tasks` extra); JSONL tasks work without it
         except ImportError as exc:
             raise ValueError(
                 "reasoning_gym tasks need the reasoning-gym package: pip install 'autodeco-lp[tasks]'"
@@ -96,8 +98,6 @@ class ReasoningGymTask:
 
     def shots_for(self, problem: Problem, count: int) -> list[Problem]:
         """Few-shot examples: the same `count` problems for every question, from their own dataset seed."""
-        from autodeco_lp.tasks.prompting import FEWSHOT_DATASET_SEED
-
         if count == 0:
             return []
         if self._shots is None or len(self._shots) != count:
@@ -147,7 +147,7 @@ class JsonlTask:
                 ) from exc
             if choices:
                 letters = [chr(ord("A") + i) for i in range(len(choices))]
-                question = question + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(letters, choices))
+                question = question + "\n" + "\n".join(f"{letter}. {c}" for letter, c in zip(letters, choices))
                 if answer.strip().upper() in letters:
                     answer = answer.strip().upper()
                 elif answer in choices:
@@ -166,7 +166,8 @@ class JsonlTask:
         """Few-shot examples: the `count` rows after `problem` in the file (wrapping), never itself."""
         if count >= len(self.problems):
             raise ValueError(
-                f"{self.path} has {len(self.problems)} rows: too few for {count} few-shot examples besides each question; lower --shots"
+                f"{self.path} has {len(self.problems)} rows: too few for {count} few-shot examples "
+                "besides each question; lower --shots"
             )
         return [self.problems[(problem.index + k) % len(self.problems)] for k in range(1, count + 1)]
 

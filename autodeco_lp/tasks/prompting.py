@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
+
 FEWSHOT_DATASET_SEED = 2000
 DEFAULT_SHOTS = 3
 FEWSHOT_STOP = "\n"
@@ -48,8 +50,6 @@ def fewshot_text(shots, question: str) -> str:
 
 def task_prompts(tokenizer, task, problems, chat: bool = True, shots: int = DEFAULT_SHOTS) -> Prompts:
     """Prompts for `problems` of `task` (see the module docstring for the two styles)."""
-    from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
-
     if uses_chat_template(tokenizer, chat):
         return Prompts(format_prompts(tokenizer, [p.question for p in problems], chat=True), False, ())
     if shots < 0:
