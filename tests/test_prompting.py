@@ -126,6 +126,7 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
     import autodeco_lp.inference.sampling as sampling
     from autodeco_lp.evaluation.runner import _training_questions
     from autodeco_lp.tasks.problems import ReasoningGymTask
+    from autodeco_lp.training import rejection
     from autodeco_lp.training.rejection import SampleArgs, sample_training_data
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
@@ -140,7 +141,7 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
 
         return real(*args, **kwargs, logits_processor=[Boost()])
 
-    monkeypatch.setattr(sampling, "sample_completions", with_newlines)
+    monkeypatch.setattr(rejection, "sample_completions", with_newlines)  # where sample_training_data looks it up
     args = SampleArgs(
         model=str(tiny_base_model_dir),
         task="reasoning_gym:products",

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from autodeco_lp.training.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_DROP, LossConfig
+from autodeco_lp.training.ranking import load_commands
 
 TRAIN_HEADS = ("both", "temperature", "top_p")
 SMALL_MODEL_PARAMETERS = 1_000_000_000
@@ -53,7 +56,8 @@ class FitArgs:
     recipe: str = field(
         default="auto",
         metadata=_help(
-            "Defaults of the options marked 'from --recipe': released (the paper's), small (chosen by our ablation for small models), or auto (small below 1B parameters)."
+            "Defaults of the options marked 'from --recipe': released (the paper's), small (chosen by our ablation "
+            "for small models), or auto (small below 1B parameters)."
         ),
     )
     model: str = field(
@@ -86,13 +90,15 @@ class FitArgs:
     easy_token_drop: float | None = field(
         default=None,
         metadata=_help(
-            "Probability of dropping a position whose base argmax is already right from the temperature loss. Default: from --recipe."
+            "Probability of dropping a position whose base argmax is already right from the temperature loss. "
+            "Default: from --recipe."
         ),
     )
     dft: bool | None = field(
         default=None,
         metadata=_help(
-            "Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning). Default: from --recipe."
+            "Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning). Default: from "
+            "--recipe."
         ),
     )
     temperature_loss_weight: float = field(default=1.0, metadata=_help("Weight of the temperature loss in the total."))
@@ -100,14 +106,18 @@ class FitArgs:
     sequence_weighting: str | None = field(
         default=None,
         metadata=_help(
-            "none (released objective), importance (weight each sequence by its clipped probability ratio heads/base, so training follows task success rather than token likelihood) or importance-normalised (the same, self-normalised per step); see losses.py. Default: from --recipe."
+            "none (released objective), importance (weight each sequence by its clipped probability ratio "
+            "heads/base, so training follows task success rather than token likelihood) or importance-normalised "
+            "(the same, self-normalised per step); see losses.py. Default: from --recipe."
         ),
     )
     importance_clip: float = field(default=10.0, metadata=_help("Upper bound of a sequence's importance weight."))
     control_commands: str | None = field(
         default=None,
         metadata=_help(
-            "Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a high-diversity command, and a ranking loss orders their mean T and P (see autodeco_lp/training/ranking.py)."
+            "Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a "
+            "high-diversity command, and a ranking loss orders their mean T and P (see "
+            "autodeco_lp/training/ranking.py)."
         ),
     )
     control_weight: float = field(default=1.0, metadata=_help("Weight of the control ranking loss in the total."))
@@ -135,7 +145,8 @@ class FitArgs:
     max_tokens_per_batch: int | None = field(
         default=None,
         metadata=_help(
-            "Token budget of a micro-batch (longest row x rows); larger micro-batches are split. The loss is per token, so this never changes the result."
+            "Token budget of a micro-batch (longest row x rows); larger micro-batches are split. The loss is per "
+            "token, so this never changes the result."
         ),
     )
     learning_rate: float | None = field(
@@ -163,7 +174,8 @@ class FitArgs:
     cache: bool = field(
         default=True,
         metadata=_help(
-            "Run the base model once and keep the hidden states of supervised positions on disk (--no-cache streams through the base model every epoch)."
+            "Run the base model once and keep the hidden states of supervised positions on disk (--no-cache streams "
+            "through the base model every epoch)."
         ),
     )
     cache_max_gb: float = field(
@@ -204,7 +216,8 @@ class FitArgs:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
-                    f"`--{name.replace('_', '-')}` has to be one of {', '.join(allowed)}, but is {getattr(self, name)!r}"
+                    f"`--{name.replace('_', '-')}` has to be one of {', '.join(allowed)}, "
+                    f"but is {getattr(self, name)!r}"
                 )
         positive = (
             "max_length",
@@ -233,12 +246,11 @@ class FitArgs:
             raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard")
         self.loss_config(validate_only=True)  # validates the objective's options
         if self.control_commands is not None:
-            from autodeco_lp.training.ranking import load_commands
-
             load_commands(self.control_commands)  # a bad file fails before the model loads
             if min(self.control_t_margin, self.control_p_margin) < 0:
                 raise ValueError(
-                    f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, {self.control_p_margin}"
+                    f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, "
+                    f"{self.control_p_margin}"
                 )
 
     def resolved(self, num_parameters: int) -> FitArgs:
@@ -277,8 +289,6 @@ class FitArgs:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Fields from a YAML (or JSON) file; unknown keys are refused with the list of known ones."""
-    import yaml
-
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}

@@ -119,7 +119,7 @@ def tokenize_row(row: Any, tokenizer, max_length: int) -> tuple[Example, bool]:
 def _hub_dataset_rows(name: str) -> tuple[list[str], str]:
     """Rows of a Hugging Face `datasets` dataset (`NAME` or `NAME:SPLIT`) as JSON lines."""
     try:
-        import datasets
+        import datasets  # noqa: PLC0415 - optional (Hub datasets by name), not a dependency
     except ImportError as exc:
         raise ValueError(
             f"`--data` {name!r} is not a file; pass a JSONL file, or install `datasets` to read a Hub dataset by name."

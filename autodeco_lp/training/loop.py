@@ -23,8 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, DistributedType
+from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from autodeco_lp.hub.config import AutoDecoConfig
+from autodeco_lp.hub.models import load_model
 from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.training import batches, hidden
@@ -38,6 +42,7 @@ from autodeco_lp.training.losses import (
     trainable_parameters,
 )
 from autodeco_lp.training.model_card import write_model_card
+from autodeco_lp.training.ranking import DIRECTIONS, control_ranking_sums, load_commands, pick_command, with_command
 from autodeco_lp.training.resume import (
     list_checkpoints,
     load_training_state,
@@ -113,7 +118,8 @@ class _Metrics:
             self.path.write_text("".join(line + "\n" for line in kept))
         if report_to == "tensorboard":
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                # tensorboard is optional (`--report-to tensorboard`): not a dependency of the package.
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
             except ImportError as exc:
                 raise ValueError(
                     "`--report-to tensorboard` needs the tensorboard package: pip install tensorboard"
@@ -184,7 +190,8 @@ def _prepare_cache(
             )
         warnings.warn(
             f"the hidden-state cache would take {size / 1e9:.1f} GB (budget --cache-max-gb {args.cache_max_gb}, "
-            f"{free / 1e9:.1f} GB free); streaming through the base model instead."
+            f"{free / 1e9:.1f} GB free); streaming through the base model instead.",
+            stacklevel=2,
         )
         return None
     world = accelerator.num_processes
@@ -208,7 +215,6 @@ def _prepare_cache(
     rank = accelerator.process_index
     mine = [i for i in range(len(dataset.examples)) if i % world == rank]
     most = math.ceil(len(range(0, len(dataset.examples), world)) / args.cache_batch_size)  # rank 0 has the most
-    from tqdm.auto import tqdm
 
     with tqdm(total=len(mine), desc="caching hidden states", disable=not show_progress, file=sys.stderr) as bar:
         hidden.build_part(
@@ -263,7 +269,6 @@ def _load_data(args: FitArgs, tokenizer):
     """The training rows; with `--control-commands` also their low and high command versions."""
     if args.control_commands is None:
         return load_jsonl(args.data, tokenizer, args.max_length)
-    from autodeco_lp.training.ranking import DIRECTIONS, load_commands, pick_command, with_command
 
     commands = load_commands(args.control_commands)
     makers = [
@@ -283,8 +288,6 @@ def _all_versions(dataset):
 
 def _control_sums(ids, args, dataset, cache, model, pad_id, heads, projection, params, device) -> LossSums:
     """The ranking loss over this process's rows of the step (rows whose versions all have targets)."""
-    from autodeco_lp.training.ranking import control_ranking_sums
-
     n = len(dataset.examples)
     rows = [i for i in ids if all(version[i].num_targets for version in dataset.variants)]
     triples = []
@@ -317,12 +320,6 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     Writes `output_dir/{checkpoint-N/, metrics.jsonl, hidden_cache/}` during training and the final
     heads + a model card README.md in `output_dir` at the end.
     """
-    from accelerate import Accelerator, DistributedType
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
-
-    from autodeco_lp.hub.models import load_model
-
     accelerator = Accelerator(cpu=args.use_cpu)
     device = accelerator.device
     main = accelerator.is_main_process
@@ -380,8 +377,9 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
         state = load_training_state(path)
         if state["data"] != data_identity:
             raise ValueError(
-                f"cannot resume exactly from {path}: it was trained with {state['data']}, this run has {data_identity}. "
-                "Use the same --data, --max-length, --seed, batch sizes, process count and step budget, or start a new --output-dir."
+                f"cannot resume exactly from {path}: it was trained with {state['data']}, "
+                f"this run has {data_identity}. Use the same --data, --max-length, --seed, batch sizes, "
+                "process count and step budget, or start a new --output-dir."
             )
         heads.load_state_dict(AutoDecoHeads.from_pretrained(path, device=device).state_dict())
         optimizer.load_state_dict(state["optimizer"])

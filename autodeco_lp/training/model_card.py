@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 from autodeco_lp.hub.atomic import atomic_write, write_text
+from autodeco_lp.hub.models import canonical_model_id
 from autodeco_lp.version import __version__
 
 
 def write_model_card(output_dir: Path, args, dataset, result, command: str, world_size: int, device: str) -> None:
-    from autodeco_lp.hub.models import canonical_model_id
-
     base = canonical_model_id(args.model)
     rows = [
         ("base model", f"`{base}` (frozen)"),
@@ -20,7 +19,8 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
         (
             "examples / supervised tokens",
             f"{len(dataset.examples)} / {dataset.num_targets}"
-            f" ({dataset.skipped_empty} rows skipped with no target, {dataset.truncated} truncated at {args.max_length})",
+            f" ({dataset.skipped_empty} rows skipped with no target, {dataset.truncated} truncated at "
+            f"{args.max_length})",
         ),
         ("optimizer steps", str(result.steps)),
         (
@@ -31,7 +31,8 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
         (
             "objective",
             f"alpha {args.alpha}, easy-token drop {args.easy_token_drop}, DFT {'on' if args.dft else 'off'}, "
-            f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting {args.sequence_weighting}"
+            f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting "
+            f"{args.sequence_weighting}"
             + (f" (clip {args.importance_clip})" if args.sequence_weighting != "none" else ""),
         ),
         ("initialised from", f"`{args.init_heads}`" if args.init_heads else f"random (seed {args.seed})"),
@@ -40,7 +41,8 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
             "off"
             if not args.control_commands
             else f"commands `{args.control_commands}`, ranking weight {args.control_weight}, "
-            f"margins T {args.control_t_margin} / P {args.control_p_margin} (each row also seen with a low and a high command)",
+            f"margins T {args.control_t_margin} / P {args.control_p_margin} (each row also seen with a low and a "
+            "high command)",
         ),
         ("hidden-state cache", "yes" if result.cached else "no (streamed)"),
         ("training time", f"{result.seconds:.0f} s on {world_size} x {device}"),

@@ -14,7 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
 from autodeco_lp.hub.atomic import atomic_write
+from autodeco_lp.hub.models import load_model
+from autodeco_lp.inference.sampling import sample_completions
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, FEWSHOT_STOP, task_prompts
 
@@ -31,14 +36,16 @@ class SampleArgs:
     dataset_seed: int = field(
         default=TRAIN_DATASET_SEED,
         metadata={
-            "help": f"Seed of the task's problem generator (evaluation uses {EVAL_DATASET_SEED}, which is refused here)."
+            "help": f"Seed of the task's problem generator (evaluation uses {EVAL_DATASET_SEED}, "
+            "which is refused here)."
         },
     )
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     temperature: float = field(
         default=1.0,
         metadata={
-            "help": "Sampling temperature (the paper samples the base model as is: 1.0); 0 = greedy, one solution per problem (--samples 1)."
+            "help": "Sampling temperature (the paper samples the base model as is: 1.0); "
+            "0 = greedy, one solution per problem (--samples 1)."
         },
     )
     top_p: float = field(default=1.0, metadata={"help": "Sampling top-p."})
@@ -91,12 +98,6 @@ class SampleSummary:
 
 
 def sample_training_data(args: SampleArgs, task_options: dict | None = None, progress: bool = True) -> SampleSummary:
-    import torch
-    from tqdm.auto import tqdm
-
-    from autodeco_lp.hub.models import load_model
-    from autodeco_lp.inference.sampling import sample_completions
-
     task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(args.model, device=device)
