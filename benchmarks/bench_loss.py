@@ -1,6 +1,7 @@
 """Peak memory and time of the chunked AutoDeco loss against a naive full-tensor implementation.
 
-    .venv/bin/python benchmarks/bench_loss.py [--positions 4096] [--vocab 49152] [--hidden 576] [--chunk 256] [--repeats 3]
+    .venv/bin/python benchmarks/bench_loss.py [--positions 4096] [--vocab 49152] [--hidden 576] \\
+        [--chunk 256] [--repeats 3]
 
 Both variants compute the same objective (temperature CE + soft top-p NLL, DFT, easy-token
 drop), forward and backward, for N supervised positions: the naive one materialises every
@@ -121,7 +122,8 @@ def main() -> None:
     ratios = [c / n for c, n in zip(times["chunked"], times["naive"])]
     for variant in ("naive", "chunked"):
         print(
-            f"{variant:>8}: peak {peak[variant] / 2**20:9.0f} MiB   time {statistics.median(times[variant]):7.3f} s (median of {args.repeats})"
+            f"{variant:>8}: peak {peak[variant] / 2**20:9.0f} MiB   time {statistics.median(times[variant]):7.3f} s "
+            f"(median of {args.repeats})"
         )
     print(f"memory: chunked uses {peak['naive'] / max(peak['chunked'], 1):.1f}x less")
     print(f"time ratio chunked/naive: {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")

@@ -57,11 +57,12 @@ def test_ablation_fits_each_recipe_scores_it_and_resumes(recipe_file, monkeypatc
     table = (out / "ablation.md").read_text()
     assert "| no-drop | dft=False, easy_token_drop=0.0 | 2 |" in table and "| *greedy* | reference |" in table
     # Rerunning fits nothing and generates nothing: the same report from the recipe summaries and caches.
-    import autodeco_lp.inference.sampling as sampling
-    import autodeco_lp.training.loop as loop
+    # Patched where they are looked up: ablation calls `fit`, the evaluation runner `sample_completions`.
+    import autodeco_lp.evaluation.ablation as ablation
+    import autodeco_lp.evaluation.runner as runner
 
-    monkeypatch.setattr(loop, "fit", lambda *a, **k: pytest.fail("refitted"))
-    monkeypatch.setattr(sampling, "sample_completions", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(ablation, "fit", lambda *a, **k: pytest.fail("refitted"))
+    monkeypatch.setattr(runner, "sample_completions", lambda *a, **k: pytest.fail("regenerated"))
     again = run_ablation(config, progress=False)
     assert again["recipes"] == report["recipes"] and again["references"] == report["references"]
 

@@ -155,7 +155,7 @@ def test_eval_reproduces_its_numbers_from_the_cache(small_eval, monkeypatch):
     assert first["methods"]["temperature-only"]["mean_top_p"] == pytest.approx(1.0)
     assert first["methods"]["top-p-only"]["mean_temperature"] == pytest.approx(1.0)
     # A second run (e.g. after a kill) must not generate anything and must give the same numbers.
-    monkeypatch.setattr("autodeco_lp.inference.sampling.sample_completions", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(runner, "sample_completions", lambda *a, **k: pytest.fail("regenerated"))
     second = run_eval(EvalArgs(**small_eval, methods=methods), progress=False)
     assert second["methods"] == first["methods"]
 

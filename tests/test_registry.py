@@ -41,7 +41,8 @@ def test_no_match_lists_known_pairs():
     model.name_or_path = "my/unknown-model"
     with pytest.raises(
         ValueError,
-        match=r"(?s)no registered AutoDeco heads for model 'my/unknown-model'.*openai/gpt-oss-20b  ->  Jadeislaw/AutoDeco-GPT-Oss-20B",
+        match=r"(?s)no registered AutoDeco heads for model 'my/unknown-model'"
+        r".*openai/gpt-oss-20b  ->  Jadeislaw/AutoDeco-GPT-Oss-20B",
     ):
         resolve_heads_for_model(model)
     with pytest.raises(ValueError, match="no registered AutoDeco heads"):

@@ -34,7 +34,11 @@ from pathlib import Path
 
 import yaml
 
+from autodeco_lp.evaluation.runner import EvalArgs, run_eval
 from autodeco_lp.hub.atomic import atomic_write, write_text
+from autodeco_lp.training.args import FitArgs
+from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
+from autodeco_lp.training.resume import list_checkpoints
 
 SECTIONS = ("out", "fit", "eval", "tasks", "references", "recipes")
 
@@ -52,7 +56,6 @@ def read_recipes(path: Path) -> dict:
         raise ValueError(
             f"`--config` {str(path)!r}: unknown keys {unknown}, missing keys {missing}; known: {', '.join(SECTIONS)}"
         )
-    from autodeco_lp.training.args import FitArgs
 
     known = {f.name for f in fields(FitArgs)}
     for name, overrides in config["recipes"].items():
@@ -64,10 +67,6 @@ def read_recipes(path: Path) -> dict:
 
 def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: list[Path]) -> dict:
     """Fit (or reuse) one recipe's heads; returns its fit summary."""
-    from autodeco_lp.training.args import FitArgs
-    from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
-    from autodeco_lp.training.resume import list_checkpoints
-
     options = {**shared, **(overrides or {}), "output_dir": str(folder), "disable_tqdm": True}
     summary_path = folder / "recipe.json"
     if summary_path.is_file():
@@ -95,9 +94,6 @@ def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: 
 
 
 def run_ablation(config: dict, progress: bool = True) -> dict:
-    from autodeco_lp.evaluation.runner import EvalArgs, run_eval
-    from autodeco_lp.training.loop import CACHE_DIR_NAME
-
     out = Path(config["out"])
     evaluation = dict(config.get("eval") or {})
     evaluation.setdefault("model", config["fit"].get("model", "smollm2"))
@@ -144,7 +140,8 @@ def _pass4(m: dict) -> str:
 
 
 def ablation_table(report: dict) -> str:
-    """Markdown: one row per recipe (per task: pass@1 mean ± std over seeds, pass@4, mean T / P), then the references."""
+    """Markdown: one row per recipe (per task: pass@1 mean ± std over seeds, pass@4, mean T / P),
+    then the references."""
     tasks = list(report["config"]["tasks"])
     head = (
         "| recipe | changes | steps | fit s | "

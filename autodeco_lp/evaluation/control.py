@@ -25,7 +25,16 @@ from pathlib import Path
 import torch
 
 from autodeco_lp.hub.atomic import atomic_write, write_text
+from autodeco_lp.hub.models import load_model
+from autodeco_lp.hub.registry import resolve_heads_for_model
 from autodeco_lp.inference.capture import OutputProjection
+from autodeco_lp.inference.heads import AutoDecoHeads
+from autodeco_lp.inference.sampling import sample_completions
+from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, load_task
+from autodeco_lp.tasks.prompting import task_prompts
+from autodeco_lp.training.data import tokenize_row
+from autodeco_lp.training.hidden import supervised_hidden_states
+from autodeco_lp.training.ranking import DIRECTIONS, load_commands, with_command
 
 
 @dataclass
@@ -38,7 +47,8 @@ class ControlArgs:
     tasks: str = field(
         default="reasoning_gym:products,reasoning_gym:chain_sum",
         metadata={
-            "help": "Comma-separated tasks whose evaluation problems (dataset seed 0) are the prompts; JSONL files work too."
+            "help": "Comma-separated tasks whose evaluation problems (dataset seed 0) are the prompts; "
+            "JSONL files work too."
         },
     )
     commands: str = field(
@@ -56,7 +66,8 @@ class ControlArgs:
             raise ValueError("`--out` is required: the folder for control.json and control.md")
         if self.prompts < 1 or self.max_new_tokens < 1:
             raise ValueError(
-                f"`--prompts` and `--max-new-tokens` have to be positive, but are {self.prompts} and {self.max_new_tokens}"
+                f"`--prompts` and `--max-new-tokens` have to be positive, but are {self.prompts} and "
+                f"{self.max_new_tokens}"
             )
 
 
@@ -73,9 +84,6 @@ def _rows(prompts, texts, completions, fewshot: bool) -> list[dict]:
 @torch.no_grad()
 def _mean_heads(model, tokenizer, heads, rows: list[dict], batch_size: int = 16) -> torch.Tensor:
     """`(len(rows), 2)`: mean T and mean P over each row's response tokens."""
-    from autodeco_lp.training.data import tokenize_row
-    from autodeco_lp.training.hidden import supervised_hidden_states
-
     projection = OutputProjection.from_model(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     examples = [tokenize_row(row, tokenizer, 4096)[0] for row in rows]
@@ -88,14 +96,6 @@ def _mean_heads(model, tokenizer, heads, rows: list[dict], batch_size: int = 16)
 
 
 def measure_control(args: ControlArgs, progress: bool = True) -> dict:
-    from autodeco_lp.hub.models import load_model
-    from autodeco_lp.hub.registry import resolve_heads_for_model
-    from autodeco_lp.inference.heads import AutoDecoHeads
-    from autodeco_lp.inference.sampling import sample_completions
-    from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, load_task
-    from autodeco_lp.tasks.prompting import task_prompts
-    from autodeco_lp.training.ranking import DIRECTIONS, load_commands, with_command
-
     commands = load_commands(args.commands)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(args.model, device=device)
@@ -177,12 +177,13 @@ def control_table(report: dict) -> str:
         ct = f"{100 * v['consistency_temperature']:.0f}%" if "consistency_temperature" in v else "-"
         cp = f"{100 * v['consistency_top_p']:.0f}%" if "consistency_top_p" in v else "-"
         lines.append(
-            f"| {name} | {v['mean_temperature']:.3f} | {v['delta_temperature']:+.3f} | {ct} | {v['mean_top_p']:.4f} | {v['delta_top_p']:+.4f} | {cp} |"
+            f"| {name} | {v['mean_temperature']:.3f} | {v['delta_temperature']:+.3f} | {ct} | {v['mean_top_p']:.4f} "
+            f"| {v['delta_top_p']:+.4f} | {cp} |"
         )
     s = report["settings"]
-    return (
-        f"Plain-language control on {s['model']} with heads {s['heads_resolved']}: {s['prompts_measured']} held-out prompts "
-        f"({s['tasks']}), held-out paraphrases, greedy responses of {s['max_new_tokens']} tokens read under each command.\n\n"
-        + "\n".join(lines)
-        + "\n"
+    caption = (
+        f"Plain-language control on {s['model']} with heads {s['heads_resolved']}: "
+        f"{s['prompts_measured']} held-out prompts ({s['tasks']}), held-out paraphrases, "
+        f"greedy responses of {s['max_new_tokens']} tokens read under each command."
     )
+    return caption + "\n\n" + "\n".join(lines) + "\n"

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from autodeco_lp.inference.capture import OutputProjection
+from autodeco_lp.training.data import load_jsonl
+from autodeco_lp.training.hidden import supervised_hidden_states
 from autodeco_lp.training.losses import LossConfig, autodeco_loss_sums
 
 
@@ -31,9 +33,6 @@ def training_positions(
     model, tokenizer, data: str, max_length: int = 2048, max_rows: int | None = None, batch_size: int = 8
 ):
     """(hidden (N, H), labels (N,)) of every supervised position of a training file."""
-    from autodeco_lp.training.data import load_jsonl
-    from autodeco_lp.training.hidden import supervised_hidden_states
-
     examples = load_jsonl(data, tokenizer, max_length).examples[:max_rows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     hidden, labels = [], []
@@ -73,8 +72,11 @@ class _ConstantTopP(nn.Module):
         return t, torch.full_like(t, self.top_p)
 
 
-def top_p_loss_curve(heads, hidden, labels, lm_head, values, config: LossConfig = LossConfig()) -> list[float]:
-    """Mean soft top-p loss (the objective's top-p term, DFT weights included) for each constant P."""
+def top_p_loss_curve(heads, hidden, labels, lm_head, values, config: LossConfig | None = None) -> list[float]:
+    """Mean soft top-p loss (the objective's top-p term, DFT weights included) for each constant P.
+
+    `config`: the objective whose `alpha` and `dft` are used (default: `LossConfig()`)."""
+    config = config if config is not None else LossConfig()
     losses = []
     for value in values:
         sums = autodeco_loss_sums(

@@ -7,11 +7,12 @@ from pathlib import Path
 
 
 def _pyplot():
+    # matplotlib is optional (the `plots` extra): imported when a figure is drawn, with an install hint.
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415
 
         matplotlib.use("Agg")  # files only, no display
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError("plots need matplotlib: pip install 'autodeco-lp[plots]'") from exc
     return plt

@@ -24,7 +24,8 @@ def markdown_table(report: dict) -> str:
     for name, m in methods.items():
         passk = " | ".join(_fmt(m["pass@k"].get(str(k))) for k in ks)
         lines.append(
-            f"| {name} | {_fmt(m['temperature'], 2)} | {_fmt(m['top_p'], 2)} | {m['pass@1']:.3f} ± {m['pass@1_std']:.3f} "
+            f"| {name} | {_fmt(m['temperature'], 2)} | {_fmt(m['top_p'], 2)} "
+            f"| {m['pass@1']:.3f} ± {m['pass@1_std']:.3f} "
             f"| {passk} | {_fmt(m.get('mean_temperature'))} | {_fmt(m.get('mean_top_p'))} |"
         )
     return "\n".join(lines) + "\n"

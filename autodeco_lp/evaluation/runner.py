@@ -17,12 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
+from autodeco_lp.evaluation.report import write_reports
 from autodeco_lp.evaluation.store import ResultStore
-from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED
-from autodeco_lp.tasks.prompting import DEFAULT_SHOTS
+from autodeco_lp.hub.models import load_model
+from autodeco_lp.hub.registry import resolve_heads_for_model
+from autodeco_lp.inference.heads import AutoDecoHeads
+from autodeco_lp.inference.processor import AutoDeco
+from autodeco_lp.inference.sampling import sample_completions
+from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
+from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
@@ -43,7 +50,8 @@ class EvalArgs:
     methods: str = field(
         default=DEFAULT_METHODS,
         metadata={
-            "help": "Comma-separated: greedy, default, autodeco, meanshift, oracle-grid, temperature-only, top-p-only, static:T,P."
+            "help": "Comma-separated: greedy, default, autodeco, meanshift, oracle-grid, temperature-only, "
+            "top-p-only, static:T,P."
         },
     )
     out: str | None = field(
@@ -82,7 +90,8 @@ class EvalArgs:
         if self.dataset_seed == TRAIN_DATASET_SEED:
             warnings.warn(
                 f"`--dataset-seed {TRAIN_DATASET_SEED}` is the seed training data is sampled from by default: "
-                "these problems may be the heads' training problems."
+                "these problems may be the heads' training problems.",
+                stacklevel=3,  # the caller of EvalArgs(...) (this runs inside the dataclass __init__)
             )
 
     def seed_list(self) -> list[int]:
@@ -111,10 +120,6 @@ def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
 
 class Evaluator:
     def __init__(self, args: EvalArgs, task_options: dict | None, progress: bool) -> None:
-        from autodeco_lp.hub.models import load_model
-        from autodeco_lp.tasks.problems import load_task
-        from autodeco_lp.tasks.prompting import task_prompts
-
         self.args, self.progress = args, progress
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.tokenizer = load_model(args.model, device=device)
@@ -148,9 +153,6 @@ class Evaluator:
     @property
     def heads(self):
         if self._heads is None:
-            from autodeco_lp.hub.registry import resolve_heads_for_model
-            from autodeco_lp.inference.heads import AutoDecoHeads
-
             self._heads = AutoDecoHeads.from_pretrained(self.args.heads or resolve_heads_for_model(self.model))
         return self._heads
 
@@ -173,11 +175,6 @@ class Evaluator:
 
     def run(self, decoding: Decoding, label: str) -> dict[int, list[dict]]:
         """Per seed, the records of every problem (generating what the cache lacks)."""
-        from tqdm.auto import tqdm
-
-        from autodeco_lp.inference.processor import AutoDeco
-        from autodeco_lp.inference.sampling import sample_completions
-
         seeds = [0] if decoding.kind == "greedy" else self.args.seed_list()
         samples = 1 if decoding.kind == "greedy" else self.args.samples
         per_call = max(1, self.batch_size // samples)
@@ -302,8 +299,6 @@ def oracle_grid(evaluator: Evaluator, samples: int) -> dict:
 
 def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = True) -> dict:
     """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results."""
-    from autodeco_lp.evaluation.report import write_reports
-
     evaluator = Evaluator(args, task_options, progress)
     samples = args.samples
     results: dict[str, dict] = {}
