@@ -1,12 +1,18 @@
-"""`autodeco eval`: compare decoding methods on a task; `eval ablation` (recipes) and `eval control` (commands) hang off it."""
+"""`autodeco eval`: compare decoding methods on a task; `eval ablation` (recipes) and `eval control`
+(commands) hang off it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from autodeco_lp.cli.options import dataclass_options, task_option
-from autodeco_lp.evaluation.control import ControlArgs
-from autodeco_lp.evaluation.runner import EvalArgs
+from autodeco_lp.evaluation.ablation import ablation_table, read_recipes, run_ablation
+from autodeco_lp.evaluation.control import ControlArgs, control_table, measure_control
+from autodeco_lp.evaluation.report import markdown_table
+from autodeco_lp.evaluation.runner import EvalArgs, run_eval
+from autodeco_lp.tasks.problems import parse_task_options
 
 
 @click.group("eval", invoke_without_command=True)
@@ -24,9 +30,6 @@ def eval_group(ctx: click.Context, task_options: tuple[str, ...], **options) -> 
     """
     if ctx.invoked_subcommand is not None:
         return
-    from autodeco_lp.evaluation.report import markdown_table
-    from autodeco_lp.evaluation.runner import run_eval
-    from autodeco_lp.tasks.problems import parse_task_options
 
     try:
         report = run_eval(EvalArgs(**options), parse_task_options(task_options))
@@ -49,15 +52,10 @@ def ablation_command(config_path: str) -> None:
 
     Resumable: run the same command again after a kill.
     """
-    from pathlib import Path
-
-    from autodeco_lp.evaluation.ablation import read_recipes, run_ablation
-
     try:
         report = run_ablation(read_recipes(Path(config_path)))
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    from autodeco_lp.evaluation.ablation import ablation_table
 
     click.echo(ablation_table(report), nl=False)
     click.echo(f"wrote {report['config']['out']}/ablation.json and ablation.md")
@@ -69,10 +67,9 @@ def control_command(**options) -> None:
     """Plain-language control (the paper's Table 4): do commands move the heads' T and P?
 
     \b
-    autodeco eval control --model smollm2 --heads heads/smollm2-135m-instruct-control --prompts 100 --out results-control/
+    autodeco eval control --model smollm2 --heads heads/smollm2-135m-instruct-control \\
+        --prompts 100 --out results-control/
     """
-    from autodeco_lp.evaluation.control import control_table, measure_control
-
     try:
         report = measure_control(ControlArgs(**options))
     except (ValueError, TypeError, OSError) as exc:

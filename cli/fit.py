@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from autodeco_lp.cli.options import dataclass_options
+from autodeco_lp.training import fit
 from autodeco_lp.training.args import FitArgs, read_config_file
 
 
@@ -30,8 +31,6 @@ def fit_command(ctx: click.Context, config_file: str | None, **options) -> None:
     accelerate launch --num_processes 8 -m autodeco_lp.training --data train.jsonl --output-dir out/
     autodeco-fit ... --resume-from-checkpoint      # continue from the latest checkpoint-N
     """
-    from autodeco_lp.training import fit
-
     try:
         values = dict(options)
         if config_file:

@@ -6,9 +6,22 @@ import json
 import sys
 
 import click
+import torch
+from transformers import AutoConfig
+from transformers.utils import logging as hf_logging
 
+from autodeco_lp.cli.bench import bench_group
+from autodeco_lp.cli.data import data_group
+from autodeco_lp.cli.evaluate import eval_group
+from autodeco_lp.cli.fit import fit_command
 from autodeco_lp.cli.options import dataclass_options
-from autodeco_lp.inference.textgen import GenerateArgs
+from autodeco_lp.cli.plot import plot_group
+from autodeco_lp.cli.serve import serve_command
+from autodeco_lp.hub.checkpoint import export_official
+from autodeco_lp.hub.models import load_model, packaged_model, packaged_model_dir
+from autodeco_lp.inference.heads import AutoDecoHeads
+from autodeco_lp.inference.processor import AutoDeco
+from autodeco_lp.inference.textgen import GenerateArgs, generate_text
 from autodeco_lp.version import __version__
 
 
@@ -21,8 +34,6 @@ def _fail(exc: Exception) -> None:
 @click.version_option(__version__, prog_name="autodeco")
 def autodeco() -> None:
     """AutoDeco for Hugging Face causal LMs: per-token temperature and top-p from two small heads."""
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # every command's stdout is its result; our own bars go to stderr
 
 
@@ -31,12 +42,6 @@ def autodeco() -> None:
 @click.argument("prompts", nargs=-1, required=True)
 def generate(prompts: tuple[str, ...], **options) -> None:
     """Sample a completion for each PROMPT with AutoDeco deciding T and P at every token."""
-    import torch
-
-    from autodeco_lp.hub.models import load_model
-    from autodeco_lp.inference.processor import AutoDeco
-    from autodeco_lp.inference.textgen import generate_text
-
     try:
         args = GenerateArgs(**options)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,9 +93,6 @@ def generate(prompts: tuple[str, ...], **options) -> None:
 )
 def export(heads: str, out_dir: str, fmt: str, model: str | None) -> None:
     """Write heads in another layout."""
-    from autodeco_lp.hub.checkpoint import export_official
-    from autodeco_lp.inference.heads import AutoDecoHeads
-
     try:
         loaded = AutoDecoHeads.from_pretrained(heads)
         if fmt == "native":
@@ -106,9 +108,6 @@ def export(heads: str, out_dir: str, fmt: str, model: str | None) -> None:
 def _base_config(name_or_path: str | None) -> dict:
     if not name_or_path:
         raise ValueError("the heads record no base model; pass --model ID so its config can be inlined.")
-    from transformers import AutoConfig
-
-    from autodeco_lp.hub.models import packaged_model, packaged_model_dir
 
     packaged = packaged_model(name_or_path)
     if packaged is not None:
@@ -122,13 +121,6 @@ def _base_config(name_or_path: str | None) -> dict:
             f"cannot read the config of base model {name_or_path!r} ({exc}); pass --model with a local folder."
         ) from exc
 
-
-from autodeco_lp.cli.bench import bench_group  # noqa: E402
-from autodeco_lp.cli.data import data_group  # noqa: E402
-from autodeco_lp.cli.evaluate import eval_group  # noqa: E402
-from autodeco_lp.cli.fit import fit_command  # noqa: E402
-from autodeco_lp.cli.plot import plot_group  # noqa: E402
-from autodeco_lp.cli.serve import serve_command  # noqa: E402
 
 autodeco.add_command(fit_command)
 autodeco.add_command(data_group)

@@ -7,6 +7,15 @@ from pathlib import Path
 
 import click
 
+from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
+from autodeco_lp.evaluation.plots import plot_grid, plot_passk, plot_top_p_diagnosis, plot_trace
+from autodeco_lp.hub.models import load_model
+from autodeco_lp.hub.registry import resolve_heads_for_model
+from autodeco_lp.inference.capture import OutputProjection
+from autodeco_lp.inference.heads import AutoDecoHeads
+from autodeco_lp.inference.processor import AutoDeco
+from autodeco_lp.inference.textgen import generate_text
+
 
 def _report(results: str) -> dict:
     path = Path(results)
@@ -31,11 +40,6 @@ def plot_group() -> None:
 @click.argument("prompt")
 def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: str, prompt: str) -> None:
     """Per-token T and P along one generation (the paper's Figure 5)."""
-    from autodeco_lp.evaluation.plots import plot_trace
-    from autodeco_lp.hub.models import load_model
-    from autodeco_lp.inference.processor import AutoDeco
-    from autodeco_lp.inference.textgen import generate_text
-
     try:
         loaded, tokenizer = load_model(model)
         with AutoDeco.from_pretrained(loaded, heads) as processor:
@@ -49,8 +53,6 @@ def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: st
 
 
 def _plot_results(kind: str, results: str, out: str) -> None:
-    from autodeco_lp.evaluation.plots import plot_grid, plot_passk
-
     report = _report(results)
     if kind == "grid" and "oracle-grid" not in report["methods"]:
         raise click.ClickException(
@@ -95,13 +97,6 @@ def passk(results: str, out: str) -> None:
 )
 def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: int | None, out: str) -> None:
     """Diagnose the top-p head: P against the base entropy, and the loss for a constant P."""
-    from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
-    from autodeco_lp.evaluation.plots import plot_top_p_diagnosis
-    from autodeco_lp.hub.models import load_model
-    from autodeco_lp.hub.registry import resolve_heads_for_model
-    from autodeco_lp.inference.capture import OutputProjection
-    from autodeco_lp.inference.heads import AutoDecoHeads
-
     try:
         loaded, tokenizer = load_model(model)
         fitted = AutoDecoHeads.from_pretrained(heads or resolve_heads_for_model(loaded)).eval()
