@@ -45,6 +45,13 @@ LAYERS = {
     "autodeco_lp.cli": ("cli", 5),
 }
 ENTRY_POINT = ("entry point (__main__)", 5)
+# Cycles in code owned elsewhere, listed so that the rest stays checked. Each entry must still be a
+# cycle while its modules exist (the test says when to delete it); never add one for new code.
+KNOWN_CYCLES = {
+    # vllm/sampling.py imports vllm/model.py inside `_is_autodeco_runner` (model.py imports sampling.py
+    # at the top), issue 15: the vLLM plugin's owner breaks it, e.g. by recognising the model by an attribute.
+    frozenset({"autodeco_lp.vllm.model", "autodeco_lp.vllm.sampling"}),
+}
 
 
 @dataclass(frozen=True)
@@ -160,8 +167,8 @@ def layer_violations(imports: list[Import], modules: dict[str, Path]) -> list[st
     return problems
 
 
-def import_cycles(imports: list[Import]) -> list[str]:
-    """Every strongly connected group of modules, written as one cycle through it with each import's place."""
+def import_cycles(imports: list[Import]) -> dict[frozenset[str], str]:
+    """Every strongly connected group of modules -> one cycle through it, with each import's place."""
     graph: dict[str, dict[str, Import]] = {}
     for imp in imports:
         if imp.source != imp.target:
@@ -196,9 +203,9 @@ def import_cycles(imports: list[Import]) -> list[str]:
     for node in sorted(graph):
         if node not in index:
             visit(node)
-    problems = []
+    problems = {}
     for group in groups:
-        members = set(group)
+        members = frozenset(group)
         # Walk from the first member back to itself inside the group (a shortest cycle, by BFS).
         start = group[0]
         previous: dict[str, str] = {}
@@ -223,8 +230,8 @@ def import_cycles(imports: list[Import]) -> list[str]:
             chain.append(previous[chain[-1]])
         chain.reverse()
         edges = [graph[a][b] for a, b in zip(chain, chain[1:] + [start])]
-        problems.append(
-            f"import cycle {' -> '.join(chain + [start])}:\n" + "\n".join(f"    {e.where()}: `{e.text}`" for e in edges)
+        problems[members] = f"import cycle {' -> '.join(chain + [start])}:\n" + "\n".join(
+            f"    {e.where()}: `{e.text}`" for e in edges
         )
     return problems
 
@@ -246,8 +253,11 @@ def test_no_import_climbs_up_a_layer():
 
 
 def test_no_import_cycles():
-    problems = import_cycles(IMPORTS)
+    cycles = import_cycles(IMPORTS)
+    problems = [text for members, text in cycles.items() if members not in KNOWN_CYCLES]
     assert not problems, "\n".join(problems)
+    fixed = [sorted(k) for k in KNOWN_CYCLES if k <= MODULES.keys() and k not in cycles]
+    assert not fixed, f"no longer a cycle, delete it from KNOWN_CYCLES: {fixed}"
 
 
 def test_shipped_heads_are_data_only():
@@ -304,7 +314,7 @@ def test_checker_names_file_line_and_import_of_a_climb(fake_tree):
 
 
 def test_checker_reports_a_cycle_with_both_imports(fake_tree):
-    problems = import_cycles(all_imports(fake_tree))
+    problems = list(import_cycles(all_imports(fake_tree)).values())
     # Two cycles: inference a <-> b, and cli.fit <-> training.__main__ (the import of an entry point).
     assert len(problems) == 2 and any("autodeco_lp.cli.fit -> autodeco_lp.training.__main__" in p for p in problems)
     (problem,) = [p for p in problems if "inference" in p]
