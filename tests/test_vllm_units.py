@@ -105,11 +105,31 @@ def test_released_config_reads_as_the_base_config(tmp_path):
         AutoConfig.from_pretrained(tmp_path)
 
 
+def test_speculative_decoding_and_pipeline_parallelism_are_refused():
+    # Checked on a stand-in config: a real n-gram engine imports numba, whose llvmlite objects then
+    # break vLLM 0.32's kernel-override scan of sys.modules for every later engine in the process.
+    from autodeco_lp.vllm.model import check_supported
+
+    config = SimpleNamespace(
+        speculative_config=None, parallel_config=SimpleNamespace(pipeline_parallel_size=1), use_v2_model_runner=False
+    )
+    check_supported(config)
+    with pytest.raises(ValueError, match="AutoDeco does not support speculative decoding"):
+        check_supported(SimpleNamespace(**{**vars(config), "speculative_config": object()}))
+    with pytest.raises(ValueError, match="not pipeline parallelism"):
+        check_supported(
+            SimpleNamespace(**{**vars(config), "parallel_config": SimpleNamespace(pipeline_parallel_size=2)})
+        )
+    with pytest.raises(ValueError, match="VLLM_USE_V2_MODEL_RUNNER=0"):
+        check_supported(SimpleNamespace(**{**vars(config), "use_v2_model_runner": True}))
+
+
+@pytest.mark.integration
 def test_serve_command_line_uses_the_registered_heads():
     from autodeco_lp.cli.serve import serve_command_line
 
     argv = serve_command_line("smollm2", None, "127.0.0.1", 8123, "float32", 512, 1.0, 1.0, ("--enforce-eager",))
-    assert argv[1:5] == ["-m", "vllm.entrypoints.cli.main", "serve", argv[4]]
+    assert argv[1:4] == ["-m", "vllm.entrypoints.openai.api_server", "--model"]
     assert "smollm2-135m-instruct" in argv[argv.index("--hf-overrides") + 1]
     assert argv[-1] == "--enforce-eager"
     with pytest.raises(ValueError, match="no heads registered for `--model` 'org/unknown'"):
