@@ -88,7 +88,7 @@ def _generate_vllm(model: str, heads: str | None, new_tokens: int, repeats: int,
 
     click.echo(
         f"backend=vllm {vllm.__version__} torch={torch.__version__} cpu={platform.processor() or platform.machine()} "
-        f"cores={torch.get_num_threads()} model={model} heads={heads_id}"
+        f"torch_threads={torch.get_num_threads()} model={model} heads={heads_id}"
     )
     click.echo(
         f"new_tokens={new_tokens} repeats={repeats}; static = vLLM at T=0.8, P=0.9; "

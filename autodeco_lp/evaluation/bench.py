@@ -140,6 +140,7 @@ def bench_generate_vllm(
     `repeats` interleaved pairs (static, autodeco). Both arms sort the vocabulary for top-p once.
     """
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # both engines in this process, idle when unused
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB per engine on a CPU (else the first takes ~all)
     from vllm import LLM, SamplingParams  # noqa: PLC0415 (optional dependency)
 
     from autodeco_lp.vllm import hf_overrides  # noqa: PLC0415
