@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# `transformers.AutoModelForCausalLM` / `AutoTokenizer` are looked up when a model is loaded, not
+# imported by name: resolving transformers' lazy auto classes costs ~0.2 s, which every `import
+# autodeco_lp` (and `autodeco --help`) would otherwise pay.
+import transformers
 
 from autodeco_lp.hub.atomic import staged_directory
 
@@ -123,8 +127,10 @@ def packaged_model_dir(packaged: PackagedModel) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{packaged.cache_name}-gguf-") as scratch:
         gguf = packaged.gguf(Path(scratch))
         try:
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+            tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         except (ImportError, ValueError) as exc:  # transformers raises ValueError for a missing gguf/accelerate
             raise ModuleNotFoundError(
                 f"converting {packaged.model_id} failed ({exc}). Reading GGUF needs the `gguf` and "
@@ -158,8 +164,8 @@ def load_model(
     """
     packaged = packaged_model(name_or_path)
     source = packaged_model_dir(packaged) if packaged else name_or_path
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
     if packaged:
         # So that the heads registry and the model cards name the real base model.
         model.config.name_or_path = packaged.model_id
