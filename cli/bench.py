@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import platform
+
 import click
+import torch
+
+from autodeco_lp.evaluation.bench import bench_generate, bench_generate_vllm, format_rows
+from autodeco_lp.hub.models import load_model, packaged_model, packaged_model_dir
+from autodeco_lp.hub.registry import find_heads, resolve_heads_for_model
+from autodeco_lp.inference.heads import AutoDecoHeads
 
 
 @click.group("bench")
@@ -34,16 +42,9 @@ def generate(
     backend: str,
 ) -> None:
     """Decode overhead of AutoDeco against static sampling (the paper's Table 3), in transformers or vLLM."""
-    import torch
-
     if backend == "vllm":
         _generate_vllm(model, heads, new_tokens, repeats, batch_sizes)
         return
-
-    from autodeco_lp.evaluation.bench import bench_generate, format_rows
-    from autodeco_lp.hub.models import load_model
-    from autodeco_lp.hub.registry import resolve_heads_for_model
-    from autodeco_lp.inference.heads import AutoDecoHeads
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
@@ -56,21 +57,14 @@ def generate(
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} model={loaded.name_or_path} heads={heads_id}"
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"model={loaded.name_or_path} heads={heads_id}"
     )
     click.echo(f"new_tokens={new_tokens} repeats={repeats}; static = transformers' warpers at T=0.8, P=0.9")
     click.echo(format_rows(rows))
 
 
 def _generate_vllm(model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str) -> None:
-    import platform  # noqa: PLC0415 (the command group stays light to import; as the hf backend)
-
-    import torch  # noqa: PLC0415
-
-    from autodeco_lp.evaluation.bench import bench_generate_vllm, format_rows  # noqa: PLC0415
-    from autodeco_lp.hub.models import packaged_model, packaged_model_dir  # noqa: PLC0415
-    from autodeco_lp.hub.registry import find_heads  # noqa: PLC0415
-
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
         if not sizes or min(sizes) < 1:

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
+from autodeco_lp.inference.processor import AutoDeco
+from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
+from autodeco_lp.vllm import hf_overrides
+
 PROMPTS = [
     "What is 17 + 25?",
     "Write a haiku about the sea.",
@@ -65,9 +69,6 @@ def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[
 def bench_generate(
     model, tokenizer, heads, new_tokens: int = 32, repeats: int = 7, batch_sizes=(1, 8)
 ) -> list[BenchRow]:
-    from autodeco_lp.inference.processor import AutoDeco
-    from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
-
     if repeats < 1 or new_tokens < 1:
         raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")
     rows = []
@@ -107,7 +108,8 @@ def bench_generate(
 
 def format_rows(rows: list[BenchRow]) -> str:
     lines = [
-        f"{'batch':>5} {'static tok/s':>13} {'autodeco tok/s':>15} {'ratio median':>13} {'ratio min-max':>15} {'peak MiB static/autodeco':>25}"
+        f"{'batch':>5} {'static tok/s':>13} {'autodeco tok/s':>15} {'ratio median':>13} {'ratio min-max':>15} "
+        f"{'peak MiB static/autodeco':>25}"
     ]
     for r in rows:
         peak = (
@@ -142,8 +144,6 @@ def bench_generate_vllm(
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # both engines in this process, idle when unused
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB per engine on a CPU (else the first takes ~all)
     from vllm import LLM, SamplingParams  # noqa: PLC0415 (optional dependency)
-
-    from autodeco_lp.vllm import hf_overrides  # noqa: PLC0415
 
     if repeats < 1 or new_tokens < 1:
         raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")

@@ -6,6 +6,17 @@ frames for the `generation_config` that `generate` resolved (call arguments merg
 model's `generation_config` and the global defaults). This runs on the first step of a
 generation only, never on the per-token path. If the frames are not found (the processor is
 called by hand or by another library), nothing is checked.
+
+This is a diagnostic only: the start of a generation is detected by the prefill pre-hook in
+`capture.py`, never here. The transformers internals read (checked on 5.19-5.24), all as local
+variables of the frames above us (`generate`, `_sample` / `_beam_search`, `_assisted_decoding`
+and the candidate generator's own `generate`):
+- `generation_config`: a `GenerationConfig` (the resolved one; the innermost is the decoding loop's);
+- `generation_mode == GenerationMode.ASSISTED_GENERATION`, `assistant_model`, and the config's
+  `prompt_lookup_num_tokens`: assisted or prompt-lookup decoding, which the processor refuses.
+If a future transformers renames them, the checks silently find nothing and only the warnings
+are lost; the refusal of assisted decoding also has a second line of defence in
+`LMHeadCapture.take` (several positions scored per forward).
 """
 
 from __future__ import annotations

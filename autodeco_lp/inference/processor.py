@@ -62,16 +62,28 @@ class AutoDeco(LogitsProcessor):
 
     Examples:
 
-    ```python
-    >>> from autodeco_lp import AutoDeco
-    >>> from autodeco_lp.hub.models import load_model
-    >>> model, tokenizer = load_model("smollm2")
-    >>> enc = tokenizer(["1 + 1 ="], return_tensors="pt")
-    >>> with AutoDeco.from_pretrained(model, "path/to/heads") as autodeco:  # or a Hub id
-    ...     out = model.generate(**enc, do_sample=True, top_k=None, max_new_tokens=8,
-    ...                          logits_processor=[autodeco])
-    ...     trace = autodeco.trace                               # (steps, rows) T and P
-    ```
+    A tiny random Llama and untrained heads, so that it runs anywhere; with a real model, load
+    trained heads with `AutoDeco.from_pretrained(model, "folder or Hub id")` (or no id at all:
+    the heads registered for the model).
+
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from autodeco_lp import AutoDeco, AutoDecoConfig, AutoDecoHeads
+    >>> _ = torch.manual_seed(0)
+    >>> config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+    ...                      num_attention_heads=2, num_key_value_heads=1, pad_token_id=0)
+    >>> model = LlamaForCausalLM(config).eval()
+    >>> heads = AutoDecoHeads(AutoDecoConfig(hidden_size=16, vocab_size=64))
+    >>> prompt = torch.tensor([[1, 5, 6, 7]])
+    >>> with AutoDeco(model, heads) as autodeco:
+    ...     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=None,
+    ...                          max_new_tokens=5, min_new_tokens=5, logits_processor=[autodeco])
+    >>> out.shape
+    torch.Size([1, 9])
+    >>> autodeco.trace.temperature.shape  # (steps, rows): the T applied to every generated token
+    torch.Size([5, 1])
+    >>> bool(((autodeco.trace.top_p > 0) & (autodeco.trace.top_p <= 1)).all())
+    True
     """
 
     def __init__(

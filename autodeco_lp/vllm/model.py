@@ -109,6 +109,9 @@ def _heads_source(options: AutoDecoVllmOptions, model_config, raw: dict[str, Any
 class AutoDecoForCausalLM(nn.Module):
     """A vLLM text-generation model: the base model (`self.llm`) + AutoDeco heads (`self.autodeco_heads`)."""
 
+    # How the sampler hook (sampling.py) recognises an AutoDeco model without importing this module.
+    is_autodeco_model = True
+
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__()
         from vllm import ModelRegistry  # noqa: PLC0415 (optional dependency)

@@ -100,10 +100,9 @@ def scaled_metadata(metadata, temperature: torch.Tensor, top_p: torch.Tensor):
 
 
 def _is_autodeco_runner(runner) -> bool:
-    from autodeco_lp.vllm.model import AutoDecoForCausalLM  # noqa: PLC0415 (model imports this module)
-
+    # Recognised by its marker attribute (model.py imports this module, not the other way round).
     try:
-        return isinstance(runner.get_model(), AutoDecoForCausalLM)
+        return bool(getattr(runner.get_model(), "is_autodeco_model", False))
     except (AttributeError, ValueError):
         return False
 
