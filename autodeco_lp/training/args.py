@@ -189,6 +189,13 @@ class FitArgs:
     save_total_limit: int | None = field(
         default=None, metadata=_help("Keep at most this many checkpoints, deleting the oldest.")
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata=_help(
+            "Allow replacing what --output-dir already holds: an earlier run's heads and checkpoints, or files "
+            "with the names fit writes (README.md, metrics.jsonl, ...) that fit did not write there."
+        ),
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata=_help(
@@ -202,6 +209,7 @@ class FitArgs:
     disable_tqdm: bool = field(default=False, metadata=_help("Hide the progress bar."))
 
     def __post_init__(self) -> None:
+        """Checks the options' values only: no file is read here (see `check_environment`)."""
         if self.recipe != "auto":
             if self.recipe not in RECIPES:
                 raise ValueError(f"`--recipe` has to be one of auto, {', '.join(RECIPES)}, but is {self.recipe!r}")
@@ -242,16 +250,13 @@ class FitArgs:
             raise ValueError("`--save-steps` has to be >= 0 and `--save-total-limit` >= 1")
         if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
             raise ValueError(f"`--max-tokens-per-batch` has to be a positive int, but is {self.max_tokens_per_batch}")
-        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-            raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard")
-        self.loss_config(validate_only=True)  # validates the objective's options
-        if self.control_commands is not None:
-            load_commands(self.control_commands)  # a bad file fails before the model loads
-            if min(self.control_t_margin, self.control_p_margin) < 0:
-                raise ValueError(
-                    f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, "
-                    f"{self.control_p_margin}"
-                )
+        # While `--recipe auto` is undecided, the objective's explicit options are checked against released defaults.
+        self._build_loss_config(RECIPES["released"])
+        if self.control_commands is not None and min(self.control_t_margin, self.control_p_margin) < 0:
+            raise ValueError(
+                f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, "
+                f"{self.control_p_margin}"
+            )
 
     def resolved(self, num_parameters: int) -> FitArgs:
         """These options with `--recipe auto` decided by the base model's size."""
@@ -259,14 +264,16 @@ class FitArgs:
             return self
         return dataclasses.replace(self, recipe="small" if num_parameters < SMALL_MODEL_PARAMETERS else "released")
 
-    def loss_config(self, validate_only: bool = False) -> LossConfig:
+    def loss_config(self) -> LossConfig:
+        """The objective's switches; `--recipe auto` has to be decided first (`resolved`)."""
         unresolved = [name for name in ("easy_token_drop", "dft", "sequence_weighting") if getattr(self, name) is None]
-        if unresolved and not validate_only:
+        if unresolved:
             raise ValueError(f"{unresolved} come from `--recipe auto`: call FitArgs.resolved(num_parameters) first")
-        released = RECIPES["released"]
+        return self._build_loss_config({})
 
-        def value(name):  # while `--recipe auto` is undecided, check explicit options against released defaults
-            return released[name] if getattr(self, name) is None else getattr(self, name)
+    def _build_loss_config(self, defaults: dict[str, Any]) -> LossConfig:
+        def value(name):  # an option left to the recipe takes its value from `defaults`
+            return defaults[name] if getattr(self, name) is None else getattr(self, name)
 
         return LossConfig(
             alpha=self.alpha,
@@ -282,6 +289,14 @@ class FitArgs:
             top_p_loss_trains_temperature=self.top_p_loss_trains_temperature,
             chunk_size=self.loss_chunk_size,
         )
+
+    def check_environment(self) -> None:
+        """The checks that read files or the installation; `fit` runs them where the run starts, before the
+        model loads (the dataclass itself does no I/O)."""
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("`--report-to tensorboard` needs the tensorboard package: pip install tensorboard")
+        if self.control_commands is not None:
+            load_commands(self.control_commands)  # a bad file fails before the model loads
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,6 +7,12 @@ the global token counts. This gives the same step as one process with the same e
 whatever the split. The heads are tiny (~2M parameters), so we all-reduce their gradients once
 per optimizer step ourselves instead of wrapping them in DDP (which would sync every micro-batch
 and needs its own forward to see the parameters used).
+
+`fit(args)` runs a `Trainer`, whose named steps are the run's phases:
+`set_up` (output folder, model, data, heads, optimizer, schedule) -> `resume` (a checkpoint's
+state) -> `prepare_cache` (the hidden-state cache) -> `train_step` + `log` + `save_checkpoint`
+per step -> `save_final` (heads and model card). The run's fixed parts live in `Run`, its
+position in `Progress`; a step's numbers come back as a `StepOutcome`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator, DistributedType
@@ -33,8 +40,9 @@ from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.training import batches, hidden
 from autodeco_lp.training.args import FitArgs
-from autodeco_lp.training.data import load_jsonl
+from autodeco_lp.training.data import Dataset, load_jsonl
 from autodeco_lp.training.losses import (
+    LossConfig,
     LossSums,
     autodeco_loss_sums,
     combine_gradients,
@@ -42,6 +50,14 @@ from autodeco_lp.training.losses import (
     trainable_parameters,
 )
 from autodeco_lp.training.model_card import write_model_card
+from autodeco_lp.training.outputs import (
+    CACHE_DIR_NAME,
+    CARD_NAME,
+    HEADS_NAMES,
+    METRICS_NAME,
+    TENSORBOARD_DIR_NAME,
+    OutputDir,
+)
 from autodeco_lp.training.ranking import DIRECTIONS, control_ranking_sums, load_commands, pick_command, with_command
 from autodeco_lp.training.resume import (
     list_checkpoints,
@@ -51,9 +67,6 @@ from autodeco_lp.training.resume import (
     save_checkpoint,
     set_rng_state,
 )
-
-METRICS_NAME = "metrics.jsonl"
-CACHE_DIR_NAME = "hidden_cache"
 
 
 @dataclass
@@ -68,6 +81,79 @@ class FitResult:
     seconds: float
     cached: bool
     cache_seconds: float = 0.0  # building (or opening) the hidden-state cache, inside `seconds`
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many examples make a step, how many steps an epoch and the whole run."""
+
+    examples_per_step: int
+    steps_per_epoch: int
+    total_steps: int
+
+    @classmethod
+    def for_run(cls, args: FitArgs, examples: int, world: int) -> Schedule:
+        per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
+        epoch_steps = batches.steps_per_epoch(examples, per_step)
+        total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * epoch_steps))
+        return cls(per_step, epoch_steps, total)
+
+
+@dataclass
+class Run:
+    """The fixed parts of a run, built by `Trainer.set_up`."""
+
+    args: FitArgs  # with `--recipe auto` resolved
+    accelerator: Accelerator
+    outputs: OutputDir
+    model: torch.nn.Module
+    runner: torch.nn.Module  # the model as forwards run: itself, or its FSDP / DeepSpeed wrapper
+    sharded: bool
+    pad_id: int
+    dataset: Dataset
+    projection: OutputProjection
+    heads: AutoDecoHeads
+    loss_config: LossConfig
+    params: dict[str, torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule: Schedule
+    data_identity: dict
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+@dataclass
+class Progress:
+    """Where the run stands: steps done, and seconds spent before this process started (a resumed run)."""
+
+    step: int = 0
+    elapsed_before: float = 0.0
+
+
+class StepInputs(NamedTuple):
+    hidden: torch.Tensor  # (n, H) final hidden states of supervised positions
+    labels: torch.Tensor  # (n,) the tokens they predict
+    uniforms: torch.Tensor  # (n,) the easy-token drop's draws
+    sequence_ids: torch.Tensor  # (n,) which example each position belongs to
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step measured (summed over processes)."""
+
+    sums: LossSums
+    grad_norm: float
+    learning_rate: float
+    seconds: float
+    epoch: int
+    step_in_epoch: int  # of the step just taken, counted from 0
 
 
 def _build_heads(args: FitArgs, model, device) -> AutoDecoHeads:
@@ -102,15 +188,16 @@ def _check_heads(args: FitArgs, heads: AutoDecoHeads, projection: OutputProjecti
             )
 
 
-class _Metrics:
+class MetricsLog:
     """JSONL metrics (and tensorboard) on the main process; a resumed run drops later lines."""
 
-    def __init__(self, output_dir: Path, resume_step: int, report_to: str, enabled: bool) -> None:
-        self.path = output_dir / METRICS_NAME
+    def __init__(self, outputs: OutputDir, resume_step: int, report_to: str, enabled: bool) -> None:
+        self.path = outputs.path / METRICS_NAME
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
+        outputs.register(METRICS_NAME)
         if self.path.exists():
             kept = [
                 line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step
@@ -124,7 +211,8 @@ class _Metrics:
                 raise ValueError(
                     "`--report-to tensorboard` needs the tensorboard package: pip install tensorboard"
                 ) from exc
-            self.writer = SummaryWriter(log_dir=str(output_dir / "runs"))
+            outputs.register(TENSORBOARD_DIR_NAME)
+            self.writer = SummaryWriter(log_dir=str(outputs.path / TENSORBOARD_DIR_NAME))
 
     def log(self, record: dict) -> None:
         if not self.enabled:
@@ -159,112 +247,6 @@ def _all_reduce(sums: LossSums, params: dict, accelerator) -> LossSums:
     return out
 
 
-def _prepare_cache(
-    args: FitArgs,
-    model,
-    runner,
-    sharded: bool,
-    dataset,
-    pad_id: int,
-    output_dir: Path,
-    accelerator,
-    show_progress: bool,
-):
-    """The hidden-state cache for this run, built now if needed; None when training streams.
-
-    `runner` is the model as it runs forwards: the model itself, or its FSDP / DeepSpeed wrapper (`sharded`).
-    """
-    if not args.cache:
-        if sharded:
-            raise ValueError(
-                "a base model sharded by FSDP / DeepSpeed trains from the hidden-state cache only; drop --no-cache."
-            )
-        return None
-    hidden_size = model.config.get_text_config().hidden_size
-    size = hidden.cache_size_bytes(dataset.num_targets, hidden_size)
-    free = shutil.disk_usage(output_dir).free
-    if size > args.cache_max_gb * 1e9 or size > 0.9 * free:
-        if sharded:
-            raise ValueError(
-                f"the hidden-state cache needs {size / 1e9:.1f} GB; raise --cache-max-gb or free disk space."
-            )
-        warnings.warn(
-            f"the hidden-state cache would take {size / 1e9:.1f} GB (budget --cache-max-gb {args.cache_max_gb}, "
-            f"{free / 1e9:.1f} GB free); streaming through the base model instead.",
-            stacklevel=2,
-        )
-        return None
-    world = accelerator.num_processes
-    fingerprint = {
-        "model": getattr(model, "name_or_path", ""),
-        "dtype": str(next(model.parameters()).dtype),
-        "data_sha256": dataset.sha256,
-        "max_length": args.max_length,
-        "examples": len(dataset.examples),
-        "targets": dataset.num_targets,
-        "world_size": world,
-    }
-    folder = output_dir / CACHE_DIR_NAME
-    if hidden.matches(folder, fingerprint):
-        return hidden.HiddenStateCache(folder)
-    build = output_dir / f".{CACHE_DIR_NAME}.build"
-    if accelerator.is_main_process:
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(build, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    rank = accelerator.process_index
-    mine = [i for i in range(len(dataset.examples)) if i % world == rank]
-    most = math.ceil(len(range(0, len(dataset.examples), world)) / args.cache_batch_size)  # rank 0 has the most
-
-    with tqdm(total=len(mine), desc="caching hidden states", disable=not show_progress, file=sys.stderr) as bar:
-        hidden.build_part(
-            build,
-            runner,
-            dataset.examples,
-            mine,
-            f"part-{rank}",
-            pad_id,
-            args.cache_batch_size,
-            bar,
-            hidden_size=hidden_size,
-            dtype=next(model.parameters()).dtype,
-            sharded=sharded,
-            min_batches=most,
-        )
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        torch_dtype, _ = hidden.storage_dtype(next(model.parameters()).dtype)
-        meta = {
-            "fingerprint": fingerprint,
-            "parts": [f"part-{r}" for r in range(world)],
-            "storage_dtype": str(torch_dtype).removeprefix("torch."),
-            "hidden_size": hidden_size,
-        }
-        hidden.write_meta(build, meta)
-        build.rename(folder)  # the cache exists only once complete
-    accelerator.wait_for_everyone()
-    return hidden.HiddenStateCache(folder)
-
-
-def _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
-    """Yield (hidden (n, H), labels (n,), uniforms (n,), example ids (n,)) for this process's examples of one step."""
-    if cache is not None:
-        # No padding once cached: one call over all positions; the loss chunks them.
-        groups = [ids] if ids else []
-    else:
-        groups = batches.micro_batches(ids, lengths, args.per_device_train_batch_size, args.max_tokens_per_batch)
-    for group in groups:
-        if cache is not None:
-            pairs = [cache[i] for i in group]
-        else:
-            pairs = hidden.supervised_hidden_states(model, [dataset.examples[i] for i in group], pad_id)
-        h = torch.cat([p[0].to(device) for p in pairs])  # (n, H)
-        y = torch.cat([p[1].to(device) for p in pairs])  # (n,)
-        u = torch.cat([batches.drop_uniforms(args.seed, epoch, i, p[1].shape[0]) for i, p in zip(group, pairs)])
-        seq = torch.cat([torch.full((p[1].shape[0],), i, dtype=torch.long) for i, p in zip(group, pairs)])
-        yield h, y, u, seq
-
-
 def _load_data(args: FitArgs, tokenizer):
     """The training rows; with `--control-commands` also their low and high command versions."""
     if args.control_commands is None:
@@ -286,32 +268,432 @@ def _all_versions(dataset):
     return dataclasses.replace(dataset, examples=examples)
 
 
-def _control_sums(ids, args, dataset, cache, model, pad_id, heads, projection, params, device) -> LossSums:
-    """The ranking loss over this process's rows of the step (rows whose versions all have targets)."""
-    n = len(dataset.examples)
-    rows = [i for i in ids if all(version[i].num_targets for version in dataset.variants)]
-    triples = []
-    for i in rows:
+def _all_versions(dataset):
+    """Plain examples then every variant: ids i, i + N, i + 2N are the versions of example i."""
+    examples = list(dataset.examples) + [e for version in dataset.variants for e in version]
+    return dataclasses.replace(dataset, examples=examples)
+
+
+def _lr_is_zero_throughout(scheduler, start: int, total: int) -> bool:
+    """True when every step from `start` to `total` runs at learning rate 0 (e.g. one step, all warm-up)."""
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if not lambdas or start >= total:
+        return False
+    return all(fn(s) == 0 for s in range(start, total) for fn in lambdas)
+
+
+class Trainer:
+    """One fit, as named steps; `fit(args)` is `Trainer(args, command).train()`."""
+
+    def __init__(self, args: FitArgs, command: str | None = None) -> None:
+        self.args = args  # as given; `run.args` has `--recipe auto` resolved
+        self.command = command
+        self.run: Run | None = None
+        self.progress = Progress()
+        self.cache: hidden.HiddenStateCache | None = None
+        self.cache_seconds = 0.0
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def set_up(self) -> Run:
+        """Check the output folder, load the model and data, build heads, optimizer and schedule."""
+        args = self.args
+        accelerator = Accelerator(cpu=args.use_cpu)
+        device = accelerator.device
+        args.check_environment()  # files and packages the options name, before the model loads
+        outputs = OutputDir.claim(
+            Path(args.output_dir),
+            resume=bool(args.resume_from_checkpoint),
+            overwrite=args.overwrite_output_dir,
+            init_heads=args.init_heads,
+            main=accelerator.is_main_process,
+        )
+        accelerator.wait_for_everyone()  # every process checked the folder before the main one writes to it
+        outputs.prepare(overwrite=args.overwrite_output_dir)
+        accelerator.wait_for_everyone()
+
+        model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, device=device)
+        model.requires_grad_(False)
+        args = args.resolved(model.num_parameters())  # `--recipe auto`: small or released by the base model's size
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        dataset = _load_data(args, tokenizer)
+
+        # The loss needs the whole (V, H) lm_head on every process: keep it before any sharding.
+        projection = OutputProjection.from_model(model)
+        runner = model
+        sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if sharded:
+            bias = projection.bias.clone() if projection.bias is not None else None
+            projection = OutputProjection(projection.weight.clone(), bias, projection.softcap)
+            runner = accelerator.prepare_model(model, evaluation_mode=True)  # shards the frozen base
+        heads = _build_heads(args, model, device)
+        _check_heads(args, heads, projection)
+        loss_config = args.loss_config()
+        params = trainable_parameters(heads, loss_config)
+        optimizer = torch.optim.AdamW(
+            params.values(),
+            lr=args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            eps=args.adam_epsilon,
+            weight_decay=args.weight_decay,
+        )
+        schedule = Schedule.for_run(args, len(dataset.examples), accelerator.num_processes)
+        scheduler = get_scheduler(
+            args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=math.ceil(args.warmup_ratio * schedule.total_steps),
+            num_training_steps=schedule.total_steps,
+        )
+        data_identity = {
+            "data_sha256": dataset.sha256,
+            "max_length": args.max_length,
+            "examples_per_step": schedule.examples_per_step,
+            "seed": args.seed,
+            "total_steps": schedule.total_steps,
+        }
+        self.run = Run(
+            args=args,
+            accelerator=accelerator,
+            outputs=outputs,
+            model=model,
+            runner=runner,
+            sharded=sharded,
+            pad_id=pad_id,
+            dataset=dataset,
+            projection=projection,
+            heads=heads,
+            loss_config=loss_config,
+            params=params,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            schedule=schedule,
+            data_identity=data_identity,
+        )
+        return self.run
+
+    # --- resume ------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Load heads, optimizer, scheduler, RNG and position from `--resume-from-checkpoint`, if given."""
+        run = self.run
+        if not run.args.resume_from_checkpoint:
+            return
+        path = resolve_resume(run.outputs.path, run.args.resume_from_checkpoint)
+        state = load_training_state(path)
+        if state["data"] != run.data_identity:
+            raise ValueError(
+                f"cannot resume exactly from {path}: it was trained with {state['data']}, "
+                f"this run has {run.data_identity}. Use the same --data, --max-length, --seed, batch sizes, "
+                "process count and step budget, or start a new --output-dir."
+            )
+        run.heads.load_state_dict(AutoDecoHeads.from_pretrained(path, device=run.device).state_dict())
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.progress = Progress(step=state["step"], elapsed_before=state["elapsed_seconds"])
+
+    def warn_if_no_op(self) -> None:
+        """Warn when every remaining step runs at learning rate 0: the heads would come out unchanged."""
+        run, total = self.run, self.run.schedule.total_steps
+        if _lr_is_zero_throughout(run.scheduler, self.progress.step, total):
+            warmup = math.ceil(run.args.warmup_ratio * total)
+            warnings.warn(
+                f"every remaining optimizer step ({total - self.progress.step} of {total}) runs at learning rate 0 "
+                f"(--warmup-ratio {run.args.warmup_ratio} makes {warmup} of {total} steps warm-up, which starts "
+                "at 0), so the heads will not change. Raise --max-steps or lower --warmup-ratio.",
+                stacklevel=3,
+            )
+
+    # --- the hidden-state cache --------------------------------------------------------------
+
+    def prepare_cache(self) -> None:
+        """Build (or open) the hidden-state cache; `self.cache` stays None when training streams."""
+        started = time.perf_counter()
+        self.cache = self._open_or_build_cache()
+        self.cache_seconds = time.perf_counter() - started
+
+    def _open_or_build_cache(self) -> hidden.HiddenStateCache | None:
+        run, args, accelerator = self.run, self.run.args, self.run.accelerator
+        if not args.cache:
+            if run.sharded:
+                raise ValueError(
+                    "a base model sharded by FSDP / DeepSpeed trains from the hidden-state cache only; drop --no-cache."
+                )
+            return None
+        dataset = _all_versions(run.dataset) if run.dataset.variants else run.dataset
+        output_dir = run.outputs.path
+        dtype = next(run.model.parameters()).dtype
+        hidden_size = run.model.config.get_text_config().hidden_size
+        size = hidden.cache_size_bytes(dataset.num_targets, hidden_size)
+        free = shutil.disk_usage(output_dir).free
+        if size > args.cache_max_gb * 1e9 or size > 0.9 * free:
+            if run.sharded:
+                raise ValueError(
+                    f"the hidden-state cache needs {size / 1e9:.1f} GB; raise --cache-max-gb or free disk space."
+                )
+            warnings.warn(
+                f"the hidden-state cache would take {size / 1e9:.1f} GB (budget --cache-max-gb {args.cache_max_gb}, "
+                f"{free / 1e9:.1f} GB free); streaming through the base model instead.",
+                stacklevel=3,
+            )
+            return None
+        world = accelerator.num_processes
+        fingerprint = {
+            "model": getattr(run.model, "name_or_path", ""),
+            "dtype": str(dtype),
+            "data_sha256": dataset.sha256,
+            "max_length": args.max_length,
+            "examples": len(dataset.examples),
+            "targets": dataset.num_targets,
+            "world_size": world,
+        }
+        folder = output_dir / CACHE_DIR_NAME
+        if hidden.matches(folder, fingerprint):
+            return hidden.HiddenStateCache(folder)
+        build = output_dir / f".{CACHE_DIR_NAME}.build"
+        if run.main:
+            run.outputs.register(CACHE_DIR_NAME, build.name)
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(build, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        rank = accelerator.process_index
+        mine = [i for i in range(len(dataset.examples)) if i % world == rank]
+        most = math.ceil(len(range(0, len(dataset.examples), world)) / args.cache_batch_size)  # rank 0 has the most
+
+        show = run.main and not args.disable_tqdm
+        with tqdm(total=len(mine), desc="caching hidden states", disable=not show, file=sys.stderr) as bar:
+            hidden.build_part(
+                build,
+                run.runner,
+                dataset.examples,
+                mine,
+                f"part-{rank}",
+                run.pad_id,
+                args.cache_batch_size,
+                bar,
+                hidden_size=hidden_size,
+                dtype=dtype,
+                sharded=run.sharded,
+                min_batches=most,
+            )
+        accelerator.wait_for_everyone()
+        if run.main:
+            torch_dtype, _ = hidden.storage_dtype(dtype)
+            meta = {
+                "fingerprint": fingerprint,
+                "parts": [f"part-{r}" for r in range(world)],
+                "storage_dtype": str(torch_dtype).removeprefix("torch."),
+                "hidden_size": hidden_size,
+            }
+            hidden.write_meta(build, meta)
+            build.rename(folder)  # the cache exists only once complete
+        accelerator.wait_for_everyone()
+        return hidden.HiddenStateCache(folder)
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _step_inputs(self, ids: list[int], epoch: int, lengths: list[int]):
+        """Yield `StepInputs` for this process's examples `ids` of one step."""
+        run, cache = self.run, self.cache
         if cache is not None:
-            triples.append(tuple(cache[i + k * n][0] for k in range(1 + len(dataset.variants))))
+            # No padding once cached: one call over all positions; the loss chunks them.
+            groups = [ids] if ids else []
         else:
-            examples = [dataset.examples[i]] + [version[i] for version in dataset.variants]
-            triples.append(tuple(p[0] for p in hidden.supervised_hidden_states(model, examples, pad_id)))
-    train_t, train_p = args.train_heads in ("both", "temperature"), args.train_heads in ("both", "top_p")
-    total, count, grads = control_ranking_sums(
-        heads,
-        triples,
-        projection,
-        t_margin=args.control_t_margin,
-        p_margin=args.control_p_margin,
-        train_temperature=train_t,
-        train_top_p=train_p,
-        params=params,
-    )
-    sums = LossSums.zeros(device)
-    sums.control_sum, sums.control_count = total.to(device), torch.tensor(float(count), device=device)
-    sums.control_grads = grads
-    return sums
+            groups = batches.micro_batches(
+                ids, lengths, run.args.per_device_train_batch_size, run.args.max_tokens_per_batch
+            )
+        for group in groups:
+            if cache is not None:
+                pairs = [cache[i] for i in group]
+            else:
+                pairs = hidden.supervised_hidden_states(run.model, [run.dataset.examples[i] for i in group], run.pad_id)
+            yield StepInputs(
+                hidden=torch.cat([p[0].to(run.device) for p in pairs]),
+                labels=torch.cat([p[1].to(run.device) for p in pairs]),
+                uniforms=torch.cat(
+                    [batches.drop_uniforms(run.args.seed, epoch, i, p[1].shape[0]) for i, p in zip(group, pairs)]
+                ),
+                sequence_ids=torch.cat(
+                    [torch.full((p[1].shape[0],), i, dtype=torch.long) for i, p in zip(group, pairs)]
+                ),
+            )
+
+    def _control_sums(self, ids: list[int]) -> LossSums:
+        """The ranking loss over this process's rows of the step (rows whose versions all have targets)."""
+        run, cache, dataset = self.run, self.cache, self.run.dataset
+        n = len(dataset.examples)
+        rows = [i for i in ids if all(version[i].num_targets for version in dataset.variants)]
+        triples = []
+        for i in rows:
+            if cache is not None:
+                triples.append(tuple(cache[i + k * n][0] for k in range(1 + len(dataset.variants))))
+            else:
+                examples = [dataset.examples[i]] + [version[i] for version in dataset.variants]
+                triples.append(tuple(p[0] for p in hidden.supervised_hidden_states(run.model, examples, run.pad_id)))
+        total, count, grads = control_ranking_sums(
+            run.heads,
+            triples,
+            run.projection,
+            t_margin=run.args.control_t_margin,
+            p_margin=run.args.control_p_margin,
+            train_temperature=run.args.train_heads in ("both", "temperature"),
+            train_top_p=run.args.train_heads in ("both", "top_p"),
+            params=run.params,
+        )
+        sums = LossSums.zeros(run.device)
+        sums.control_sum, sums.control_count = total.to(run.device), torch.tensor(float(count), device=run.device)
+        sums.control_grads = grads
+        return sums
+
+    def train_step(self, order: list[int], lengths: list[int]) -> StepOutcome:
+        """One optimizer step over the examples of step `self.progress.step` in this epoch's `order`."""
+        run, schedule = self.run, self.run.schedule
+        tick = time.perf_counter()
+        epoch, step_in_epoch = divmod(self.progress.step, schedule.steps_per_epoch)
+        world = run.accelerator.num_processes
+        ids = batches.step_examples(
+            order, step_in_epoch, schedule.examples_per_step, run.accelerator.process_index, world
+        )
+        sums = LossSums.zeros(run.device)
+        for x in self._step_inputs(ids, epoch, lengths):
+            sums.add_(
+                autodeco_loss_sums(
+                    run.heads,
+                    x.hidden,
+                    x.labels,
+                    run.projection,
+                    config=run.loss_config,
+                    uniforms=x.uniforms,
+                    sequence_ids=x.sequence_ids,
+                )
+            )
+        if run.dataset.variants:
+            sums.add_(self._control_sums(ids))
+        sums = _all_reduce(sums, run.params, run.accelerator)
+        grads = combine_gradients(sums, run.loss_config)
+        for name, param in run.params.items():
+            param.grad = grads[name].clone() if name in grads else torch.zeros_like(param)
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(run.params.values()), run.args.max_grad_norm or float("inf"))
+        lr = run.scheduler.get_last_lr()[0]
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        return StepOutcome(sums, float(grad_norm), lr, time.perf_counter() - tick, epoch, step_in_epoch)
+
+    # --- log and save ------------------------------------------------------------------------
+
+    def metrics(self, outcome: StepOutcome) -> dict:
+        """The metrics line of the step just taken."""
+        run, sums = self.run, outcome.sums
+        total_positions = sums.positions.item()
+        return {
+            "step": self.progress.step,
+            "epoch": round(self.progress.step / run.schedule.steps_per_epoch, 4),
+            "loss": normalised_loss(sums, run.loss_config).item(),
+            "temperature_loss": (sums.temperature_sum / sums.temperature_count.clamp_min(1)).item(),
+            "top_p_loss": (sums.top_p_sum / sums.positions.clamp_min(1)).item(),
+            "mean_temperature": sums.predicted_temperature_sum.item() / max(total_positions, 1),
+            "mean_top_p": sums.predicted_top_p_sum.item() / max(total_positions, 1),
+            **(
+                {"control_loss": (sums.control_sum / sums.control_count.clamp_min(1)).item()}
+                if run.dataset.variants
+                else {}
+            ),
+            "grad_norm": outcome.grad_norm,
+            "learning_rate": outcome.learning_rate,
+            "tokens": int(total_positions),
+            "tokens_per_second": total_positions / max(outcome.seconds, 1e-9),
+            "step_seconds": outcome.seconds,
+        }
+
+    def save_checkpoint(self, outcome: StepOutcome, seconds_so_far: float) -> None:
+        """`checkpoint-N` with everything `resume` needs (written by the main process)."""
+        run, step = self.run, self.progress.step
+        state = {
+            "step": step,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "rng": rng_state(),
+            "data": run.data_identity,
+            "epoch": outcome.epoch,
+            "step_in_epoch": outcome.step_in_epoch + 1,
+            "elapsed_seconds": self.progress.elapsed_before + seconds_so_far,
+            "args": run.args.to_dict(),
+        }
+        if run.main:
+            run.outputs.register(f"checkpoint-{step}")
+            save_checkpoint(run.outputs.path, step, run.heads, state, run.args.save_total_limit)
+        run.accelerator.wait_for_everyone()
+
+    def save_final(self, result: FitResult) -> None:
+        """The trained heads and their model card in the output folder (main process)."""
+        run = self.run
+        if run.main:
+            run.outputs.register(*HEADS_NAMES, CARD_NAME)
+            run.heads.save_pretrained(run.outputs.path)
+            write_model_card(
+                run.outputs.path,
+                run.args,
+                run.dataset,
+                result,
+                self.command or " ".join(sys.argv),
+                run.accelerator.num_processes,
+                f"{run.device} ({run.accelerator.distributed_type.value})",
+            )
+        run.accelerator.wait_for_everyone()
+
+    # --- the whole run -----------------------------------------------------------------------
+
+    def train(self) -> FitResult:
+        run = self.set_up()
+        self.resume()
+        self.warn_if_no_op()
+        started = time.perf_counter()  # the reported time includes building the cache
+        self.prepare_cache()
+        args, schedule = run.args, run.schedule
+        lengths = [len(e.input_ids) for e in run.dataset.examples]
+        log = MetricsLog(run.outputs, self.progress.step, args.report_to, run.main)
+        bar = tqdm(
+            total=schedule.total_steps,
+            initial=self.progress.step,
+            desc="fit",
+            disable=not run.main or args.disable_tqdm,
+            file=sys.stderr,
+        )
+        last = None
+        order, order_epoch = [], None
+        run.heads.train()
+        while self.progress.step < schedule.total_steps:
+            epoch = self.progress.step // schedule.steps_per_epoch
+            if order_epoch != epoch:  # one permutation per epoch
+                order, order_epoch = batches.epoch_order(len(run.dataset.examples), args.seed, epoch), epoch
+            outcome = self.train_step(order, lengths)
+            step = self.progress.step
+            last = self.metrics(outcome)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_second']:.0f}")
+            if step % args.logging_steps == 0 or step == schedule.total_steps:
+                log.log(last)
+            if args.save_steps and step % args.save_steps == 0 and step < schedule.total_steps:
+                self.save_checkpoint(outcome, time.perf_counter() - started)
+        bar.close()
+        run.heads.eval()
+        # `last` is set: checkpoints are never written at the final step, so a run always has a step left.
+        result = FitResult(
+            output_dir=run.outputs.path,
+            steps=self.progress.step,
+            loss=last["loss"],
+            temperature_loss=last["temperature_loss"],
+            top_p_loss=last["top_p_loss"],
+            mean_temperature=last["mean_temperature"],
+            mean_top_p=last["mean_top_p"],
+            seconds=self.progress.elapsed_before + time.perf_counter() - started,
+            cached=self.cache is not None,
+            cache_seconds=self.cache_seconds,
+        )
+        self.save_final(result)
+        return result
 
 
 def fit(args: FitArgs, command: str | None = None) -> FitResult:
@@ -320,177 +702,7 @@ def fit(args: FitArgs, command: str | None = None) -> FitResult:
     Writes `output_dir/{checkpoint-N/, metrics.jsonl, hidden_cache/}` during training and the final
     heads + a model card README.md in `output_dir` at the end.
     """
-    accelerator = Accelerator(cpu=args.use_cpu)
-    device = accelerator.device
-    main = accelerator.is_main_process
-    output_dir = Path(args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"`--output-dir` {str(output_dir)!r} is a file; pass a folder.")
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, device=device)
-    model.requires_grad_(False)
-    args = args.resolved(model.num_parameters())  # `--recipe auto`: small or released by the base model's size
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    dataset = _load_data(args, tokenizer)
-
-    # The loss needs the whole (V, H) lm_head on every process: keep it before any sharding.
-    projection = OutputProjection.from_model(model)
-    runner = model
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    if sharded:
-        bias = projection.bias.clone() if projection.bias is not None else None
-        projection = OutputProjection(projection.weight.clone(), bias, projection.softcap)
-        runner = accelerator.prepare_model(model, evaluation_mode=True)  # shards the frozen base
-    heads = _build_heads(args, model, device)
-    _check_heads(args, heads, projection)
-    loss_config = args.loss_config()
-    params = trainable_parameters(heads, loss_config)
-    optimizer = torch.optim.AdamW(
-        params.values(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-        weight_decay=args.weight_decay,
-    )
-    world = accelerator.num_processes
-    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
-    epoch_steps = batches.steps_per_epoch(len(dataset.examples), per_step)
-    total_steps = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * epoch_steps))
-    scheduler = get_scheduler(
-        args.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=math.ceil(args.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-    data_identity = {
-        "data_sha256": dataset.sha256,
-        "max_length": args.max_length,
-        "examples_per_step": per_step,
-        "seed": args.seed,
-        "total_steps": total_steps,
-    }
-
-    step, elapsed_before = 0, 0.0
-    if args.resume_from_checkpoint:
-        path = resolve_resume(output_dir, args.resume_from_checkpoint)
-        state = load_training_state(path)
-        if state["data"] != data_identity:
-            raise ValueError(
-                f"cannot resume exactly from {path}: it was trained with {state['data']}, "
-                f"this run has {data_identity}. Use the same --data, --max-length, --seed, batch sizes, "
-                "process count and step budget, or start a new --output-dir."
-            )
-        heads.load_state_dict(AutoDecoHeads.from_pretrained(path, device=device).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        step, elapsed_before = state["step"], state["elapsed_seconds"]
-
-    cache_started = time.perf_counter()
-    cached_data = _all_versions(dataset) if dataset.variants else dataset
-    cache = _prepare_cache(
-        args, model, runner, sharded, cached_data, pad_id, output_dir, accelerator, main and not args.disable_tqdm
-    )
-    cache_seconds = time.perf_counter() - cache_started
-    lengths = [len(e.input_ids) for e in dataset.examples]
-    metrics = _Metrics(output_dir, step, args.report_to, main)
-    bar = tqdm(total=total_steps, initial=step, desc="fit", disable=not main or args.disable_tqdm, file=sys.stderr)
-    started = cache_started  # the reported time includes building the cache
-    last = None
-    order, order_epoch = [], None
-    heads.train()
-    while step < total_steps:
-        tick = time.perf_counter()
-        epoch, step_in_epoch = divmod(step, epoch_steps)
-        if order_epoch != epoch:  # one permutation per epoch
-            order, order_epoch = batches.epoch_order(len(dataset.examples), args.seed, epoch), epoch
-        ids = batches.step_examples(order, step_in_epoch, per_step, accelerator.process_index, world)
-        sums = LossSums.zeros(device)
-        for h, y, u, seq in _step_inputs(ids, args, dataset, lengths, cache, model, pad_id, epoch, device):
-            sums.add_(autodeco_loss_sums(heads, h, y, projection, config=loss_config, uniforms=u, sequence_ids=seq))
-        if dataset.variants:
-            sums.add_(_control_sums(ids, args, dataset, cache, model, pad_id, heads, projection, params, device))
-        sums = _all_reduce(sums, params, accelerator)
-        total_positions = sums.positions.item()
-        grads = combine_gradients(sums, loss_config)
-        for name, param in params.items():
-            param.grad = grads[name].clone() if name in grads else torch.zeros_like(param)
-        grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), args.max_grad_norm or float("inf"))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-
-        seconds = time.perf_counter() - tick
-        last = {
-            "step": step,
-            "epoch": round(step / epoch_steps, 4),
-            "loss": normalised_loss(sums, loss_config).item(),
-            "temperature_loss": (sums.temperature_sum / sums.temperature_count.clamp_min(1)).item(),
-            "top_p_loss": (sums.top_p_sum / sums.positions.clamp_min(1)).item(),
-            "mean_temperature": sums.predicted_temperature_sum.item() / max(total_positions, 1),
-            "mean_top_p": sums.predicted_top_p_sum.item() / max(total_positions, 1),
-            **(
-                {"control_loss": (sums.control_sum / sums.control_count.clamp_min(1)).item()}
-                if dataset.variants
-                else {}
-            ),
-            "grad_norm": float(grad_norm),
-            "learning_rate": lr,
-            "tokens": int(total_positions),
-            "tokens_per_second": total_positions / max(seconds, 1e-9),
-            "step_seconds": seconds,
-        }
-        bar.update(1)
-        bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_second']:.0f}")
-        if step % args.logging_steps == 0 or step == total_steps:
-            metrics.log(last)
-        if args.save_steps and step % args.save_steps == 0 and step < total_steps:
-            state = {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "data": data_identity,
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch + 1,
-                "elapsed_seconds": elapsed_before + time.perf_counter() - started,
-                "args": args.to_dict(),
-            }
-            if main:
-                save_checkpoint(output_dir, step, heads, state, args.save_total_limit)
-            accelerator.wait_for_everyone()
-    bar.close()
-    heads.eval()
-    seconds = elapsed_before + time.perf_counter() - started
-    # `last` is set: checkpoints are never written at the final step, so a run always has a step left.
-    result = FitResult(
-        output_dir,
-        step,
-        last["loss"],
-        last["temperature_loss"],
-        last["top_p_loss"],
-        last["mean_temperature"],
-        last["mean_top_p"],
-        seconds,
-        cache is not None,
-        cache_seconds,
-    )
-    if main:
-        heads.save_pretrained(output_dir)
-        write_model_card(
-            output_dir,
-            args,
-            dataset,
-            result,
-            command or " ".join(sys.argv),
-            world,
-            f"{device} ({accelerator.distributed_type.value})",
-        )
-    accelerator.wait_for_everyone()
-    return result
+    return Trainer(args, command).train()
 
 
-__all__ = ["FitResult", "fit", "list_checkpoints"]
+__all__ = ["FitResult", "Trainer", "fit", "list_checkpoints"]
