@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from math import comb
+from pathlib import Path
 
 import pytest
 
@@ -151,6 +152,10 @@ def test_eval_reproduces_its_numbers_from_the_cache(small_eval, monkeypatch):
         "static:0.5,0.9",
     }
     auto, shift = first["methods"]["autodeco"], first["methods"]["meanshift"]
+    assert len(auto["per_problem"]) == 6 and all(0 <= x <= 1 for x in auto["per_problem"])
+    assert sum(auto["per_problem"]) / 6 == pytest.approx(auto["pass@1"])  # seeds weigh equally
+    assert set(first["comparisons"]) == {f"autodeco - {m}" for m in first["methods"] if m != "autodeco"}
+    assert "Paired differences in pass@1" in (Path(small_eval["out"]) / "results.md").read_text()
     assert shift["temperature"] == pytest.approx(round(auto["mean_temperature"], 3))
     assert first["methods"]["temperature-only"]["mean_top_p"] == pytest.approx(1.0)
     assert first["methods"]["top-p-only"]["mean_temperature"] == pytest.approx(1.0)

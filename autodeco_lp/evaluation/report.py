@@ -49,5 +49,18 @@ def write_reports(out: Path, report: dict) -> None:
             + ", ".join(f"{g['top_p']:.1f}: {g['pass@1']:.3f}" for g in grid["top_p_sweep"])
             + "\n"
         )
+    comparisons = report.get("comparisons") or {}
+    if comparisons:
+        level = next(iter(comparisons.values()))["level"]
+        text += (
+            f"\nPaired differences in pass@1 over the same problems, {level:.0%} percentile-bootstrap interval "
+            "(problems resampled; significant = the interval excludes 0):\n\n"
+            "| comparison | mean difference | interval | significant |\n|---|---|---|---|\n"
+        )
+        for name, c in comparisons.items():
+            text += (
+                f"| {name} | {c['mean']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}] | "
+                f"{'yes' if c['significant'] else 'no'} |\n"
+            )
     atomic_write(out / "results.json", lambda p: write_text(p, json.dumps(report, indent=2, sort_keys=True) + "\n"))
     atomic_write(out / "results.md", lambda p: write_text(p, text))

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.report import write_reports
+from autodeco_lp.evaluation.stats import paired_bootstrap
 from autodeco_lp.evaluation.store import ResultStore
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.hub.registry import resolve_heads_for_model
@@ -254,8 +255,12 @@ def _training_questions(path: Path) -> set[str]:
 
 
 def summarise(decoding: Decoding, per_seed: dict[int, list[dict]], samples: int) -> dict:
-    """pass@1 mean/std over seeds, pass@k, and the mean applied T and P (token-weighted)."""
+    """pass@1 mean/std over seeds, pass@k, the mean applied T and P (token-weighted), and each
+    problem's pass@1 averaged over seeds (`per_problem`, in problem order: what paired intervals use)."""
     pass1, passk = [], {k: [] for k in PASS_KS if k <= samples}
+    per_problem = [
+        sum(sum(r["correct"]) / len(r["correct"]) for r in rows) / len(rows) for rows in zip(*per_seed.values())
+    ]
     t_sum = p_sum = weight = 0.0
     for records in per_seed.values():
         pass1.append(sum(sum(r["correct"]) / len(r["correct"]) for r in records) / len(records))
@@ -276,6 +281,7 @@ def summarise(decoding: Decoding, per_seed: dict[int, list[dict]], samples: int)
         "pass@1_std": std1,
         "seeds": len(pass1),
         "pass@k": {str(k): mean_std(v)[0] for k, v in passk.items() if v},
+        "per_problem": per_problem,
     }
     if weight:
         summary.update(mean_temperature=t_sum / weight, mean_top_p=p_sum / weight)
@@ -297,6 +303,19 @@ def oracle_grid(evaluator: Evaluator, samples: int) -> dict:
     return {**best, "grid": {"temperature_sweep": stage1, "top_p_sweep": stage2, "best_temperature": best_t}}
 
 
+def paired_comparisons(results: dict[str, dict], reference: str = "autodeco") -> dict[str, dict]:
+    """`{"autodeco - X": interval}` for every other method X: the paired bootstrap interval over problems
+    of the difference in pass@1 (`stats.paired_bootstrap`). Empty without the reference method."""
+    if reference not in results:
+        return {}
+    ours = results[reference]["per_problem"]
+    return {
+        f"{reference} - {name}": paired_bootstrap(ours, other["per_problem"]).to_dict()
+        for name, other in results.items()
+        if name != reference
+    }
+
+
 def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = True) -> dict:
     """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results."""
     evaluator = Evaluator(args, task_options, progress)
@@ -315,6 +334,7 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
             d = BASIC[name] if name in BASIC else parse_static(name)
             results[name] = summarise(d, evaluator.run(d, name), samples)
     report = {
+        "comparisons": paired_comparisons(results),
         "settings": {
             **asdict(args),
             "task_options": task_options or {},
