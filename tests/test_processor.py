@@ -308,3 +308,42 @@ def test_torch_compile_static_cache_no_recompiles_and_same_output():
         torch.testing.assert_close(autodeco.trace.temperature, eager_trace, atol=1e-5, rtol=1e-5)
     assert torch.equal(eager, compiled)
     assert counters["stats"]["unique_graphs"] <= 2  # prefill + decode: the hook causes no recompiles
+
+
+def test_processors_never_closed_release_their_hooks_and_warn():
+    """50 AutoDeco objects dropped without close(): the garbage-collected ones leave no hook (and no
+    logits) behind, and attaching next to a live, unclosed one warns."""
+    import gc
+
+    model, heads = tiny_llama(), random_heads()
+    prompt = torch.tensor([[1, 5, 6, 7]])
+    with pytest.warns(UserWarning, match="still attached"):
+        for _ in range(50):
+            autodeco = AutoDeco(model, heads)
+            model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), **SAMPLE, max_new_tokens=2, logits_processor=[autodeco]
+            )
+    gc.collect()
+    # The last one, plus at most the one before it: on Python < 3.13 the generate-config check reads
+    # this frame's f_locals, whose snapshot keeps the previous `autodeco` until the next read.
+    assert 1 <= len(model.lm_head._forward_hooks) <= 2 and 1 <= len(model._forward_pre_hooks) <= 2
+    del autodeco
+    gc.collect()
+    assert len(model.lm_head._forward_hooks) <= 1 and len(model._forward_pre_hooks) <= 1
+    # Without generate (nothing reads frames) every dropped processor is gone at once.
+    model = tiny_llama()
+    with pytest.warns(UserWarning, match="still attached"):
+        for _ in range(50):
+            autodeco = AutoDeco(model, heads)
+            autodeco._capture.logits = torch.zeros(1000)
+    gc.collect()
+    assert len(model.lm_head._forward_hooks) == 1 and len(model._forward_pre_hooks) == 1
+    del autodeco
+    gc.collect()
+    assert len(model.lm_head._forward_hooks) == 0 and len(model._forward_pre_hooks) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with AutoDeco(model, heads):
+            pass
+        with AutoDeco(model, heads):  # the first was closed: no warning
+            pass

@@ -66,14 +66,16 @@ def save_heads(config: AutoDecoConfig, state_dict: dict[str, torch.Tensor], save
     # Contiguous CPU copies: safetensors refuses views and device tensors.
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
     metadata = {"format": "pt", METADATA_CONFIG_KEY: config_json}
-    # Weights first: a crash between the two renames leaves a config that disagrees with the
-    # weights' embedded copy, which `read_heads` reports instead of loading a mix.
+    # Over an existing save the old config is moved away first, then the weights are replaced, then
+    # the new config is put in place: a kill at any point leaves the old or the new weights, each
+    # with the config embedded in them (what `read_heads` uses when the config file is absent).
     return write_files_atomically(
         Path(save_directory),
         {
             WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
             CONFIG_NAME: lambda tmp: write_text(tmp, config_json),
         },
+        commit=CONFIG_NAME,
     )
 
 
@@ -111,29 +113,68 @@ def export_official(
         config["vocab_size"] = cfg.vocab_size
     tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in state_dict.items()}
     text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
+    # Our config rides along in the weights' metadata (the fork ignores it): a kill between the
+    # renames (config.json moved away first, put back last) leaves weights that still load as themselves.
+    metadata = {"format": "pt", METADATA_CONFIG_KEY: json.dumps(cfg.to_dict(), indent=2, sort_keys=True)}
     return write_files_atomically(
         Path(out_dir),
         {
-            OFFICIAL_WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}),
+            OFFICIAL_WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
             OFFICIAL_CONFIG_NAME: lambda tmp: write_text(tmp, text),
         },
+        commit=OFFICIAL_CONFIG_NAME,
     )
 
 
 # ----------------------------------------------------------------------------- file sources
 
 
+def _check_member_name(name: str, where: str) -> None:
+    """A file name a checkpoint may refer to: relative, inside its folder (no `..`, no absolute path)."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        raise ValueError(
+            f"{where} refers to {name!r}, which is outside the checkpoint folder; a checkpoint reads only "
+            "files inside its own folder (relative names, no '..')."
+        )
+
+
 class _LocalFolder:
+    is_local = True
+
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.real = root.resolve()
         self.description = f"folder {str(root)!r}"
 
+    def _inside(self, path: Path) -> None:
+        """Refuse a file whose real path leaves the folder (a symlink out of it). A Hugging Face cache
+        snapshot (`models--org--name/snapshots/<commit>`) links into its repo's `blobs`: allowed."""
+        real = path.resolve()
+        allowed = [self.real]
+        if self.real.parent.name == "snapshots" and self.real.parent.parent.name.startswith("models--"):
+            allowed.append(self.real.parent.parent / "blobs")
+        if not any(real == root or root in real.parents for root in allowed):
+            raise ValueError(
+                f"{path} points outside {self.description} (to {real}); a checkpoint reads only the files "
+                "inside its own folder. Copy the file into the folder instead of linking it."
+            )
+
     def get(self, name: str) -> Path | None:
+        _check_member_name(name, self.description)
         path = self.root / name
+        if not (path.is_file() or path.is_symlink()):
+            return None
+        self._inside(path)
         return path if path.is_file() else None
 
     def safetensors_files(self) -> list[Path]:
-        return sorted(self.root.glob("*.safetensors"))
+        found = []
+        for path in sorted(self.root.glob("*.safetensors")):
+            if path.is_file():
+                self._inside(path)
+                found.append(path)
+        return found
 
 
 class _HubRepo:
@@ -143,11 +184,14 @@ class _HubRepo:
     its index and the shards that hold head tensors, never the base weights.
     """
 
+    is_local = False
+
     def __init__(self, repo_id: str, revision: str | None, cache_dir: str | None, token: str | bool | None) -> None:
         self.repo_id, self.revision, self.cache_dir, self.token = repo_id, revision, cache_dir, token
         self.description = f"Hub repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
 
     def get(self, name: str) -> Path | None:
+        _check_member_name(name, self.description)
         try:
             return Path(
                 hf_hub_download(self.repo_id, name, revision=self.revision, cache_dir=self.cache_dir, token=self.token)
@@ -173,7 +217,17 @@ class _HubRepo:
 
 
 def _open_source(path_or_repo_id: str | os.PathLike, revision, cache_dir, token) -> _LocalFolder | _HubRepo:
-    path = Path(path_or_repo_id)
+    text = os.fspath(path_or_repo_id) if isinstance(path_or_repo_id, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise TypeError(f"`path_or_repo_id` has to be a folder path or a Hub repo id, but is {path_or_repo_id!r}")
+    if not text.strip():
+        raise ValueError(
+            "`path_or_repo_id` is empty; pass the folder that holds the heads ('.' for the current folder) "
+            "or a Hub repo id (`org/name`)."
+        )
+    if "\x00" in text:
+        raise ValueError(f"`path_or_repo_id` {text!r} contains a NUL character.")
+    path = Path(text)
     if path.is_dir():
         return _LocalFolder(path)
     if path.is_file():
@@ -181,9 +235,8 @@ def _open_source(path_or_repo_id: str | os.PathLike, revision, cache_dir, token)
             f"`path_or_repo_id` {str(path)!r} is a file; pass the folder that holds the heads "
             f"({CONFIG_NAME} + {WEIGHTS_NAME}, or a released layout)."
         )
-    text = str(path_or_repo_id)
     # A Hub id is `name` or `org/name`; anything else that does not exist is a mistyped path.
-    if not text or text.count("/") > 1 or text.startswith((".", "/", "~")):
+    if text.count("/") > 1 or text.startswith((".", "/", "~")) or "\\" in text or ".." in text:
         raise ValueError(
             f"`path_or_repo_id` {text!r}: no such folder. Pass an existing folder or a Hub repo id (`org/name`)."
         )
@@ -203,8 +256,11 @@ def read_heads(
 ) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
     """Read heads in the native format or any released variant: `(config, tensors)`, checked.
 
-    The tensors are exactly `config.tensor_shapes()` (names and shapes), finite, in the dtype
-    stored on disk; `AutoDecoHeads.from_pretrained` builds the module from them.
+    The tensors are exactly `config.tensor_shapes()` (names and shapes), finite, floating point,
+    in the dtype stored on disk; `AutoDecoHeads.from_pretrained` builds the module from them.
+
+    Only the files of one layout are read, all inside the folder (see `_layouts`); a folder holding
+    two layouts, or two candidate weight files, is refused with the candidates listed.
 
     Args:
         path_or_repo_id: a local folder, or a Hub repo id resolved with huggingface_hub.
@@ -216,16 +272,17 @@ def read_heads(
 
     Raises:
         ValueError: naming the file and what to do when nothing loadable is found, tensors are
-            missing or unexpected, weights hold NaN/inf, a file is truncated, or config and
+            missing or unexpected, weights hold NaN/inf or are not floating point, a file is
+            truncated, a file lies outside the folder, the layout is ambiguous, or config and
             weights disagree.
     """
     source = _open_source(path_or_repo_id, revision, cache_dir, token)
-    native_config = source.get(CONFIG_NAME)
-    if native_config is not None:
-        config, tensors = _load_native(source, native_config)
+    layout, files = _layout_of(source)
+    if layout == "native":
+        config, tensors = _load_native(source, *files)
         strict = True
     else:
-        config, tensors = _load_released(source)
+        config, tensors = _load_released(source, layout, files)
         strict = False
     if base_model_name_or_path is not None:
         config.base_model_name_or_path = base_model_name_or_path
@@ -238,9 +295,26 @@ def _read_json(path: Path) -> dict[str, Any]:
             data = json.load(f)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); re-export or re-download it.") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); re-export or re-download it."
+        ) from exc
+    except RecursionError as exc:
+        raise ValueError(f"{path} is nested too deeply to be a config; re-export or re-download it.") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds a JSON {type(data).__name__}, expected an object.")
     return data
+
+
+def _safetensors_header(path: Path) -> tuple[list[str], dict[str, str]]:
+    """Tensor names and metadata of `path`, reading its header only."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys()), f.metadata() or {}
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise ValueError(
+            f"cannot read {path}: {exc}. The file is truncated or not a safetensors file; save or download it again."
+        ) from exc
 
 
 def _read_safetensors(
@@ -250,16 +324,110 @@ def _read_safetensors(
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            return {key: f.get_tensor(key) for key in f.keys() if keep(key)}, metadata
+            tensors = {key: f.get_tensor(key) for key in f.keys() if keep(key)}
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise ValueError(
             f"cannot read {path}: {exc}. The file is truncated or not a safetensors file; save or download it again."
         ) from exc
+    _check_floating(tensors, path)
+    return tensors, metadata
 
 
-def _load_native(source, config_path: Path) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
-    config = AutoDecoConfig.from_dict(_read_json(config_path), source=str(config_path))
-    weights = source.get(WEIGHTS_NAME)
+def _check_floating(tensors: dict[str, Any], path: Path) -> None:
+    for key, value in tensors.items():
+        if torch.is_tensor(value) and not value.is_floating_point():
+            raise ValueError(
+                f"{path}: tensor {key} has dtype {value.dtype}; head weights are floating point. The file is "
+                "not an AutoDeco checkpoint or was written wrongly; save or download it again."
+            )
+
+
+def _embedded_config(path: Path) -> str | None:
+    """The config JSON our saves embed in the weights' metadata, or None."""
+    return _safetensors_header(path)[1].get(METADATA_CONFIG_KEY)
+
+
+def _holds_heads(path: Path) -> bool:
+    return any(_normalise_key(key) is not None for key in _safetensors_header(path)[0])
+
+
+def _ambiguous(where: str, what: str, candidates: list[str]) -> ValueError:
+    listed = "\n".join(f"  {c}" for c in candidates)
+    return ValueError(
+        f"{where} is ambiguous: it holds {what}:\n{listed}\nMove all but one of them out of the folder "
+        "(or load the one you mean from a folder of its own)."
+    )
+
+
+def _layout_of(source) -> tuple[str, tuple]:
+    """Which layout `source` holds and the files it owns, reading nothing else.
+
+    - native: `autodeco_config.json` + `autodeco_heads.safetensors` (or the weights alone, whose
+      metadata embeds the config: what a save killed between its renames leaves);
+    - lightweight: `config.json` (`model_type: "autodeco"`) + `model.safetensors` or
+      `autodeco_heads.safetensors` (else the folder's one `*.safetensors` holding head tensors);
+      or `model.safetensors` alone with the config embedded by `export_official`;
+    - merged: `model.safetensors.index.json` (+ `config.json`) and the shards it names;
+    - legacy: `autodeco_heads.bin`;
+    - loose (Megatron exports): no config, the folder's one `*.safetensors` holding head tensors.
+    """
+    native_config = source.get(CONFIG_NAME)
+    native_weights = source.get(WEIGHTS_NAME)
+    official_config = source.get(OFFICIAL_CONFIG_NAME)
+    raw = _read_json(official_config) if official_config is not None else {}
+    autodeco_config_json = official_config is not None and raw.get("model_type") == "autodeco"
+    official_weights = source.get(OFFICIAL_WEIGHTS_NAME)
+    index = source.get(OFFICIAL_INDEX_NAME)
+    legacy = source.get(LEGACY_BIN_NAME)
+
+    found: dict[str, str] = {}
+    if native_config is not None or (native_weights is not None and _embedded_config(native_weights) is not None):
+        found["native"] = f"{CONFIG_NAME} + {WEIGHTS_NAME}"
+    if index is not None:
+        found["merged"] = f"{OFFICIAL_INDEX_NAME} + its shards"
+    elif autodeco_config_json or (
+        official_weights is not None and "native" not in found and _embedded_config(official_weights) is not None
+    ):
+        found["lightweight"] = f"{OFFICIAL_CONFIG_NAME} (model_type autodeco) + weights"
+    if legacy is not None:
+        found["legacy"] = LEGACY_BIN_NAME
+    if len(found) > 1:
+        raise _ambiguous(source.description, "several checkpoint layouts", [f"{k}: {v}" for k, v in found.items()])
+    layout = next(iter(found), "loose")
+    if layout == "native":
+        return layout, (native_config, native_weights)
+    if layout == "merged":
+        return layout, (raw, index)
+    if layout == "legacy":
+        return layout, (raw, legacy)
+    if layout == "lightweight":
+        named = [p for p in (native_weights, official_weights) if p is not None and _holds_heads(p)]
+        if len(named) > 1:
+            raise _ambiguous(source.description, "two weight files with head tensors", [p.name for p in named])
+        weights = named or [p for p in source.safetensors_files() if _holds_heads(p)]
+        if len(weights) > 1:
+            raise _ambiguous(source.description, "several weight files with head tensors", [p.name for p in weights])
+        return layout, (raw if autodeco_config_json else None, weights[0] if weights else None)
+    # loose: no config of ours; exactly one safetensors file with head tensors.
+    weights = [p for p in source.safetensors_files() if _holds_heads(p)]
+    if len(weights) > 1:
+        raise _ambiguous(source.description, "several weight files with head tensors", [p.name for p in weights])
+    return layout, (raw if autodeco_config_json else {}, weights[0] if weights else None)
+
+
+def _config_from_json(text: str, where: str) -> AutoDecoConfig:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: the embedded config is not valid JSON ({exc}); save the heads again.") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: the embedded config is not a JSON object; save the heads again.")
+    return AutoDecoConfig.from_dict(data, source=where)
+
+
+def _load_native(
+    source, config_path: Path | None, weights: Path | None
+) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
     if weights is None:
         raise ValueError(
             f"{source.description} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the save was incomplete. "
@@ -267,8 +435,13 @@ def _load_native(source, config_path: Path) -> tuple[AutoDecoConfig, dict[str, t
         )
     tensors, metadata = _read_safetensors(weights)
     saved = metadata.get(METADATA_CONFIG_KEY)
+    if config_path is None:
+        # A save killed between moving the old config away and writing the new one: the weights
+        # carry their own config.
+        return _config_from_json(saved, f"{weights} (embedded config)"), tensors
+    config = AutoDecoConfig.from_dict(_read_json(config_path), source=str(config_path))
     if saved is not None:
-        saved_config = json.loads(saved)
+        saved_config = _config_from_json(saved, f"{weights} (embedded config)").to_dict()
         on_disk = config.to_dict()
         differing = sorted(k for k in on_disk if k != "library_version" and saved_config.get(k) != on_disk[k])
         if differing:
@@ -292,18 +465,38 @@ def _normalise_key(key: str) -> str | None:
 
 def _head_tensors_from(path: Path) -> dict[str, torch.Tensor]:
     tensors, _ = _read_safetensors(path, keep=lambda key: _normalise_key(key) is not None)
-    return {_normalise_key(key): value for key, value in tensors.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        name = _normalise_key(key)
+        if name in out:
+            raise ValueError(f"{path} holds head tensor {name} twice (as {key!r} and another wrapped name).")
+        out[name] = value
+    return out
 
 
-def _load_released(source) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
-    config_path = source.get(OFFICIAL_CONFIG_NAME)
-    raw = _read_json(config_path) if config_path is not None else {}
+# Fields of the config that describe the tensors (what a lightweight config.json and the config
+# embedded by `export_official` must agree on).
+_STRUCTURAL = (
+    "hidden_size",
+    "vocab_size",
+    "enable_temperature_head",
+    "enable_top_p_head",
+    "use_enhanced_features",
+    "mlp_hidden_size",
+)
 
+
+def _load_released(source, layout: str, files: tuple) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
+    raw, path = files
     tensors: dict[str, torch.Tensor] = {}
-    index_path = source.get(OFFICIAL_INDEX_NAME)
-    if index_path is not None:
-        weight_map = _read_json(index_path).get("weight_map", {})
+    if layout == "merged":
+        index = _read_json(path)
+        weight_map = index.get("weight_map", {})
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{path}: `weight_map` has to map tensor names to shard file names.")
         shards = sorted({shard for key, shard in weight_map.items() if _normalise_key(key) is not None})
+        for shard in shards:
+            _check_member_name(shard, str(path))
         for shard in shards:
             shard_path = source.get(shard)
             if shard_path is None:
@@ -311,14 +504,14 @@ def _load_released(source) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
                     f"{source.description}: {OFFICIAL_INDEX_NAME} places head tensors in {shard!r}, "
                     "which cannot be found (offline and not cached?). Download it or go online."
                 )
-            tensors.update(_head_tensors_from(shard_path))
-    if not tensors:
-        for path in source.safetensors_files():
-            tensors.update(_head_tensors_from(path))
-    if not tensors:
-        legacy = source.get(LEGACY_BIN_NAME)
-        if legacy is not None:
-            tensors = _load_legacy_bin(legacy)
+            for name, value in _head_tensors_from(shard_path).items():
+                if name in tensors:
+                    raise ValueError(f"{path}: head tensor {name} is stored in two shards.")
+                tensors[name] = value
+    elif layout == "legacy":
+        tensors = _load_legacy_bin(path)
+    elif path is not None:
+        tensors = _head_tensors_from(path)
     if not tensors:
         raise ValueError(
             f"nothing loadable in {source.description}: expected {CONFIG_NAME} + {WEIGHTS_NAME} (native), "
@@ -326,7 +519,19 @@ def _load_released(source) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
             f"{OFFICIAL_INDEX_NAME} + shards (merged), or {LEGACY_BIN_NAME}, holding tensors named "
             "temp_head.* / top_p_head.*. If this is a Hub repo and you are offline, download it first."
         )
-    return _config_from_released(raw, tensors, source.description), tensors
+    embedded = _embedded_config(path) if layout == "lightweight" and path is not None else None
+    if embedded is not None:
+        saved = _config_from_json(embedded, f"{path} (embedded config)")
+        if raw is None:  # config.json moved away by a save that was killed: the weights carry it
+            return saved, tensors
+        config = _config_from_released(raw, dict(tensors), source.description)
+        differing = [k for k in _STRUCTURAL if getattr(config, k) != getattr(saved, k)]
+        if differing:
+            raise ValueError(
+                f"{OFFICIAL_CONFIG_NAME} and {path} in {source.description} come from different saves "
+                f"(they disagree on {differing}); export the heads again."
+            )
+    return _config_from_released(raw or {}, tensors, source.description), tensors
 
 
 def _load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -339,7 +544,9 @@ def _load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, expected a dict of tensors.")
-    return {k: v for key, v in state.items() if (k := _normalise_key(key)) is not None and torch.is_tensor(v)}
+    tensors = {k: v for key, v in state.items() if (k := _normalise_key(key)) is not None and torch.is_tensor(v)}
+    _check_floating(tensors, path)
+    return tensors
 
 
 def _config_from_released(raw: dict[str, Any], tensors: dict[str, torch.Tensor], where: str) -> AutoDecoConfig:
@@ -349,8 +556,20 @@ def _config_from_released(raw: dict[str, Any], tensors: dict[str, torch.Tensor],
     def flag(*names: str, default: bool) -> bool:
         for name in names:
             if name in raw:
-                return bool(raw[name])
+                if not isinstance(raw[name], bool):  # "false" would read as True
+                    raise ValueError(f"{where}: `{name}` in the config has to be true or false, but is {raw[name]!r}.")
+                return raw[name]
         return default
+
+    def number(name: str) -> int | None:
+        value = raw.get(name)
+        if value is None:
+            value = text_config.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: `{name}` in the config has to be a positive integer, but is {value!r}.")
+        return value
 
     has_temp = any(k.startswith("temp_head.") for k in tensors)
     has_top_p = any(k.startswith("top_p_head.") for k in tensors)
@@ -369,16 +588,19 @@ def _config_from_released(raw: dict[str, Any], tensors: dict[str, torch.Tensor],
         mlp_hidden, top_p_in = tensors["top_p_head.mlp.0.weight"].shape
         hidden_size = top_p_in - 1 - (NUM_STATISTICS if use_enhanced else 0)
     else:
-        hidden_size, mlp_hidden = raw.get("hidden_size") or text_config.get("hidden_size"), DEFAULT_MLP_HIDDEN_SIZE
+        hidden_size, mlp_hidden = number("hidden_size"), DEFAULT_MLP_HIDDEN_SIZE
     if hidden_size is None:
         raise ValueError(f"{where}: cannot tell the hidden size (no temp_head/top_p_head first-layer weight).")
-    declared = raw.get("hidden_size") or text_config.get("hidden_size")
+    declared = number("hidden_size")
     if declared is not None and int(declared) != int(hidden_size):
         raise ValueError(
             f"{where}: config.json says hidden_size={declared} but the head tensors have width {hidden_size}; "
             "config and weights come from different models."
         )
-    vocab = raw.get("vocab_size") or text_config.get("vocab_size")
+    vocab = number("vocab_size")
+    base = raw.get("base_model_name_or_path") or raw.get("_name_or_path") or None
+    if base is not None and not isinstance(base, str):
+        raise ValueError(f"{where}: `base_model_name_or_path` in the config has to be a string, but is {base!r}.")
     return AutoDecoConfig(
         hidden_size=int(hidden_size),
         vocab_size=int(vocab) if vocab is not None else None,
@@ -386,7 +608,7 @@ def _config_from_released(raw: dict[str, Any], tensors: dict[str, torch.Tensor],
         enable_top_p_head=enable_top_p,
         use_enhanced_features=use_enhanced,
         mlp_hidden_size=int(mlp_hidden),
-        base_model_name_or_path=raw.get("base_model_name_or_path") or raw.get("_name_or_path") or None,
+        base_model_name_or_path=base,
     )
 
 

@@ -55,6 +55,11 @@ class AutoDecoConfig:
         for name in ("enable_temperature_head", "enable_top_p_head", "use_enhanced_features"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` has to be a bool, but is {getattr(self, name)!r}")
+        for name in ("base_model_name_or_path", "base_model_revision"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise TypeError(f"`{name}` has to be a string or None, but is {getattr(self, name)!r}")
+        if not isinstance(self.library_version, str):
+            raise TypeError(f"`library_version` has to be a string, but is {self.library_version!r}")
         if not (self.enable_temperature_head or self.enable_top_p_head):
             raise ValueError(
                 "`enable_temperature_head` and `enable_top_p_head` are both False: a checkpoint "
@@ -104,7 +109,10 @@ class AutoDecoConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             warnings.warn(f"{source}: ignoring unknown key(s) {unknown}.", UserWarning, stacklevel=2)
-        return cls(**{key: value for key, value in data.items() if key in names})
+        try:
+            return cls(**{key: value for key, value in data.items() if key in names})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from exc
 
 
 def _check_positive_int(name: str, value: Any) -> None:

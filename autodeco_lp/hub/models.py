@@ -18,8 +18,8 @@ import importlib
 import importlib.util
 import os
 import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,12 @@ import torch
 # autodeco_lp` (and `autodeco --help`) would otherwise pay.
 import transformers
 
-from autodeco_lp.hub.atomic import staged_directory
+from autodeco_lp.hub.atomic import clean_stale_temporaries, make_temp_folder, staged_directory
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first builds may convert twice
+    fcntl = None
 
 CACHE_ENV = "AUTODECO_CACHE_DIR"
 _COMPLETE_MARKER = "model.safetensors"
@@ -118,38 +123,67 @@ def canonical_model_id(name_or_path: str) -> str:
     return packaged.model_id if packaged else name_or_path
 
 
+def _is_complete(target: Path) -> bool:
+    """A cache folder is complete once it holds its weights (it only ever appears whole: staged and renamed)."""
+    return (target / _COMPLETE_MARKER).is_file() or (target / (_COMPLETE_MARKER + ".index.json")).is_file()
+
+
+@contextmanager
+def _build_lock(target: Path) -> Iterator[None]:
+    """An exclusive lock on `.<cache name>.lock` next to the cache: one builder at a time."""
+    lock_path = target.parent / f".{target.name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def packaged_model_dir(packaged: PackagedModel) -> Path:
-    """The safetensors copy of a packaged model, converting its GGUF on first use."""
+    """The safetensors copy of a packaged model, converting its GGUF on first use.
+
+    Safe under concurrent use: builders take a lock and re-check before converting (a second
+    builder waits for the first and reuses its cache), the cache appears whole with one rename,
+    and a complete cache is never deleted or replaced (readers can load it at any time).
+    """
     target = cache_root() / packaged.cache_name
-    if (target / _COMPLETE_MARKER).is_file():
+    if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{packaged.cache_name}-gguf-") as scratch:
-        gguf = packaged.gguf(Path(scratch))
+    with _build_lock(target):
+        if _is_complete(target):  # another process built it while we waited
+            return target
+        clean_stale_temporaries(target.parent)
+        if target.exists() or target.is_symlink():
+            # Not ours (we only ever rename a complete folder into place): move it aside, never merge into it.
+            aside = make_temp_folder(target.parent, f"{packaged.cache_name}-incomplete")
+            os.replace(target, aside / "old")
+            shutil.rmtree(aside, ignore_errors=True)
+        scratch = make_temp_folder(target.parent, f"{packaged.cache_name}-gguf")
         try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-            )
-            tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        except (ImportError, ValueError) as exc:  # transformers raises ValueError for a missing gguf/accelerate
-            raise ModuleNotFoundError(
-                f"converting {packaged.model_id} failed ({exc}). Reading GGUF needs the `gguf` and "
-                "`accelerate` packages: pip install 'autodeco-lp[embedded]'"
-            ) from exc
-    # The weights are de-quantised fp32 now; drop the GGUF quantizer so save_pretrained writes plain weights.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config._name_or_path = packaged.model_id
-    if target.exists():  # an incomplete earlier attempt: it never got the marker file
-        shutil.rmtree(target)
-    try:
+            gguf = packaged.gguf(scratch)
+            try:
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+                )
+                tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            except (ImportError, ValueError) as exc:  # transformers raises ValueError for a missing gguf/accelerate
+                raise ModuleNotFoundError(
+                    f"converting {packaged.model_id} failed ({exc}). Reading GGUF needs the `gguf` and "
+                    "`accelerate` packages: pip install 'autodeco-lp[embedded]'"
+                ) from exc
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        # The weights are de-quantised fp32 now; drop the GGUF quantizer so save_pretrained writes plain weights.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config._name_or_path = packaged.model_id
         with staged_directory(target) as staging:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
-    except OSError:
-        if not (target / _COMPLETE_MARKER).is_file():  # not just a concurrent process that won the race
-            raise
     return target
 
 

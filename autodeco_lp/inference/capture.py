@@ -13,6 +13,8 @@ batch x beams), because it reads what `lm_head` reads instead of guessing at mod
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +81,22 @@ class OutputProjection:
         return final_logits(hidden.to(self.weight.device), self.weight, self.bias, self.softcap)
 
 
+def _remove_handles(handles: list) -> None:
+    for handle in handles:
+        handle.remove()
+
+
+def _live_captures(lm_head: nn.Module) -> list[LMHeadCapture]:
+    """The captures whose hooks are on `lm_head` now (alive and attached)."""
+    found = []
+    for hook in list(getattr(lm_head, "_forward_hooks", {}).values()):
+        ref = getattr(hook, "autodeco_capture", None)
+        capture = ref() if ref is not None else None
+        if capture is not None and capture.attached:
+            found.append(capture)
+    return found
+
+
 class LMHeadCapture:
     """Records the last position's hidden state and raw logits at each `lm_head` call, and whether
     the latest forward of the model started a new generation (a prefill).
@@ -105,21 +123,53 @@ class LMHeadCapture:
         self.fresh = False
         self.prefill = False
         self._handles: list = []
+        self._finalizer: weakref.finalize | None = None
 
     @property
     def attached(self) -> bool:
         return bool(self._handles)
 
     def attach(self) -> None:
-        if not self._handles:
-            self._handles = [
-                self.lm_head.register_forward_hook(self._hook, with_kwargs=True),
-                self.model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
-            ]
+        """Register the two hooks. They reach this capture through a weak reference, so a capture
+        (and the processor owning it) that is garbage-collected without `detach()` is freed, and a
+        finalizer then removes its hooks: nothing it held stays on the model."""
+        if self._handles:
+            return
+        others = [c for c in _live_captures(self.lm_head) if c is not self]
+        if others:
+            warnings.warn(
+                f"{len(others)} other AutoDeco processor(s) are still attached to this model (never closed); "
+                "their hooks run at every forward and keep their last logits. Call `close()` on them, or use "
+                "`with AutoDeco(...) as autodeco:`.",
+                UserWarning,
+                stacklevel=3,
+            )
+        ref = weakref.ref(self)
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            capture = ref()
+            if capture is not None:
+                capture._hook(module, args, kwargs, output)
+
+        def pre_forward(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            capture = ref()
+            if capture is not None:
+                capture._pre_forward(module, args, kwargs)
+
+        hook.autodeco_capture = pre_forward.autodeco_capture = ref
+        self._handles = [
+            self.lm_head.register_forward_hook(hook, with_kwargs=True),
+            self.model.register_forward_pre_hook(pre_forward, with_kwargs=True),
+        ]
+        # Runs when this capture is collected without detach() (handles hold no reference to it).
+        self._finalizer = weakref.finalize(self, _remove_handles, list(self._handles))
 
     def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+            self._finalizer = None
+        _remove_handles(self._handles)
         self._handles = []
         self.hidden = self.logits = None
         self.fresh = self.prefill = False
