@@ -133,6 +133,19 @@ def _hub_dataset_rows(name: str) -> tuple[list[str], str]:
     return lines, hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def _decode_utf8(raw: bytes, path: Path) -> str:
+    """`raw` as UTF-8 text; an error names the file, line and column of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ValueError(
+            f"{path}:{line}: byte 0x{raw[exc.start]:02x} at column {column} is not UTF-8 ({exc.reason}); "
+            "JSONL training data has to be UTF-8 text."
+        ) from exc
+
+
 def load_jsonl(path: str | Path, tokenizer, max_length: int, variants=()) -> Dataset:
     """Tokenise every row of a JSONL file (or a Hub dataset `NAME[:SPLIT]` when `datasets` is
     installed and no such file exists). Errors name the file and line; empty data is an error.
@@ -144,7 +157,7 @@ def load_jsonl(path: str | Path, tokenizer, max_length: int, variants=()) -> Dat
     path = Path(path)
     if path.is_file():
         raw = path.read_bytes()
-        lines, digest = raw.decode("utf-8").splitlines(), hashlib.sha256(raw).hexdigest()
+        lines, digest = _decode_utf8(raw, path).splitlines(), hashlib.sha256(raw).hexdigest()
     elif path.exists():
         raise ValueError(f"`--data` {str(path)!r} is not a file; pass a JSONL file (see the README's data formats).")
     else:

@@ -198,10 +198,9 @@ class MetricsLog:
         if not enabled:
             return
         outputs.register(METRICS_NAME)
-        if self.path.exists():
-            kept = [
-                line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step
-            ]
+        if self.path.exists():  # ours (OutputDir.claim): keep the lines up to the step resumed from
+            lines = self.path.read_text().splitlines() if resume_step else []
+            kept = [line for line in lines if line and json.loads(line)["step"] <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
         if report_to == "tensorboard":
             try:

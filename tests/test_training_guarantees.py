@@ -1,0 +1,175 @@
+"""What a fit trusts on disk (issue 16): no code runs on resume, no file it did not write is
+replaced, a run that cannot change the heads says so, unreadable data names its file and line."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from autodeco_lp.training import fit
+from autodeco_lp.training.data import load_jsonl
+from autodeco_lp.training.resume import LEGACY_STATE_NAME, STATE_NAME, load_training_state
+from tests.conftest import tiny_char_tokenizer
+from tests.test_training_fit import fit_args, heads_state, write_data
+
+HEADS_FILE = "autodeco_heads.safetensors"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_data(tmp_path_factory.mktemp("data") / "train.jsonl", rows=16)
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tiny_model_dir, data, tmp_path_factory):
+    """A finished 4-step run with checkpoint-2 (and the uninterrupted heads to compare with)."""
+    out = tmp_path_factory.mktemp("run")
+    fit(fit_args(tiny_model_dir, data, out, save_steps=2, max_steps=4))
+    return out
+
+
+class _PlantsAFile:
+    """A pickled object whose loading would create `path` (a stand-in for any shell command)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def _copy_checkpoint(checkpointed: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "checkpoint-2"
+    shutil.copytree(checkpointed / "checkpoint-2", folder)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["torch.save", "raw pickle", "pickle named .safetensors"])
+def test_resume_never_runs_code_from_a_planted_pickle(tiny_model_dir, data, checkpointed, tmp_path, how):
+    folder = _copy_checkpoint(checkpointed, tmp_path)
+    marker = tmp_path / "pwned"
+    payload = {"step": 2, "optimizer": _PlantsAFile(marker)}
+    (folder / STATE_NAME).unlink()
+    if how == "torch.save":
+        torch.save(payload, folder / LEGACY_STATE_NAME)
+    elif how == "raw pickle":
+        (folder / LEGACY_STATE_NAME).write_bytes(pickle.dumps(payload))
+    else:
+        (folder / STATE_NAME).write_bytes(pickle.dumps(payload))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="restart without --resume-from-checkpoint") as info:
+        fit(fit_args(tiny_model_dir, data, tmp_path / "out", save_steps=2, max_steps=4, resume_from_checkpoint=folder))
+    assert not marker.exists(), "loading the checkpoint ran code"
+    assert str(folder) in str(info.value)
+    assert "never code" in str(info.value) or "not a safetensors file" in str(info.value)
+
+
+@pytest.mark.parametrize("name, size", [(STATE_NAME, 0), (STATE_NAME, "half"), (LEGACY_STATE_NAME, 0)])
+def test_truncated_or_empty_state_is_a_clear_error_naming_the_file(
+    tiny_model_dir, data, checkpointed, tmp_path, name, size
+):
+    from autodeco_lp.cli.fit import fit_command
+
+    folder = _copy_checkpoint(checkpointed, tmp_path)
+    raw = (folder / STATE_NAME).read_bytes()
+    (folder / STATE_NAME).unlink()
+    (folder / name).write_bytes(b"" if size == 0 else raw[: len(raw) // 2])
+    args = [
+        "--model", str(tiny_model_dir), "--data", str(data), "--output-dir", str(tmp_path / "out"),
+        "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2", "--learning-rate", "3e-3",
+        "--max-steps", "4", "--warmup-ratio", "0", "--mlp-hidden-size", "16", "--use-cpu", "--disable-tqdm",
+        "--save-steps", "2", "--resume-from-checkpoint", str(folder),
+    ]  # fmt: skip
+    result = CliRunner().invoke(fit_command, args)
+    assert result.exit_code != 0
+    assert str(folder / name) in result.output, result.output
+    assert "restart without --resume-from-checkpoint" in result.output
+    assert "Aborted!" not in result.output and "PytorchStreamReader" not in result.output
+
+
+def test_state_is_safetensors_and_an_older_pickled_state_still_resumes_exactly(
+    tiny_model_dir, data, checkpointed, tmp_path
+):
+    folder = _copy_checkpoint(checkpointed, tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["autodeco_config.json", HEADS_FILE, STATE_NAME]
+    state = load_training_state(folder)  # the old format: the same dict, pickled by torch.save
+    torch.save(state, folder / LEGACY_STATE_NAME)
+    (folder / STATE_NAME).unlink()
+    out = tmp_path / "resumed"
+    fit(fit_args(tiny_model_dir, data, out, save_steps=2, max_steps=4, resume_from_checkpoint=str(folder)))
+    ref, run = heads_state(checkpointed), heads_state(out)
+    for name in ref:
+        assert torch.equal(ref[name], run[name]), name
+
+
+def test_init_heads_equal_to_output_dir_is_refused_unless_overwrite(tiny_model_dir, data, checkpointed, tmp_path):
+    from autodeco_lp.cli.fit import fit_command
+
+    heads = tmp_path / "heads"
+    shutil.copytree(checkpointed, heads)
+    before = (heads / HEADS_FILE).read_bytes()
+    result = CliRunner().invoke(
+        fit_command,
+        ["--model", str(tiny_model_dir), "--data", str(data), "--init-heads", str(heads), "--output-dir", str(heads),
+         "--mlp-hidden-size", "16", "--use-cpu", "--disable-tqdm", "--max-steps", "2", "--save-steps", "0"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "`--init-heads` and `--output-dir` are the same folder" in result.output, result.output
+    assert (heads / HEADS_FILE).read_bytes() == before
+    fit(fit_args(tiny_model_dir, data, heads, init_heads=str(heads), max_steps=2, overwrite_output_dir=True))
+    assert (heads / HEADS_FILE).read_bytes() != before
+
+
+@pytest.mark.parametrize("name", ["README.md", "metrics.jsonl", HEADS_FILE])
+def test_files_we_did_not_write_are_never_replaced(tiny_model_dir, data, tmp_path, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"the user's own file\n")
+    (out / "notes.txt").write_text("unrelated")
+    with pytest.raises(ValueError, match=f"holds \\['{name}'\\], which autodeco-fit did not write there"):
+        fit(fit_args(tiny_model_dir, data, out, max_steps=2))
+    assert (out / name).read_bytes() == b"the user's own file\n"
+    # Resuming does not make them ours either.
+    with pytest.raises(ValueError, match="did not write there"):
+        fit(fit_args(tiny_model_dir, data, out, max_steps=2, resume_from_checkpoint="latest"))
+    assert (out / name).read_bytes() == b"the user's own file\n"
+    fit(fit_args(tiny_model_dir, data, out, max_steps=2, overwrite_output_dir=True))
+    assert (out / name).read_bytes() != b"the user's own file\n"
+    assert (out / "notes.txt").read_text() == "unrelated"  # other files are never touched
+
+
+def test_other_files_are_kept_and_a_finished_run_is_not_silently_restarted(tiny_model_dir, data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.jsonl").write_text("mine")
+    fit(fit_args(tiny_model_dir, data, out, max_steps=2))
+    assert (out / "train.jsonl").read_text() == "mine"
+    before = (out / HEADS_FILE).read_bytes()
+    with pytest.raises(ValueError, match="holds an earlier run's"):
+        fit(fit_args(tiny_model_dir, data, out, max_steps=2, seed=3))
+    assert (out / HEADS_FILE).read_bytes() == before
+
+
+def test_a_schedule_at_learning_rate_zero_warns(tiny_model_dir, data, checkpointed, tmp_path):
+    """`--max-steps 1` with the default warm-up: the only step is warm-up at lr 0."""
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="runs at learning rate 0"):
+        fit(fit_args(tiny_model_dir, data, out, init_heads=str(checkpointed), max_steps=1, warmup_ratio=0.03))
+    before, after = heads_state(checkpointed), heads_state(out)
+    assert all(torch.equal(before[name], after[name]) for name in before)  # a no-op, as warned
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*learning rate 0.*")
+        fit(fit_args(tiny_model_dir, data, tmp_path / "o2", init_heads=str(checkpointed), max_steps=1))
+
+
+def test_non_utf8_training_data_names_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"train\.jsonl:2: byte 0xe9 at column 14 is not UTF-8"):
+        load_jsonl(path, tiny_char_tokenizer(), 64)
