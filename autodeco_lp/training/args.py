@@ -130,6 +130,13 @@ class FitArgs:
         default=DEFAULT_CHUNK_SIZE,
         metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."),
     )
+    soft_top_p: str = field(
+        default="exact",
+        metadata=_help(
+            "Soft top-p loss: exact (sorts the vocabulary) or topk (sort-free, within 5e-4 nats per position of "
+            "exact; bound derived in autodeco_lp/training/losses.py)."
+        ),
+    )
     # Optimisation.
     num_train_epochs: float | None = field(
         default=None,
@@ -288,6 +295,7 @@ class FitArgs:
             train_top_p=self.train_heads in ("both", "top_p"),
             top_p_loss_trains_temperature=self.top_p_loss_trains_temperature,
             chunk_size=self.loss_chunk_size,
+            soft_top_p=self.soft_top_p,
         )
 
     def check_environment(self) -> None:

@@ -32,6 +32,43 @@ removes the cost of losing a problem and collapses T towards greedy (measured, d
 `log p~[y]` is computed as `log p[y] - alpha * relu(c[y] - P) - log(sum(p * m) + eps)`, which is
 the same number as `log(p~[y])` but never underflows to `-inf`.
 
+Two implementations of the soft top-p term (`LossConfig.soft_top_p`):
+
+- "exact" (default): a full-width stable sort of p (equal probabilities ordered by token id), its
+  cumsum, the mask, the sum. The sort is most of the loss's time on a CPU.
+- "topk": sort-free. Write c_i for token i's inclusive cumulative mass in that order, S = sum_i
+  p_i m_i with m_i = exp(-alpha relu(c_i - P)), and ell = -log p_y + alpha relu(c_y - P) + log(S + e0)
+  (e0 = SOFT_TOP_P_EPS).
+  * c_y is a masked O(V) sum: c_y = sum_i p_i [p_i > p_y or (p_i = p_y and i <= y)], exactly the
+    stable sort's order, so p_y and the mask term are the exact path's (up to fp32 summation order).
+  * S: `torch.topk` gives the k most probable tokens; their cumulative masses C_1 <= ... <= C_k are
+    exact (equal probabilities may come in any order there: permuting equal p_i permutes the c_i
+    among them, which leaves sum p_i m_i unchanged), so A = sum_{j <= k} p_(j) m(C_j) is exact.
+    Every other token has c_i in [C_k, 1] and m is non-increasing in c, so its mask lies in
+    [a, b] = [exp(-alpha relu(1 - P)), exp(-alpha relu(C_k - P))], and the tail's share
+    B = sum_tail p_i m_i lies in [R a, R b] with R = 1 - C_k its mass. We use the midpoint
+    S^ = A + R (a + b) / 2.
+  * Bound. |log(S^ + e0) - log(S + e0)| <= log(1 + R (b - a) / (2 (A + R a + e0))) <= rho / 2 with
+    rho = R b / (A + e0), because both S and S^ lie in [A + R a, A + R b] and log is concave
+    (the distance of the midpoint to either end, relative to the lower end). Only this term
+    differs, so per position |ell^ - ell| <= rho / 2, and the weighted loss obeys
+    |loss^ - loss| <= top_p_weight * mean_i(w_i rho_i / 2) <= top_p_weight * max(w) * eps / 2.
+  * k, per row: `TOPK_START`, then x4 (capped at V) for the rows still above the bound, until every
+    row has rho <= eps (`LossConfig.topk_eps`). Every top-k token has m >= b (its c <= C_k), so
+    A >= C_k b and rho <= R / C_k: covering mass 1 - eps gives rho <= eps / (1 - eps) whatever P
+    and alpha, and rho usually falls below eps much earlier, since b decays like exp(-alpha (C_k - P))
+    once the top-k passes P. With eps = 0, k = V and the result is the exact loss.
+  * Gradients: only d log S differs. For P: d log S/dP = alpha (G + D) / S with G the top-k part
+    (exact in both) and the tail part D, D^ both in [0, R b], so |d ell^/dP - d ell/dP| <=
+    alpha (R b / S + |S^ - S| / S) <= 2 alpha rho. For T the error is of the same relative order
+    (tested, tests/test_losses_topk.py), not bounded here.
+  * eps = 1e-3 (`DEFAULT_TOPK_EPS`): the loss moves by at most 5e-4 nats per position (w <= 1 with
+    DFT), against per-position losses of ~0.1-3 nats, and the P-gradient by at most 2e-3 alpha, 0.1%
+    of its range [-alpha, alpha]. On SmolLM2-135M with the shipped heads (T ~ 0.4, P ~ 0.998) it
+    needs k <= 16 for half the positions, <= 256 for 99% (max 2048); eps = 1e-4 doubles those.
+    No (C, V) int64 tensor is built (the token-id order is an int32 (V,) row; top-k ids are (C, k));
+    the (C, V) passes left are the softmax, the masked sum and the top-k selection.
+
 Memory: the base model is frozen, so only the heads need gradients. For each chunk of C
 positions we run forward and backward at once and keep only the gradients, so at most one
 chunk's `(C, V)` intermediates (about 15 fp32 copies: logits, softmaxes, sort values and
@@ -53,6 +90,11 @@ from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_
 DEFAULT_EASY_TOKEN_DROP = 0.6
 DEFAULT_CHUNK_SIZE = 256
 SEQUENCE_WEIGHTINGS = ("none", "importance", "importance-normalised")
+SOFT_TOP_P_METHODS = ("exact", "topk")
+# Bound on the tail's relative share rho of the soft top-p normaliser in the "topk" method (module docstring).
+DEFAULT_TOPK_EPS = 1e-3
+# First k tried by the "topk" method; doubled until every row of a chunk meets the bound.
+TOPK_START = 256
 
 
 @dataclass(frozen=True)
@@ -75,6 +117,10 @@ class LossConfig:
             every position of a sequence by the clipped ratio of its probability under the heads to
             the base model's (see the module docstring); needs `sequence_ids`.
         importance_clip: upper bound of that weight.
+        soft_top_p: "exact" (full sort) or "topk" (sort-free, within a proven bound of the exact
+            loss; module docstring).
+        topk_eps: the "topk" method's bound: per position the top-p loss is within `topk_eps / 2`
+            (times its weight) of the exact one. 0 makes k = V: the exact loss.
     """
 
     alpha: float = DEFAULT_ALPHA
@@ -89,8 +135,14 @@ class LossConfig:
     sequence_weighting: str = "none"
     importance_clip: float = 10.0
     control_weight: float = 1.0
+    soft_top_p: str = "exact"
+    topk_eps: float = DEFAULT_TOPK_EPS
 
     def __post_init__(self) -> None:
+        if self.soft_top_p not in SOFT_TOP_P_METHODS:
+            raise ValueError(f"`soft_top_p` has to be one of {SOFT_TOP_P_METHODS}, but is {self.soft_top_p!r}")
+        if not 0.0 <= self.topk_eps < 1.0:
+            raise ValueError(f"`topk_eps` has to be in [0, 1), but is {self.topk_eps}")
         if self.sequence_weighting not in SEQUENCE_WEIGHTINGS:
             raise ValueError(
                 f"`sequence_weighting` has to be one of {SEQUENCE_WEIGHTINGS}, but is {self.sequence_weighting!r}"
@@ -214,19 +266,117 @@ def _chunk_losses(
         log_probs = scaled_log_probs
         if not config.top_p_loss_trains_temperature:
             log_probs = torch.log_softmax(logits / t.detach(), dim=-1)  # (C, V)
-        probs = log_probs.exp()
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)  # (C, V) each
-        cumulative = sorted_probs.cumsum(dim=-1)  # (C, V) inclusive
-        excess = torch.relu(cumulative - top_p[:, None])  # (C, V) sorted order
-        normaliser = (sorted_probs * torch.exp(-config.alpha * excess)).sum(dim=-1) + SOFT_TOP_P_EPS  # (C,)
-        # c[y]: the cumulative sum at the gold token's rank, read back through the sort order.
-        gold_rank = (order == labels[:, None]).to(torch.int8).argmax(dim=-1, keepdim=True)  # (C, 1)
-        gold_excess = excess.gather(-1, gold_rank).squeeze(-1)  # (C,)
-        gold_log_prob = log_probs.gather(-1, labels[:, None]).squeeze(-1)  # (C,)
-        log_soft = gold_log_prob - config.alpha * gold_excess - torch.log(normaliser)
+        log_soft = soft_top_p_gold_log_prob(
+            log_probs, top_p, labels, config.alpha, method=config.soft_top_p, eps=config.topk_eps
+        )
         loss_p = -log_soft * dft_weight
         log_ratio = (log_soft - gold_base).detach()
     return loss_t, keep_t, loss_p, temperature, top_p, log_ratio
+
+
+def soft_top_p_gold_log_prob(
+    log_probs: torch.Tensor,
+    top_p: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    method: str = "exact",
+    eps: float = DEFAULT_TOPK_EPS,
+) -> torch.Tensor:
+    """`log p~[y]` of the soft top-p distribution, per row, as
+    `log p[y] - alpha * relu(c[y] - P) - log(sum(p * m) + e0)` (never underflows to -inf).
+
+    Shapes: log_probs `(C, V)` (a log-softmax), top_p `(C,)`, labels `(C,)` -> `(C,)`.
+    `method` "exact" sorts; "topk" is within `eps / 2` of it in every row (module docstring).
+    """
+    if method == "topk":
+        gold_excess, log_normaliser = _soft_top_p_topk(log_probs, top_p, labels, alpha, eps)
+    elif method == "exact":
+        gold_excess, log_normaliser = _soft_top_p_exact(log_probs, top_p, labels, alpha)
+    else:
+        raise ValueError(f"`method` has to be one of {SOFT_TOP_P_METHODS}, but is {method!r}")
+    gold_log_prob = log_probs.gather(-1, labels[:, None]).squeeze(-1)  # (C,)
+    return gold_log_prob - alpha * gold_excess - log_normaliser
+
+
+def _soft_top_p_exact(
+    log_probs: torch.Tensor, top_p: torch.Tensor, labels: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(relu(c_y - P), log(S + e0))`, each (C,), with a full-width sort. log_probs (C, V), top_p and labels (C,).
+
+    The sort is stable: equal probabilities are ranked by token id, which fixes the gold token's c_y.
+    """
+    probs = log_probs.exp()
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (C, V) each
+    cumulative = sorted_probs.cumsum(dim=-1)  # (C, V) inclusive
+    excess = torch.relu(cumulative - top_p[:, None])  # (C, V) sorted order
+    normaliser = (sorted_probs * torch.exp(-alpha * excess)).sum(dim=-1) + SOFT_TOP_P_EPS  # (C,)
+    # c[y]: the cumulative sum at the gold token's rank, read back through the sort order.
+    gold_rank = (order == labels[:, None]).to(torch.int8).argmax(dim=-1, keepdim=True)  # (C, 1)
+    return excess.gather(-1, gold_rank).squeeze(-1), torch.log(normaliser)
+
+
+def _soft_top_p_topk(
+    log_probs: torch.Tensor, top_p: torch.Tensor, labels: torch.Tensor, alpha: float, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same pair as `_soft_top_p_exact` without a sort: c_y exact, log S within rho / 2 with
+    rho <= eps in every row (derivation in the module docstring). Shapes as there."""
+    probs = log_probs.exp()  # (C, V)
+    vocab = probs.shape[-1]
+    gold_prob = probs.gather(-1, labels[:, None])  # (C, 1)
+    with torch.no_grad():
+        # The stable sort's order: above the gold token = more probable, or as probable with id <= y.
+        token_ids = torch.arange(vocab, device=probs.device, dtype=torch.int32)  # (V,), no (C, V) ids
+        above = (probs > gold_prob) | ((probs == gold_prob) & (token_ids <= labels[:, None].to(torch.int32)))
+    gold_cumulative = (probs * above).sum(dim=-1)  # (C,) = c_y
+    gold_excess = torch.relu(gold_cumulative - top_p)
+
+    # k per row: all rows start at TOPK_START; the rows that miss the bound (few, on LM
+    # distributions) are redone alone with 4x the k, until every row meets it or k = V.
+    rows = torch.arange(probs.shape[0], device=probs.device)  # (C,)
+    k = vocab if eps == 0 else min(TOPK_START, vocab)
+    groups = []  # (rows, their top-k ids (r, k))
+    with torch.no_grad():
+        pending, detached = rows, probs.detach()
+        while pending.numel():
+            index = detached.topk(k, dim=-1, sorted=True).indices  # (r, k) descending
+            done = torch.ones_like(pending, dtype=torch.bool)
+            if k < vocab:
+                done = _tail_share(detached.gather(-1, index), top_p[pending, None], alpha)[-1] <= eps
+            groups.append((pending[done], index[done]))
+            pending = pending[~done]
+            detached = probs.detach()[pending]  # (r', V), only the rows still missing the bound
+            k = min(4 * k, vocab)
+    heads, tails, order = [], [], []
+    for group_rows, index in groups:
+        if not group_rows.numel():
+            continue
+        flat = group_rows[:, None] * vocab + index  # (r, k) int64: r x k, not C x V
+        values = probs.reshape(-1)[flat]  # (r, k), differentiable
+        head, tail, _ = _tail_share(values, top_p[group_rows, None], alpha, exact=index.shape[-1] == vocab)
+        heads.append(head), tails.append(tail), order.append(group_rows)
+    inverse = torch.empty_like(rows).scatter_(0, torch.cat(order), rows)  # group order -> row order
+    normaliser = (torch.cat(heads) + torch.cat(tails))[inverse] + SOFT_TOP_P_EPS
+    return gold_excess, torch.log(normaliser)
+
+
+def _tail_share(values: torch.Tensor, p_col: torch.Tensor, alpha: float, exact: bool = False):
+    """From the top-k probabilities (C, k), descending: `(A, R (a + b) / 2, rho)`, each (C,).
+
+    A = sum_j v_j exp(-alpha relu(C_j - P)) over the top k; the tail (mass R = 1 - C_k) has masks in
+    [a, b] = [exp(-alpha relu(1 - P)), exp(-alpha relu(C_k - P))]; rho = R b / (A + e0) bounds its share.
+    `exact` (k = V): no tail.
+    """
+    cumulative = values.cumsum(dim=-1)  # (C, k)
+    head = (values * torch.exp(-alpha * torch.relu(cumulative - p_col))).sum(dim=-1)
+    if exact:
+        zero = torch.zeros_like(head)
+        return head, zero, zero
+    covered = cumulative[:, -1]
+    rest = (1.0 - covered).clamp_min(0.0)
+    p = p_col.squeeze(-1)
+    upper = torch.exp(-alpha * torch.relu(covered - p))
+    lower = torch.exp(-alpha * torch.relu(1.0 - p))
+    return head, rest * (lower + upper) / 2, rest * upper / (head + SOFT_TOP_P_EPS)
 
 
 @torch.no_grad()
