@@ -59,9 +59,32 @@ WRAPPER_PREFIXES = ("module.", "adapter.", "model.")
 # ----------------------------------------------------------------------------- saving
 
 
+def _save_target(path: str | os.PathLike, names: tuple[str, ...]) -> Path:
+    """The folder to save into; refuses an empty path (it would mean the current folder) and
+    entries with our file names that are not files (a user's folder is never replaced)."""
+    if not os.fspath(path).strip():
+        raise ValueError("the save path is empty; pass a folder ('.' for the current folder).")
+    folder = Path(path)
+    for name in names:
+        entry = folder / name
+        if entry.exists() and not entry.is_symlink() and not entry.is_file():
+            raise ValueError(f"{entry} exists and is not a file; move it away before saving here.")
+    return folder
+
+
 def save_heads(config: AutoDecoConfig, state_dict: dict[str, torch.Tensor], save_directory: str | os.PathLike) -> Path:
     """Write heads (`config` + their `state_dict`) in the native format. Never leaves a half-written
     file in place of a good one (see `atomic.write_files_atomically`)."""
+    folder = _save_target(save_directory, (WEIGHTS_NAME, CONFIG_NAME))
+    _refuse_other_layouts(folder, (OFFICIAL_INDEX_NAME, LEGACY_BIN_NAME), "native")
+    official = folder / OFFICIAL_CONFIG_NAME
+    if official.is_file():
+        try:
+            is_release = json.loads(official.read_text(encoding="utf-8")).get("model_type") == "autodeco"
+        except (ValueError, AttributeError):
+            is_release = False
+        if is_release:
+            _refuse_other_layouts(folder, (OFFICIAL_CONFIG_NAME,), "native")
     config_json = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
     # Contiguous CPU copies: safetensors refuses views and device tensors.
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
@@ -70,7 +93,7 @@ def save_heads(config: AutoDecoConfig, state_dict: dict[str, torch.Tensor], save
     # the new config is put in place: a kill at any point leaves the old or the new weights, each
     # with the config embedded in them (what `read_heads` uses when the config file is absent).
     return write_files_atomically(
-        Path(save_directory),
+        folder,
         {
             WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
             CONFIG_NAME: lambda tmp: write_text(tmp, config_json),
@@ -93,6 +116,8 @@ def export_official(
     the base model. Heads are stored in `dtype` (bf16, as released).
     """
     cfg = config
+    folder = _save_target(out_dir, (OFFICIAL_WEIGHTS_NAME, OFFICIAL_CONFIG_NAME))
+    _refuse_foreign_release_files(folder)
     config: dict[str, Any] = dict(base_config or {})
     config.update(
         {
@@ -117,13 +142,51 @@ def export_official(
     # renames (config.json moved away first, put back last) leaves weights that still load as themselves.
     metadata = {"format": "pt", METADATA_CONFIG_KEY: json.dumps(cfg.to_dict(), indent=2, sort_keys=True)}
     return write_files_atomically(
-        Path(out_dir),
+        folder,
         {
             OFFICIAL_WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
             OFFICIAL_CONFIG_NAME: lambda tmp: write_text(tmp, text),
         },
         commit=OFFICIAL_CONFIG_NAME,
     )
+
+
+def _refuse_other_layouts(folder: Path, names: tuple[str, ...], layout: str) -> None:
+    """Saving one layout next to another would leave a folder that no longer loads (ambiguous)."""
+    present = [name for name in names if (folder / name).exists() or (folder / name).is_symlink()]
+    if present:
+        raise ValueError(
+            f"{folder} already holds another checkpoint layout ({', '.join(present)}); writing the {layout} "
+            "layout next to it would make the folder ambiguous. Write into another folder."
+        )
+
+
+def _refuse_foreign_release_files(folder: Path) -> None:
+    """`config.json` / `model.safetensors` are common names (a base model's files): replace them only
+    when they are an AutoDeco export's."""
+    config_path, weights_path = folder / OFFICIAL_CONFIG_NAME, folder / OFFICIAL_WEIGHTS_NAME
+    _refuse_other_layouts(folder, (CONFIG_NAME, WEIGHTS_NAME, OFFICIAL_INDEX_NAME, LEGACY_BIN_NAME), "lightweight")
+    if config_path.is_file():
+        try:
+            ours = json.loads(config_path.read_text(encoding="utf-8")).get("model_type") == "autodeco"
+        except (ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ValueError(
+                f"{config_path} exists and is not an AutoDeco config (model_type 'autodeco'); exporting here "
+                "would replace it. Export into another folder."
+            )
+    if weights_path.is_file():
+        try:
+            keys = _safetensors_header(weights_path)[0]
+        except ValueError:
+            keys = ["?"]
+        foreign = [key for key in keys if _normalise_key(key) is None]
+        if foreign:
+            raise ValueError(
+                f"{weights_path} exists and holds tensors that are not AutoDeco heads ({foreign[:3]}...); "
+                "exporting here would replace it. Export into another folder."
+            )
 
 
 # ----------------------------------------------------------------------------- file sources
@@ -150,7 +213,10 @@ class _LocalFolder:
     def _inside(self, path: Path) -> None:
         """Refuse a file whose real path leaves the folder (a symlink out of it). A Hugging Face cache
         snapshot (`models--org--name/snapshots/<commit>`) links into its repo's `blobs`: allowed."""
-        real = path.resolve()
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # a dangling link or a symlink loop
+            raise ValueError(f"{path} is a broken or looping link ({exc}); fix or remove it.") from exc
         allowed = [self.real]
         if self.real.parent.name == "snapshots" and self.real.parent.parent.name.startswith("models--"):
             allowed.append(self.real.parent.parent / "blobs")
@@ -163,10 +229,12 @@ class _LocalFolder:
     def get(self, name: str) -> Path | None:
         _check_member_name(name, self.description)
         path = self.root / name
-        if not (path.is_file() or path.is_symlink()):
+        if not (path.exists() or path.is_symlink()):
             return None
         self._inside(path)
-        return path if path.is_file() else None
+        if not path.is_file():
+            raise ValueError(f"{path} is not a regular file (a folder, a pipe or a device); remove or replace it.")
+        return path
 
     def safetensors_files(self) -> list[Path]:
         found = []

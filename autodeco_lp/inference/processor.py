@@ -121,7 +121,14 @@ class AutoDeco(LogitsProcessor):
         if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
             raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep!r}")
         self.min_tokens_to_keep = min_tokens_to_keep
-        self.record_trace = bool(record_trace)
+        for name, value in (
+            ("record_trace", record_trace),
+            ("use_temperature_head", use_temperature_head),
+            ("use_top_p_head", use_top_p_head),
+        ):
+            if not isinstance(value, bool):  # bool("no") is True
+                raise TypeError(f"`{name}` has to be True or False, but is {value!r}")
+        self.record_trace = record_trace
 
         self._capture = LMHeadCapture(model)
         weight = self._capture.lm_head.weight
