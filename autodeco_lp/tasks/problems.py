@@ -12,6 +12,7 @@ generator stream they are evaluated on.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,16 +132,33 @@ class JsonlTask:
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
         self.problems: list[Problem] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not part of row 1
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise ValueError(
+                f"{path}:{line}: not UTF-8 (byte {exc.object[exc.start]:#04x}); save the task file as UTF-8"
+            ) from exc
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip() or len(self.problems) >= size:
                 continue
             try:
                 row = json.loads(line)
-                question, answer, choices = row["question"], str(row["answer"]), row.get("choices")
+                question, raw_answer, choices = row["question"], row["answer"], row.get("choices")
                 if not isinstance(question, str) or (
-                    choices is not None and not (isinstance(choices, list) and choices)
+                    choices is not None
+                    and not (isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices))
                 ):
-                    raise ValueError("`question` has to be a string and `choices` a non-empty list")
+                    raise ValueError("`question` has to be a string and `choices` a non-empty list of strings")
+                # A gold answer is text or a finite number; null, NaN, lists and objects would be scored
+                # against their Python spelling ("None", "nan", ...), silently wrong.
+                if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
+                    raise ValueError(f"`answer` has to be a string or a number, but is {raw_answer!r}")
+                if isinstance(raw_answer, float) and not math.isfinite(raw_answer):
+                    raise ValueError(f"`answer` has to be finite, but is {raw_answer!r}")
+                answer = str(raw_answer)
+            except RecursionError as exc:
+                raise ValueError(f"{path}:{number}: a task row is nested too deeply to be a task row") from exc
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(
                     f"{path}:{number}: a task row needs question, answer and optional choices ({exc})"
