@@ -43,6 +43,23 @@ class BenchRow:
     static_peak_bytes: int | None
     autodeco_peak_bytes: int | None
 
+    @classmethod
+    def from_times(
+        cls, batch: int, new_tokens: int, static_times: list[float], autodeco_times: list[float], peaks=(None, None)
+    ) -> BenchRow:
+        """Tokens/s from the median times; the ratio autodeco/static per interleaved pair (median, min, max)."""
+        ratios = [a / s for a, s in zip(autodeco_times, static_times)]
+        tokens = batch * new_tokens
+        return cls(
+            batch,
+            tokens / statistics.median(static_times),
+            tokens / statistics.median(autodeco_times),
+            statistics.median(ratios),
+            min(ratios),
+            max(ratios),
+            *peaks,
+        )
+
 
 def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[float, int | None]:
     sampling = dict(temperature=1.0, top_p=1.0) if processor is not None else dict(temperature=0.8, top_p=0.9)
@@ -80,29 +97,16 @@ def bench_generate(
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw).to(model.device)
             _timed_generate(model, enc, None, 4, 0)  # warm-up both paths
             _timed_generate(model, enc, autodeco, 4, 0)
-            static_times, autodeco_times, ratios = [], [], []
+            static_times, autodeco_times = [], []
             peaks: list[int | None] = [None, None]
             for repeat in range(repeats):
                 s, ps = _timed_generate(model, enc, None, new_tokens, repeat)
                 a, pa = _timed_generate(model, enc, autodeco, new_tokens, repeat)
                 static_times.append(s)
                 autodeco_times.append(a)
-                ratios.append(a / s)
                 if ps is not None:
                     peaks = [max(peaks[0] or 0, ps), max(peaks[1] or 0, pa)]
-            tokens = batch * new_tokens
-            rows.append(
-                BenchRow(
-                    batch,
-                    tokens / statistics.median(static_times),
-                    tokens / statistics.median(autodeco_times),
-                    statistics.median(ratios),
-                    min(ratios),
-                    max(ratios),
-                    peaks[0],
-                    peaks[1],
-                )
-            )
+            rows.append(BenchRow.from_times(batch, new_tokens, static_times, autodeco_times, peaks))
     return rows
 
 
@@ -171,18 +175,5 @@ def bench_generate_vllm(
         for _ in range(repeats):
             static_times.append(timed(static, chats, static_params))
             autodeco_times.append(timed(autodeco, chats, autodeco_params))
-        ratios = [a / s for a, s in zip(autodeco_times, static_times)]
-        tokens = batch * new_tokens
-        rows.append(
-            BenchRow(
-                batch,
-                tokens / statistics.median(static_times),
-                tokens / statistics.median(autodeco_times),
-                statistics.median(ratios),
-                min(ratios),
-                max(ratios),
-                None,
-                None,
-            )
-        )
+        rows.append(BenchRow.from_times(batch, new_tokens, static_times, autodeco_times))
     return rows

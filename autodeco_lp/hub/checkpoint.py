@@ -181,7 +181,7 @@ def _refuse_foreign_release_files(folder: Path) -> None:
             keys = _safetensors_header(weights_path)[0]
         except ValueError:
             keys = ["?"]
-        foreign = [key for key in keys if _normalise_key(key) is None]
+        foreign = [key for key in keys if head_tensor_name(key) is None]
         if foreign:
             raise ValueError(
                 f"{weights_path} exists and holds tensors that are not AutoDeco heads ({foreign[:3]}...); "
@@ -416,7 +416,7 @@ def _embedded_config(path: Path) -> str | None:
 
 
 def _holds_heads(path: Path) -> bool:
-    return any(_normalise_key(key) is not None for key in _safetensors_header(path)[0])
+    return any(head_tensor_name(key) is not None for key in _safetensors_header(path)[0])
 
 
 def _ambiguous(where: str, what: str, candidates: list[str]) -> ValueError:
@@ -520,7 +520,7 @@ def _load_native(
     return config, tensors
 
 
-def _normalise_key(key: str) -> str | None:
+def head_tensor_name(key: str) -> str | None:
     """`module.adapter.temp_head.mlp.0.weight` -> `temp_head.mlp.0.weight`; None for non-head keys."""
     changed = True
     while changed and not key.startswith(HEAD_PREFIXES):
@@ -532,10 +532,10 @@ def _normalise_key(key: str) -> str | None:
 
 
 def _head_tensors_from(path: Path) -> dict[str, torch.Tensor]:
-    tensors, _ = _read_safetensors(path, keep=lambda key: _normalise_key(key) is not None)
+    tensors, _ = _read_safetensors(path, keep=lambda key: head_tensor_name(key) is not None)
     out: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
-        name = _normalise_key(key)
+        name = head_tensor_name(key)
         if name in out:
             raise ValueError(f"{path} holds head tensor {name} twice (as {key!r} and another wrapped name).")
         out[name] = value
@@ -562,7 +562,7 @@ def _load_released(source, layout: str, files: tuple) -> tuple[AutoDecoConfig, d
         weight_map = index.get("weight_map", {})
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise ValueError(f"{path}: `weight_map` has to map tensor names to shard file names.")
-        shards = sorted({shard for key, shard in weight_map.items() if _normalise_key(key) is not None})
+        shards = sorted({shard for key, shard in weight_map.items() if head_tensor_name(key) is not None})
         for shard in shards:
             _check_member_name(shard, str(path))
         for shard in shards:
@@ -612,7 +612,7 @@ def _load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:
         ) from exc
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, expected a dict of tensors.")
-    tensors = {k: v for key, v in state.items() if (k := _normalise_key(key)) is not None and torch.is_tensor(v)}
+    tensors = {k: v for key, v in state.items() if (k := head_tensor_name(key)) is not None and torch.is_tensor(v)}
     _check_floating(tensors, path)
     return tensors
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autodeco_lp.hub.checkpoint import HEAD_PREFIXES, WRAPPER_PREFIXES
+from autodeco_lp.hub.checkpoint import head_tensor_name
 from autodeco_lp.hub.registry import find_heads, load_registry
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.vllm.options import ARCHITECTURE, RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE, AutoDecoVllmOptions
@@ -27,16 +27,6 @@ from autodeco_lp.vllm.released import base_architecture_for
 from autodeco_lp.vllm.sampling import TraceRecorder, install_sampler_hook, stage
 
 BASE_PREFIX = "llm."
-
-
-def _is_head_tensor(name: str) -> bool:
-    """`temp_head.*` / `top_p_head.*`, also behind the wrapper prefixes seen in released files."""
-    while not name.startswith(HEAD_PREFIXES):
-        stripped = next((name[len(p) :] for p in WRAPPER_PREFIXES if name.startswith(p)), None)
-        if stripped is None:
-            return False
-        name = stripped
-    return True
 
 
 def _raw_config(model_config) -> dict[str, Any]:
@@ -169,7 +159,7 @@ class AutoDecoForCausalLM(nn.Module):
 
         def base_weights():
             for name, tensor in weights:
-                if _is_head_tensor(name):
+                if head_tensor_name(name) is not None:  # the heads come from read_heads
                     continue
                 yield (name[len(BASE_PREFIX) :] if name.startswith(BASE_PREFIX) else name), tensor
 
