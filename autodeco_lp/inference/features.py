@@ -125,7 +125,8 @@ def soft_top_p_mask(probs: torch.Tensor, top_p: torch.Tensor | float, alpha: flo
     Shapes: probs `(..., V)`, top_p `(...)` or a float -> `(..., V)` (fp32).
     """
     probs = probs.float()
-    sorted_probs, sorted_indices = torch.sort(probs, dim=-1, descending=True)
+    # stable: equal probabilities ordered by token id, as the losses rank them
+    sorted_probs, sorted_indices = torch.sort(probs, dim=-1, descending=True, stable=True)
     cumulative = sorted_probs.cumsum(dim=-1)  # (..., V), inclusive
     sorted_mask = torch.exp(-alpha * torch.relu(cumulative - _per_row(top_p, probs)))
     # scatter (not gather) back to vocabulary order; differentiable in sorted_mask.
