@@ -61,6 +61,14 @@ def test_hf_overrides_builds_and_validates_the_block():
     assert options.heads == "d" and options.record_trace and options.settings == DecodingSettings()
 
 
+@pytest.mark.parametrize("name", ["record_trace", "use_temperature_head", "use_top_p_head"])
+def test_switches_given_as_strings_are_refused(name):
+    """JSON from the command line: `"false"` used to read as True (`bool("false")`)."""
+    with pytest.raises(TypeError, match=rf"{name}(\"\])?` has to be True or False, but is 'false'"):
+        hf_overrides("h", **{name: "false"})
+    assert AutoDecoVllmOptions.from_block({name: False}) is not None
+
+
 @pytest.mark.parametrize("name", ["temperature_scale", "top_p_scale", "min_temperature"])
 def test_infinite_scales_are_refused(name):
     with pytest.raises(ValueError, match=rf"`{name}` has to be a finite positive float, but is inf; pass a finite"):

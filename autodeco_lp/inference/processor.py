@@ -21,7 +21,7 @@ from autodeco_lp.inference.capture import LMHeadCapture
 from autodeco_lp.inference.features import MIN_TEMPERATURE, hard_top_p_filter
 from autodeco_lp.inference.generation_checks import inspect_generate_call
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
-from autodeco_lp.inference.settings import DecodingSettings
+from autodeco_lp.inference.settings import DecodingSettings, check_bool
 
 
 @dataclass
@@ -107,6 +107,7 @@ class AutoDeco(LogitsProcessor):
                 f"`heads` has to be an AutoDecoHeads, but is {type(heads).__name__}; "
                 "load one with AutoDecoHeads.from_pretrained(path_or_repo_id)."
             )
+        check_bool("record_trace", record_trace)
         # Validated once, shared with the vLLM plugin (inference/settings.py).
         self.settings = DecodingSettings(
             temperature_scale=temperature_scale,
@@ -115,19 +116,13 @@ class AutoDeco(LogitsProcessor):
             max_temperature=max_temperature,
             min_top_p=min_top_p,
             max_top_p=max_top_p,
-            use_temperature_head=bool(use_temperature_head) and heads.temp_head is not None,
-            use_top_p_head=bool(use_top_p_head) and heads.top_p_head is not None,
+            use_temperature_head=check_bool("use_temperature_head", use_temperature_head)
+            and heads.temp_head is not None,
+            use_top_p_head=check_bool("use_top_p_head", use_top_p_head) and heads.top_p_head is not None,
         )
         if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
             raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep!r}")
         self.min_tokens_to_keep = min_tokens_to_keep
-        for name, value in (
-            ("record_trace", record_trace),
-            ("use_temperature_head", use_temperature_head),
-            ("use_top_p_head", use_top_p_head),
-        ):
-            if not isinstance(value, bool):  # bool("no") is True
-                raise TypeError(f"`{name}` has to be True or False, but is {value!r}")
         self.record_trace = record_trace
 
         self._capture = LMHeadCapture(model)

@@ -23,6 +23,13 @@ def check_positive(name: str, value: float, allow_inf: bool = False) -> float:
     return float(value)
 
 
+def check_bool(name: str, value: object) -> bool:
+    """`value` if it is a bool; a string such as "false" is refused, since `bool("false")` is True."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` has to be True or False, but is {value!r}")
+    return value
+
+
 def check_probability(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ValueError(f"`{name}` has to be a float in [0, 1], but is {value!r}")
@@ -72,8 +79,8 @@ class DecodingSettings:
             )
         if self.max_top_p == 0:
             raise ValueError("`max_top_p` has to be > 0, but is 0; use greedy decoding instead.")
-        set_("use_temperature_head", bool(self.use_temperature_head))
-        set_("use_top_p_head", bool(self.use_top_p_head))
+        check_bool("use_temperature_head", self.use_temperature_head)
+        check_bool("use_top_p_head", self.use_top_p_head)
 
     @classmethod
     def from_dict(cls, options: dict, where: str) -> DecodingSettings:

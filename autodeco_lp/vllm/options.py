@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from autodeco_lp.inference.settings import DecodingSettings
+from autodeco_lp.inference.settings import DecodingSettings, check_bool
 
 ARCHITECTURE = "AutoDecoForCausalLM"
 # The architecture name in the authors' released configs (merged and lightweight).
@@ -54,7 +54,11 @@ class AutoDecoVllmOptions:
 
     @classmethod
     def from_hf_config(cls, hf_config: Any) -> AutoDecoVllmOptions:
-        raw = getattr(hf_config, OVERRIDES_KEY, None)
+        return cls.from_block(getattr(hf_config, OVERRIDES_KEY, None))
+
+    @classmethod
+    def from_block(cls, raw: Any) -> AutoDecoVllmOptions:
+        """From the `autodeco` block of `hf_overrides` (None: every default), validated."""
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -72,7 +76,7 @@ class AutoDecoVllmOptions:
             heads=own.get("heads"),
             revision=own.get("revision"),
             base_architecture=own.get("base_architecture"),
-            record_trace=bool(own.get("record_trace", False)),
+            record_trace=check_bool(f'hf_overrides["{OVERRIDES_KEY}"]["record_trace"]', own.get("record_trace", False)),
             settings=settings,
         )
 
@@ -87,10 +91,5 @@ def hf_overrides(heads: str | None = None, **options: Any) -> dict[str, Any]:
     if heads is not None:
         block["heads"] = str(heads)
 
-    class _Probe:  # validate through the same parser the model uses
-        pass
-
-    probe = _Probe()
-    setattr(probe, OVERRIDES_KEY, block)
-    AutoDecoVllmOptions.from_hf_config(probe)
+    AutoDecoVllmOptions.from_block(block)  # the same parser the model uses
     return {"architectures": [ARCHITECTURE], OVERRIDES_KEY: block}
