@@ -23,21 +23,22 @@ VOCAB = 97
 HIDDEN = 32
 
 
-def tiny_llama(seed: int = 0, **overrides) -> LlamaForCausalLM:
+# The shape of every tiny random-init test model (Llama here, Gemma 2 in test_feature_paths.py).
+TINY_DIMS = dict(
+    hidden_size=HIDDEN,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
+def tiny_llama(seed: int = 0, vocab: int = VOCAB, max_positions: int = 128, **overrides) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        **overrides,
-    )
+    config = LlamaConfig(vocab_size=vocab, max_position_embeddings=max_positions, **{**TINY_DIMS, **overrides})
     model = LlamaForCausalLM(config).eval()
     model.generation_config.pad_token_id = 0
     return model
@@ -113,7 +114,7 @@ def tiny_model_dir(tmp_path_factory):
     """A folder laid out like a Hub repo: a 2-layer random Llama + the char tokenizer."""
     folder = tmp_path_factory.mktemp("tiny-model")
     tokenizer = tiny_char_tokenizer()
-    model = _tiny_llama_vocab(len(tokenizer))
+    model = tiny_llama(vocab=len(tokenizer), max_positions=256)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -125,26 +126,7 @@ def tiny_base_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-base-model")
     tokenizer = tiny_char_tokenizer()
     tokenizer.chat_template = None
-    model = _tiny_llama_vocab(len(tokenizer), max_positions=2048)
+    model = tiny_llama(vocab=len(tokenizer), max_positions=2048)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-def _tiny_llama_vocab(vocab: int, max_positions: int = 256):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return LlamaForCausalLM(config).eval()

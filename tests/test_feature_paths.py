@@ -16,7 +16,7 @@ from autodeco_lp.training.data import Example
 from autodeco_lp.training.hidden import supervised_hidden_states
 from autodeco_lp.training.losses import LossConfig, autodeco_loss_sums
 from autodeco_lp.training.ranking import control_ranking_sums
-from tests.conftest import HIDDEN, VOCAB, random_heads
+from tests.conftest import HIDDEN, TINY_DIMS, VOCAB, random_heads
 
 SOFTCAP = 5.0
 
@@ -26,18 +26,11 @@ def softcapped_model() -> Gemma2ForCausalLM:
     torch.manual_seed(0)
     config = Gemma2Config(
         vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
         max_position_embeddings=128,
+        head_dim=8,
         final_logit_softcapping=SOFTCAP,
         tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
+        **TINY_DIMS,
     )
     model = Gemma2ForCausalLM(config).eval()
     lm_head = nn.Linear(HIDDEN, VOCAB, bias=True)
