@@ -221,6 +221,7 @@ def test_a_save_failing_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, l
 
     atol = 0.0 if layout == "native" else 1e-2
     real_replace = os.replace
+    interrupted = []
     for step in range(8):
         save(old)
         calls = [0]
@@ -235,11 +236,13 @@ def test_a_save_failing_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, l
         try:
             save(new)
         except KeyboardInterrupt:
-            pass
+            interrupted.append(step)
         monkeypatch.setattr(os, "replace", real_replace)
         loaded = AutoDecoHeads.from_pretrained(folder)
         assert _same(loaded, old, atol) or _same(loaded, new, atol), step
         assert not [p for p in os.listdir(folder) if p.startswith(".")], os.listdir(folder)
+    # The interruption really hit the save at every rename it makes (a save with no rename would test nothing).
+    assert interrupted[:2] == [0, 1], interrupted
 
 
 # ----------------------------------------------------------------------------- 3. stale temporaries

@@ -276,3 +276,16 @@ def test_importance_weighting_needs_sequence_ids_and_a_valid_clip():
         LossConfig(sequence_weighting="importance", importance_clip=0.5)
     with pytest.raises(ValueError, match="`sequence_weighting` has to be one of"):
         LossConfig(sequence_weighting="reward")
+
+
+def test_autodeco_loss_passes_sequence_ids_for_importance_weighting():
+    """The scalar API takes the same `sequence_ids` as the sums (it raised for importance weighting)."""
+    hidden, labels, weight, uniforms = _inputs(n=12)
+    config = LossConfig(sequence_weighting="importance", importance_clip=3.0)
+    ids = torch.arange(12) // 4
+    heads = random_heads()
+    loss = autodeco_loss(heads, hidden, labels, lm_head(weight), config=config, uniforms=uniforms, sequence_ids=ids)
+    sums = autodeco_loss_sums(
+        heads, hidden, labels, lm_head(weight), config=config, uniforms=uniforms, sequence_ids=ids, compute_grads=False
+    )
+    torch.testing.assert_close(loss, normalised_loss(sums, config))

@@ -303,3 +303,14 @@ def test_recipes_fill_only_what_the_user_left_unset(tmp_path):
     assert tiny.easy_token_drop == RECIPES["small"]["easy_token_drop"] and large.learning_rate == 5e-6
     with pytest.raises(ValueError, match="`--recipe` has to be one of auto, released, small, but is 'big'"):
         FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="big")
+
+
+def test_soft_top_p_option_reaches_the_loss_config(tmp_path):
+    """`--soft-top-p topk` (README, Objective) is what the loss uses; exact is the default."""
+    args = FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="released", soft_top_p="topk")
+    assert args.loss_config().soft_top_p == "topk"
+    assert FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="released").loss_config().soft_top_p == "exact"
+    from autodeco_lp.cli.fit import fit_command
+
+    result = CliRunner().invoke(fit_command, ["--help"])
+    assert "--soft-top-p" in result.output

@@ -173,3 +173,16 @@ def test_non_utf8_training_data_names_file_and_line(tmp_path):
     path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"train\.jsonl:2: byte 0xe9 at column 14 is not UTF-8"):
         load_jsonl(path, tiny_char_tokenizer(), 64)
+
+
+def test_a_torn_metrics_line_left_by_a_kill_is_dropped_on_resume(tmp_path):
+    from autodeco_lp.training.loop import MetricsLog
+    from autodeco_lp.training.outputs import OutputDir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = OutputDir(out, written=set(), write_manifest=True)
+    outputs.register("metrics.jsonl")
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    MetricsLog(outputs, resume_step=2, report_to="none", enabled=True)
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'

@@ -34,6 +34,7 @@ from accelerate import Accelerator, DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.hub.config import AutoDecoConfig
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.inference.capture import OutputProjection
@@ -188,6 +189,14 @@ def _check_heads(args: FitArgs, heads: AutoDecoHeads, projection: OutputProjecti
             )
 
 
+def _metrics_step(line: str) -> float:
+    """The step of one metrics.jsonl line; infinity for a line a kill left torn (or any unreadable one)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class MetricsLog:
     """JSONL metrics (and tensorboard) on the main process; a resumed run drops later lines."""
 
@@ -200,8 +209,8 @@ class MetricsLog:
         outputs.register(METRICS_NAME)
         if self.path.exists():  # ours (OutputDir.claim): keep the lines up to the step resumed from
             lines = self.path.read_text().splitlines() if resume_step else []
-            kept = [line for line in lines if line and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line in lines if _metrics_step(line) <= resume_step]  # a torn last line is dropped
+            atomic_write(self.path, lambda tmp: write_text(tmp, "".join(line + "\n" for line in kept)))
         if report_to == "tensorboard":
             try:
                 # tensorboard is optional (`--report-to tensorboard`): not a dependency of the package.
@@ -259,12 +268,6 @@ def _load_data(args: FitArgs, tokenizer):
     # The commands and their assignment are part of what the cache and resume must match.
     digest = hashlib.sha256(f"{dataset.sha256}|{commands.sha256}|{args.seed}".encode()).hexdigest()
     return dataclasses.replace(dataset, sha256=digest)
-
-
-def _all_versions(dataset):
-    """Plain examples then every variant: ids i, i + N, i + 2N are the versions of example i."""
-    examples = list(dataset.examples) + [e for version in dataset.variants for e in version]
-    return dataclasses.replace(dataset, examples=examples)
 
 
 def _all_versions(dataset):

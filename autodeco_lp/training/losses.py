@@ -93,7 +93,7 @@ SEQUENCE_WEIGHTINGS = ("none", "importance", "importance-normalised")
 SOFT_TOP_P_METHODS = ("exact", "topk")
 # Bound on the tail's relative share rho of the soft top-p normaliser in the "topk" method (module docstring).
 DEFAULT_TOPK_EPS = 1e-3
-# First k tried by the "topk" method; doubled until every row of a chunk meets the bound.
+# First k tried by the "topk" method; multiplied by 4 (capped at V) until every row of a chunk meets the bound.
 TOPK_START = 256
 
 
@@ -548,6 +548,7 @@ def autodeco_loss(
     config: LossConfig = LossConfig(),
     uniforms: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    sequence_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The AutoDeco loss as a scalar you can `.backward()`; gradients reach the head parameters.
 
@@ -572,6 +573,7 @@ def autodeco_loss(
         uniforms=uniforms,
         generator=generator,
         compute_grads=torch.is_grad_enabled(),
+        sequence_ids=sequence_ids,
     )
     loss = normalised_loss(sums, config)
     if not torch.is_grad_enabled():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from autodeco_lp.training.hidden import META_NAME
 
 MANIFEST_NAME = ".autodeco-fit.json"
 METRICS_NAME = "metrics.jsonl"
@@ -75,7 +76,7 @@ class OutputDir:
 
     @staticmethod
     def _is_our_cache(path: Path) -> bool:
-        return path.name == CACHE_DIR_NAME and (path / "cache_meta.json").is_file()
+        return path.name == CACHE_DIR_NAME and (path / META_NAME).is_file()
 
     @staticmethod
     def _read_manifest(path: Path) -> set[str]:

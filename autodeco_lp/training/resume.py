@@ -212,8 +212,6 @@ def save_checkpoint(
     output_dir: Path, step: int, heads, training_state: dict[str, Any], total_limit: int | None
 ) -> Path:
     target = output_dir / f"checkpoint-{step}"
-    for stale in output_dir.glob(".checkpoint-*.tmp-*"):  # left by a run killed mid-save
-        shutil.rmtree(stale, ignore_errors=True)
     if target.exists():  # e.g. a resumed run re-reaching a step: replace it as a whole
         shutil.rmtree(target)
     with staged_directory(target) as staging:
