@@ -191,7 +191,10 @@ def test_bench_generate_runs_both_arms(tiny_model_dir):
     )
     assert [r.batch for r in rows] == [1, 2]
     assert all(r.ratio_min <= r.ratio_median <= r.ratio_max and r.static_tokens_per_second > 0 for r in rows)
-    assert "n/a (CPU)" in format_rows(rows)
+    assert all(r.heads_ratio_min <= r.heads_ratio_median <= r.heads_ratio_max for r in rows)
+    assert all(r.same_filter_tokens_per_second > 0 for r in rows)
+    table = format_rows(rows)
+    assert "n/a (CPU)" in table and "heads ratio median" in table
 
 
 def test_plots_write_images(tmp_path):

@@ -1,10 +1,15 @@
 """`autodeco bench generate`: decode overhead of AutoDeco against transformers' own warpers.
 
 Same model, prompts, seeds and number of new tokens (min = max, so every run generates exactly
-N tokens) for static sampling with transformers' Temperature + TopP warpers (T = 0.8, P = 0.9)
-and for AutoDeco; repeats interleaved (static, autodeco, static, ...) so machine noise hits both
-alike. Reports tokens/s, the per-pair time ratio autodeco/static (median, min-max), and peak
-CUDA memory of each arm on a GPU (on a CPU there is no per-arm allocator peak: "n/a").
+N tokens) for three arms, repeats interleaved (static, same-filter, autodeco, static, ...) so
+machine noise hits them alike:
+- static: transformers' Temperature + TopP warpers (T = 0.8, P = 0.9), what users run today;
+- same-filter (HF only): the same constant T and P through AutoDeco's own nucleus filter
+  (`features.hard_top_p_filter`), so `autodeco / same-filter` is what the heads themselves cost
+  (hook, MLPs, statistics), while `autodeco / static` also counts our faster top-p sort;
+- autodeco: the heads' per-token T and P.
+Reports tokens/s, the per-repeat time ratios (median, min-max), and peak CUDA memory of the
+static and autodeco arms on a GPU (on a CPU there is no per-arm allocator peak: "n/a").
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from autodeco_lp.inference.features import hard_top_p_filter, scale_by_temperature
 from autodeco_lp.inference.processor import AutoDeco
 from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
 from autodeco_lp.vllm import hf_overrides
@@ -42,14 +48,35 @@ class BenchRow:
     ratio_max: float
     static_peak_bytes: int | None
     autodeco_peak_bytes: int | None
+    # The same-filter arm (HF only): constant T and P through AutoDeco's nucleus filter.
+    same_filter_tokens_per_second: float | None = None
+    heads_ratio_median: float | None = None  # autodeco / same-filter, per repeat
+    heads_ratio_min: float | None = None
+    heads_ratio_max: float | None = None
 
     @classmethod
     def from_times(
-        cls, batch: int, new_tokens: int, static_times: list[float], autodeco_times: list[float], peaks=(None, None)
+        cls,
+        batch: int,
+        new_tokens: int,
+        static_times: list[float],
+        autodeco_times: list[float],
+        peaks=(None, None),
+        same_filter_times: list[float] | None = None,
     ) -> BenchRow:
-        """Tokens/s from the median times; the ratio autodeco/static per interleaved pair (median, min, max)."""
-        ratios = [a / s for a, s in zip(autodeco_times, static_times)]
+        """Tokens/s from the median times; the ratios autodeco/static (and autodeco/same-filter) per
+        interleaved repeat (median, min, max)."""
         tokens = batch * new_tokens
+        ratios = [a / s for a, s in zip(autodeco_times, static_times)]
+        extra = {}
+        if same_filter_times:
+            heads = [a / f for a, f in zip(autodeco_times, same_filter_times)]
+            extra = dict(
+                same_filter_tokens_per_second=tokens / statistics.median(same_filter_times),
+                heads_ratio_median=statistics.median(heads),
+                heads_ratio_min=min(heads),
+                heads_ratio_max=max(heads),
+            )
         return cls(
             batch,
             tokens / statistics.median(static_times),
@@ -58,11 +85,29 @@ class BenchRow:
             min(ratios),
             max(ratios),
             *peaks,
+            **extra,
         )
 
 
+class ConstantNucleus:
+    """A logits processor for the same-filter arm: constant T and P through AutoDeco's own filter."""
+
+    def __init__(self, temperature: float, top_p: float) -> None:
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return hard_top_p_filter(scale_by_temperature(scores, self.temperature), self.top_p)
+
+
+STATIC_TEMPERATURE, STATIC_TOP_P = 0.8, 0.9
+
+
 def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[float, int | None]:
-    sampling = dict(temperature=1.0, top_p=1.0) if processor is not None else dict(temperature=0.8, top_p=0.9)
+    """One generate call; `processor` None = transformers' warpers at the static T and P."""
+    if processor is None:
+        sampling = dict(temperature=STATIC_TEMPERATURE, top_p=STATIC_TOP_P)
+    else:
+        sampling = dict(temperature=1.0, top_p=1.0)
     cuda = next(model.parameters()).is_cuda
     if cuda:
         torch.cuda.synchronize()
@@ -90,41 +135,52 @@ def bench_generate(
         raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")
     rows = []
     tokenizer.padding_side = "left"
+    same_filter = ConstantNucleus(STATIC_TEMPERATURE, STATIC_TOP_P)
     with AutoDeco(model, heads, record_trace=False) as autodeco:
         for batch in batch_sizes:
             texts = format_prompts(tokenizer, (PROMPTS * batch)[:batch])
             raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw).to(model.device)
-            _timed_generate(model, enc, None, 4, 0)  # warm-up both paths
-            _timed_generate(model, enc, autodeco, 4, 0)
-            static_times, autodeco_times = [], []
+            for processor in (None, same_filter, autodeco):  # warm-up every path
+                _timed_generate(model, enc, processor, 4, 0)
+            static_times, filter_times, autodeco_times = [], [], []
             peaks: list[int | None] = [None, None]
             for repeat in range(repeats):
                 s, ps = _timed_generate(model, enc, None, new_tokens, repeat)
+                f, _ = _timed_generate(model, enc, same_filter, new_tokens, repeat)
                 a, pa = _timed_generate(model, enc, autodeco, new_tokens, repeat)
                 static_times.append(s)
+                filter_times.append(f)
                 autodeco_times.append(a)
                 if ps is not None:
                     peaks = [max(peaks[0] or 0, ps), max(peaks[1] or 0, pa)]
-            rows.append(BenchRow.from_times(batch, new_tokens, static_times, autodeco_times, peaks))
+            rows.append(BenchRow.from_times(batch, new_tokens, static_times, autodeco_times, peaks, filter_times))
     return rows
 
 
 def format_rows(rows: list[BenchRow]) -> str:
-    lines = [
-        f"{'batch':>5} {'static tok/s':>13} {'autodeco tok/s':>15} {'ratio median':>13} {'ratio min-max':>15} "
-        f"{'peak MiB static/autodeco':>25}"
-    ]
+    """A fixed-width table; the same-filter columns only when that arm ran."""
+    same_filter = any(r.heads_ratio_median is not None for r in rows)
+    header = f"{'batch':>5} {'static tok/s':>13} {'autodeco tok/s':>15} {'ratio median':>13} {'ratio min-max':>15}"
+    if same_filter:
+        header += f" {'same-filter tok/s':>18} {'heads ratio median':>19} {'heads min-max':>15}"
+    lines = [header + f" {'peak MiB static/autodeco':>25}"]
     for r in rows:
         peak = (
             "n/a (CPU)"
             if r.static_peak_bytes is None
             else f"{r.static_peak_bytes / 2**20:.0f}/{r.autodeco_peak_bytes / 2**20:.0f}"
         )
-        lines.append(
+        line = (
             f"{r.batch:>5} {r.static_tokens_per_second:>13.1f} {r.autodeco_tokens_per_second:>15.1f} "
-            f"{r.ratio_median:>13.3f} {r.ratio_min:>7.3f}-{r.ratio_max:<7.3f} {peak:>25}"
+            f"{r.ratio_median:>13.3f} {r.ratio_min:>7.3f}-{r.ratio_max:<7.3f}"
         )
+        if same_filter:
+            line += (
+                f" {r.same_filter_tokens_per_second:>18.1f} {r.heads_ratio_median:>19.3f} "
+                f"{r.heads_ratio_min:>7.3f}-{r.heads_ratio_max:<7.3f}"
+            )
+        lines.append(line + f" {peak:>25}")
     return "\n".join(lines)
 
 

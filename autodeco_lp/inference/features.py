@@ -3,6 +3,7 @@
 - `final_logits` / `apply_softcap`: the one way from final hidden states to the logits the heads see.
 - `distribution_statistics`: the top-p head's four features.
 - `hard_top_p_filter`: the nucleus applied at decoding time.
+- `rank_order`: the stable descending sort the filter and the exact loss share (fast on CPU).
 - `soft_top_p_mask` / `soft_top_p_probs`: the paper's soft top-p written plainly over `(..., V)`. This
   is the *reference*: `training/losses.py` computes the same quantity in log space, chunk by chunk,
   and the tests and `benchmarks/bench_loss.py` compare it with this function.
@@ -90,6 +91,53 @@ def scale_by_temperature(
     return logits.float() / t
 
 
+_ID_BITS = 31  # token ids below 2**31 (any vocabulary); the float's 32 order bits sit above them
+_ID_MASK = (1 << _ID_BITS) - 1
+
+
+def rank_order(values: torch.Tensor, descending: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.sort(values, dim=-1, descending=True, stable=True)`, 4-12x faster on a CPU.
+
+    Ranks every row from largest to smallest; equal values are ranked by token id (the lower id
+    first), NaN above +inf and -0.0 equal to +0.0, exactly as the stable torch sort. Returns
+    `(sorted_values, order)`: fp32 `(..., V)` and int64 `(..., V)` with
+    `sorted_values == values.gather(-1, order)`; gradients flow through the gather.
+    `descending=False` returns the exact reverse (smallest first; equal values by decreasing id).
+
+    Why: `torch.sort` with indices is the most expensive step of nucleus filtering and of the exact
+    soft top-p loss on a CPU (about 3 ms per row at V = 49152, ten times the top-p head). Here each
+    value becomes one int64 key, `(reversed order of the float's bits) << 31 | token id`, and the
+    keys are sorted as plain (signed) integers: with numpy on a CPU (its SIMD integer sort), with torch elsewhere.
+    The sort is then a permutation of the same fp32 values, so everything computed from it is
+    bit-for-bit what `torch.sort` gives.
+    """
+    values = values.float()
+    vocab = values.shape[-1]
+    if vocab > _ID_MASK:
+        raise ValueError(f"rank_order supports up to {_ID_MASK} values per row, but got {vocab}")
+    with torch.no_grad():
+        # Work on a copy we own, in place where possible: each (..., V) temporary costs page faults at this size.
+        canonical = values + 0.0  # -0.0 + 0.0 = +0.0, so the zeros tie
+        nan = canonical.isnan()
+        if nan.any():  # one positive NaN bit pattern: every NaN ranks above +inf, as in torch.sort
+            canonical.masked_fill_(nan, float("nan"))
+        bits = canonical.view(torch.int32)  # (..., V)
+        bits ^= (bits >> 31) & 0x7FFFFFFF  # signed int32 now ordered like the floats
+        if descending:
+            bits.bitwise_not_()  # reversed: larger float -> smaller int
+        keys = bits.to(torch.int64).bitwise_left_shift_(_ID_BITS)  # the token id goes in the low 31 bits
+        ids = torch.arange(vocab, device=values.device, dtype=torch.int64)
+        keys |= ids if descending else _ID_MASK - ids  # ascending: the exact reverse, ties by decreasing id
+        if keys.device.type == "cpu":
+            keys.numpy().sort(axis=-1)  # in place, on the tensor's memory
+        else:
+            keys = torch.sort(keys, dim=-1).values
+        order = keys.bitwise_and_(_ID_MASK)  # (..., V) int64
+        if not descending:
+            order = order.neg_().add_(_ID_MASK)  # back from MASK - id to the token id
+    return values.gather(-1, order), order
+
+
 def hard_top_p_filter(
     scores: torch.Tensor,
     top_p: torch.Tensor | float,
@@ -100,13 +148,17 @@ def hard_top_p_filter(
 
     Keeps the smallest set of most probable tokens whose probabilities add up to at least p
     (and at least `min_tokens_to_keep` tokens); the others get `filter_value`. Returns a new
-    tensor; `scores` is never modified.
+    tensor; `scores` is never modified. Equal scores at the nucleus boundary: the lower token id
+    is kept (as the losses rank them); transformers' unstable sort leaves that order unspecified.
+    The softmax and cumulative sum run over the same ascending values as transformers', so every
+    other decision is bit-for-bit its own.
 
     Shapes: scores `(..., V)`, top_p `(...)` or a float -> `(..., V)` (fp32).
     """
     scores = scores.float()
     p = _per_row(top_p, scores)
-    sorted_logits, sorted_indices = torch.sort(scores, descending=False)  # ascending, as transformers
+    # ascending, as transformers: the same values in the same order (ties aside), so the same softmax and sums
+    sorted_logits, sorted_indices = rank_order(scores, descending=False)
     # Plain softmax, as transformers: an all -inf row gives NaN sums, removes nothing, stays -inf.
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     sorted_remove = cumulative <= (1 - p)
@@ -124,9 +176,8 @@ def soft_top_p_mask(probs: torch.Tensor, top_p: torch.Tensor | float, alpha: flo
 
     Shapes: probs `(..., V)`, top_p `(...)` or a float -> `(..., V)` (fp32).
     """
-    probs = probs.float()
     # stable: equal probabilities ordered by token id, as the losses rank them
-    sorted_probs, sorted_indices = torch.sort(probs, dim=-1, descending=True, stable=True)
+    sorted_probs, sorted_indices = rank_order(probs)
     cumulative = sorted_probs.cumsum(dim=-1)  # (..., V), inclusive
     sorted_mask = torch.exp(-alpha * torch.relu(cumulative - _per_row(top_p, probs)))
     # scatter (not gather) back to vocabulary order; differentiable in sorted_mask.
@@ -159,11 +210,16 @@ def distribution_statistics(logits: torch.Tensor, temperature: torch.Tensor | fl
     Shapes: logits `(..., V)`, temperature `(...)` or a float -> `(..., 4)` (fp32).
     """
     t = _per_row(temperature, logits)
-    q = safe_softmax(logits.float() / (t + STATS_TEMPERATURE_EPS))  # (..., V)
+    # The plain formulas below, computed in place where it is free: every (rows, V) temporary
+    # costs page faults at V = 49k (values are bit-for-bit those of the plain expressions).
+    scratch = logits.float() / (t + STATS_TEMPERATURE_EPS)  # (..., V)
+    scratch.nan_to_num_(nan=-float("inf"), posinf=_FP32_MAX, neginf=-float("inf"))  # = sanitize_logits
+    q = torch.softmax(scratch, dim=-1).nan_to_num_(nan=0.0)  # = safe_softmax(logits / (T + 1e-8))
     max_prob = q.amax(dim=-1)
-    entropy = -(q * torch.log(q + 1e-8)).sum(dim=-1)
+    entropy = -torch.add(q, 1e-8, out=scratch).log_().mul_(q).sum(dim=-1)  # -(q * log(q + 1e-8)).sum()
     # Unbiased variance from sums (3x faster than q.var on CPU at V = 49k; same value to ~1e-12).
     width = q.shape[-1]
-    prob_var = ((q * q).sum(dim=-1) - q.sum(dim=-1).square() / width) / max(width - 1, 1)
+    square_sum = torch.mul(q, q, out=scratch).sum(dim=-1)
+    prob_var = (square_sum - q.sum(dim=-1).square() / width) / max(width - 1, 1)
     top5_sum = q.topk(min(5, q.shape[-1]), dim=-1).values.sum(dim=-1)
     return torch.stack([max_prob, entropy, prob_var, top5_sum], dim=-1)

@@ -35,7 +35,8 @@ the same number as `log(p~[y])` but never underflows to `-inf`.
 Two implementations of the soft top-p term (`LossConfig.soft_top_p`):
 
 - "exact" (default): a full-width stable sort of p (equal probabilities ordered by token id), its
-  cumsum, the mask, the sum. The sort is most of the loss's time on a CPU.
+  cumsum, the mask, the sum. The sort (`features.rank_order`: integer keys, numpy's SIMD sort on a
+  CPU, the same order as torch's stable sort) was a third of the loss's time with `torch.sort`.
 - "topk": sort-free. Write c_i for token i's inclusive cumulative mass in that order, S = sum_i
   p_i m_i with m_i = exp(-alpha relu(c_i - P)), and ell = -log p_y + alpha relu(c_y - P) + log(S + e0)
   (e0 = SOFT_TOP_P_EPS).
@@ -85,7 +86,7 @@ import torch
 from torch import nn
 
 from autodeco_lp.inference.capture import OutputProjection
-from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS
+from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS, rank_order
 
 DEFAULT_EASY_TOKEN_DROP = 0.6
 DEFAULT_CHUNK_SIZE = 256
@@ -306,7 +307,7 @@ def _soft_top_p_exact(
     The sort is stable: equal probabilities are ranked by token id, which fixes the gold token's c_y.
     """
     probs = log_probs.exp()
-    sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (C, V) each
+    sorted_probs, order = rank_order(probs)  # (C, V) each: torch's stable descending sort, faster on a CPU
     cumulative = sorted_probs.cumsum(dim=-1)  # (C, V) inclusive
     excess = torch.relu(cumulative - top_p[:, None])  # (C, V) sorted order
     normaliser = (sorted_probs * torch.exp(-alpha * excess)).sum(dim=-1) + SOFT_TOP_P_EPS  # (C,)
