@@ -12,4 +12,3 @@ import importlib.util
 collect_ignore: list[str] = []
 if importlib.util.find_spec("vllm") is None:
     collect_ignore.append("autodeco_lp/vllm")
-
