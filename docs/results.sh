@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md, one section at a time:
-#   bash docs/results.sh [main|ablation|control|gemma3|all]      (default: main)
+#   bash docs/results.sh [main|scale|ablation|control|gemma3|all]      (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~20 min; needs the gemma3 wheels, see the README).
+# scale: issue 13's evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
+#   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check.
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,23 @@ if [[ $SECTION == main || $SECTION == all ]]; then
         $AUTODECO plot passk --results docs/results/$task --out docs/results/$task/passk.png
     done
     $AUTODECO plot trace --model smollm2 --max-new-tokens 40 --out docs/results/trace.png "What is 7 * 8? Explain briefly."
+fi
+
+# The static grid of the scale section: T sweep at P = 1, and P = 0.7 / 0.9 at three temperatures.
+GRID=static:0.1,1.0,static:0.2,1.0,static:0.3,1.0,static:0.4,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
+GRID=$GRID,static:0.5,0.7,static:0.5,0.9,static:0.7,0.7,static:0.7,0.9,static:1.0,0.7,static:1.0,0.9
+if [[ $SECTION == scale || $SECTION == all ]]; then
+    SCALE=(--model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0)
+    PRODUCTS=(--task reasoning_gym:products "${ONE_DIGIT[@]}")
+    # Reported problems (seed 0): every method and the whole grid, 200 problems x 16 samples, bf16.
+    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 16 --dtype bfloat16 \
+        --methods greedy,autodeco,meanshift,default,temperature-only,$GRID --out docs/results/scale/products
+    # bf16 against fp32 on the same problems and seeds: greedy, one static setting and AutoDeco.
+    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 16 \
+        --methods greedy,static:0.5,1.0,autodeco --out docs/results/scale/products-fp32
+    # Validation problems (seed 7): the grid alone, to choose the static setting without the reported problems.
+    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 100 --samples 8 --dtype bfloat16 --dataset-seed 7 \
+        --methods $GRID --out docs/results/scale/products-validation
 fi
 
 if [[ $SECTION == ablation || $SECTION == all ]]; then

@@ -19,3 +19,19 @@ def test_bench_loss_runs_at_a_tiny_size():
     assert out.returncode == 0, out.stderr
     for line in ("naive: peak", "exact: peak", "topk: peak", "topk vs exact:", "exact vs naive:"):
         assert line in out.stdout, out.stdout
+
+
+def test_bench_fit_runs_both_losses_at_a_tiny_size(tiny_model_dir, tmp_path):
+    from tests.test_training_fit import write_data
+
+    data = write_data(tmp_path / "train.jsonl", rows=12)
+    args = ["--data", str(data), "--model", str(tiny_model_dir), "--epochs", "2", "--rows", "8", "--batch-size", "4"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_fit.py"), *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "rows=8" in out.stdout and "steps/epoch=2" in out.stdout, out.stdout
+    for line in ("--soft-top-p exact: cache build", "--soft-top-p topk: cache build", "cached epochs, exact/topk:"):
+        assert line in out.stdout, out.stdout
+    assert out.stdout.count("streamed/cached") == 4, out.stdout

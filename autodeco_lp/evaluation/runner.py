@@ -13,7 +13,7 @@ import json
 import sys
 import warnings
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from autodeco_lp.inference.sampling import sample_completions
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
 
@@ -77,6 +78,21 @@ class EvalArgs:
         default=None, metadata={"help": "Training JSONL whose questions are removed from the evaluation problems."}
     )
     device: str | None = field(default=None, metadata={"help": "torch device; default: CUDA if available."})
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Base model dtype: float32 or bfloat16 (about 1.7x the tokens/s on a CPU with AVX512-bf16; "
+            "its agreement with float32 is measured in docs/results.md). The heads always run in float32."
+        },
+    )
+    oracle_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A results.json, or a folder holding one, from an `autodeco eval` run on other problems "
+            "(e.g. another --dataset-seed): the static setting with the best pass@1 there becomes method "
+            "oracle-validation."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.task is None or self.out is None:
@@ -88,6 +104,19 @@ class EvalArgs:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         self.seed_list()
         parse_methods(self.methods)
+        if self.dtype not in MODEL_DTYPES:
+            raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
+        wants_validation = "oracle-validation" in parse_methods(self.methods)
+        if wants_validation and not self.oracle_from:
+            raise ValueError(
+                f"`--methods` has oracle-validation but `--oracle-from` is {self.oracle_from!r}: pass --oracle-from "
+                "with the --out folder (or results.json) of an `autodeco eval` run on other problems, e.g. the "
+                "same command with --dataset-seed 1 --out val/"
+            )
+        if self.oracle_from and not wants_validation:
+            raise ValueError(
+                f"`--oracle-from {self.oracle_from}` is only read for method oracle-validation: add it to --methods"
+            )
         if self.dataset_seed == TRAIN_DATASET_SEED:
             warnings.warn(
                 f"`--dataset-seed {TRAIN_DATASET_SEED}` is the seed training data is sampled from by default: "
@@ -103,6 +132,21 @@ class EvalArgs:
         if not seeds:
             raise ValueError("`--seeds` is empty")
         return seeds
+
+
+# Options that change what is reported, never a completion. The Evaluator's cache fingerprint hashes
+# `asdict(args)`, so it is handed a `_GenerationArgs` (the same fields and values less these): adding
+# an option here keeps every cache file written before it existed valid (and its name unchanged).
+REPORT_ONLY = ("oracle_from",)
+_GenerationArgs = make_dataclass(
+    "EvalArgs",
+    [(f.name, object) for f in fields(EvalArgs) if f.name not in REPORT_ONLY],
+    namespace={"seed_list": EvalArgs.seed_list},
+)
+
+
+def _generation_args(args: EvalArgs):
+    return _GenerationArgs(**{f.name: getattr(args, f.name) for f in fields(_GenerationArgs)})
 
 
 def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
@@ -123,7 +167,7 @@ class Evaluator:
     def __init__(self, args: EvalArgs, task_options: dict | None, progress: bool) -> None:
         self.args, self.progress = args, progress
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.tokenizer = load_model(args.model, device=device)
+        self.model, self.tokenizer = load_model(args.model, dtype=MODEL_DTYPES[args.dtype], device=device)
         self.task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
         self.problems = self.task.problems
         if args.exclude_data:
@@ -143,8 +187,10 @@ class Evaluator:
         fingerprint = {
             k: v
             for k, v in asdict(args).items()
-            if k not in ("methods", "seeds", "out", "batch_size", "device", "shots")
+            if k not in ("methods", "seeds", "out", "batch_size", "device", "shots", "dtype")
         }
+        if args.dtype != "float32":  # float32 caches written before --dtype existed stay valid
+            fingerprint.update(dtype=args.dtype)
         fingerprint.update(task_options=task_options or {}, questions=[p.question for p in self.problems])
         if self.prompts.fewshot:  # chat prompts do not depend on --shots (keeps their caches valid)
             fingerprint.update(prompts=self.texts)
@@ -255,12 +301,25 @@ def _training_questions(path: Path) -> set[str]:
 
 
 def summarise(decoding: Decoding, per_seed: dict[int, list[dict]], samples: int) -> dict:
-    """pass@1 mean/std over seeds, pass@k, the mean applied T and P (token-weighted), and each
-    problem's pass@1 averaged over seeds (`per_problem`, in problem order: what paired intervals use)."""
+    """pass@1 mean/std over seeds, pass@k, the mean applied T and P (token-weighted), and per problem
+    (in problem order, averaged over seeds: what paired intervals use) its pass@1 (`per_problem`,
+    `[n_problems]`) and its unbiased pass@k for each k in PASS_KS with 1 < k <= samples
+    (`per_problem_pass@k`, `{str(k): [n_problems]}`; empty for greedy, which has one sample).
+
+    `per_seed`: seed -> `[n_problems]` cache records, each with `correct` (`[n_samples]` 0/1)."""
     pass1, passk = [], {k: [] for k in PASS_KS if k <= samples}
     per_problem = [
         sum(sum(r["correct"]) / len(r["correct"]) for r in rows) / len(rows) for rows in zip(*per_seed.values())
     ]
+    fewest = min(len(r["correct"]) for records in per_seed.values() for r in records)  # greedy: 1
+    per_problem_passk = {
+        str(k): [
+            sum(pass_at_k(len(r["correct"]), sum(r["correct"]), k) for r in rows) / len(rows)
+            for rows in zip(*per_seed.values())  # rows: one problem's record per seed
+        ]
+        for k in PASS_KS
+        if 1 < k <= min(samples, fewest)
+    }
     t_sum = p_sum = weight = 0.0
     for records in per_seed.values():
         pass1.append(sum(sum(r["correct"]) / len(r["correct"]) for r in records) / len(records))
@@ -282,6 +341,7 @@ def summarise(decoding: Decoding, per_seed: dict[int, list[dict]], samples: int)
         "seeds": len(pass1),
         "pass@k": {str(k): mean_std(v)[0] for k, v in passk.items() if v},
         "per_problem": per_problem,
+        "per_problem_pass@k": per_problem_passk,
     }
     if weight:
         summary.update(mean_temperature=t_sum / weight, mean_top_p=p_sum / weight)
