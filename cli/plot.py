@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
-from autodeco_lp.evaluation.plots import plot_grid, plot_passk, plot_top_p_diagnosis, plot_trace
+from autodeco_lp.evaluation.plots import plot_frontier, plot_grid, plot_passk, plot_top_p_diagnosis, plot_trace
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.hub.registry import resolve_heads_for_model
 from autodeco_lp.inference.capture import OutputProjection
@@ -52,14 +52,17 @@ def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: st
     click.echo(f"wrote {out} ({len(completion.tokens)} tokens)")
 
 
-def _plot_results(kind: str, results: str, out: str) -> None:
+def _plot_results(kind: str, results: str, out: str, k: int | None = None) -> None:
     report = _report(results)
     if kind == "grid" and "oracle-grid" not in report["methods"]:
         raise click.ClickException(
             "these results have no oracle-grid; run autodeco eval with --methods ...,oracle-grid"
         )
     try:
-        (plot_grid if kind == "grid" else plot_passk)(report, Path(out))
+        if kind == "frontier":
+            plot_frontier(report, Path(out), k)
+        else:
+            (plot_grid if kind == "grid" else plot_passk)(report, Path(out))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out}")
@@ -81,6 +84,20 @@ def grid(results: str, out: str) -> None:
 def passk(results: str, out: str) -> None:
     """pass@k curves of every method."""
     _plot_results("passk", results, out)
+
+
+@plot_group.command("frontier")
+@click.option(
+    "--results",
+    required=True,
+    help="An `autodeco eval --out` folder (or its results.json) with static decodings (default, static:T,P, "
+    "oracle-grid).",
+)
+@click.option("--k", default=None, type=int, help="The pass@k axis; default: 16, else the largest k there.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def frontier(results: str, k: int | None, out: str) -> None:
+    """pass@1 against pass@k: the static decodings, their Pareto frontier, AutoDeco and the baselines."""
+    _plot_results("frontier", results, out, k)
 
 
 @plot_group.command("top-p")

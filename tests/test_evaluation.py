@@ -239,3 +239,152 @@ def test_refitted_heads_in_the_same_folder_are_not_served_from_the_cache(small_e
     assert second["methods"]["default"] == first["methods"]["default"]  # untouched by the heads
     assert second["methods"]["autodeco"]["mean_temperature"] == pytest.approx(0.3, abs=1e-4)
     assert first["methods"]["autodeco"]["mean_temperature"] != pytest.approx(0.3, abs=1e-2)
+
+
+def test_summary_keeps_each_problems_pass_at_k():
+    def record(correct):
+        return {
+            "correct": correct,
+            "tokens": [1] * len(correct),
+            "mean_t": [None] * len(correct),
+            "mean_p": [None] * len(correct),
+        }
+
+    # 5 samples: pass@4 of one problem with c correct is 1 - C(5 - c, 4) / C(5, 4).
+    per_seed = {
+        0: [record([1, 0, 0, 0, 0]), record([1, 1, 0, 0, 0])],
+        1: [record([0, 0, 0, 0, 0]), record([1, 1, 1, 1, 1])],
+    }
+    s = summarise(Decoding("static", 0.5, 1.0), per_seed, samples=5)
+    assert s["per_problem_pass@k"]["4"] == pytest.approx([(1 - 1 / 5 + 0.0) / 2, (1.0 + 1.0) / 2])
+    assert set(s["per_problem_pass@k"]) == {"4"}  # k = 1 is `per_problem`; 16 > 5 samples
+    assert sum(s["per_problem_pass@k"]["4"]) / 2 == pytest.approx(s["pass@k"]["4"])
+    # 16 samples with 3 correct: both k = 4 and k = 16, one seed.
+    sixteen = summarise(Decoding("static", 0.5, 1.0), {0: [record([1] * 3 + [0] * 13)]}, samples=16)
+    assert sixteen["per_problem_pass@k"] == {"4": [pytest.approx(1 - comb(13, 4) / comb(16, 4))], "16": [1.0]}
+    assert summarise(Decoding("greedy"), {0: [record([1])]}, samples=16)["per_problem_pass@k"] == {}
+
+
+def _validation_file(folder: Path, methods: dict, dataset_seed: int = 1, task: str = "task.jsonl") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {"task": task, "dataset_seed": dataset_seed, "problems_evaluated": 50}
+    (folder / "results.json").write_text(json.dumps({"settings": settings, "methods": methods}))
+    return folder
+
+
+def _static(t, p, pass1):
+    return {"temperature": t, "top_p": p, "pass@1": pass1}
+
+
+def test_oracle_validation_takes_the_best_static_of_the_validation_run(tmp_path):
+    methods = {
+        "default": _static(1.0, 1.0, 0.4),
+        "static:0.5,1.0": _static(0.5, 1.0, 0.6),
+        "static:0.3,1.0": _static(0.3, 1.0, 0.6),  # tie: the lower T wins over 0.5 ...
+        "static:0.3,0.9": _static(0.3, 0.9, 0.6),  # ... and at that T the lower P
+        "static:0.4,0.8": _static(0.4, 0.8, 0.6),  # a lower P, but a higher T: T decides first
+        "autodeco": {"temperature": None, "top_p": None, "pass@1": 0.9},  # not static: never chosen
+    }
+    folder = _validation_file(tmp_path / "val", methods)
+    for where in (folder, folder / "results.json"):
+        chosen = runner.validation_choice(str(where), "task.jsonl", 0)
+        assert chosen["decoding"] == Decoding("static", 0.3, 0.9)
+        assert (chosen["chosen_method"], chosen["validation_pass@1"]) == ("static:0.3,0.9", 0.6)
+        assert chosen["chosen_on"] == {
+            "path": str(folder / "results.json"),
+            "task": "task.jsonl",
+            "dataset_seed": 1,
+            "problems": 50,
+        }
+        assert len(chosen["chosen_from"]) == 5
+    methods["default"]["pass@1"] = 0.7
+    _validation_file(folder, methods)
+    assert runner.validation_choice(str(folder), "task.jsonl", 0)["decoding"] == Decoding("static", 1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing", r"--oracle-from .*nope.*does not exist; pass the --out folder"),
+        ("not json", r"--oracle-from .* is not an `autodeco eval` results.json"),
+        ("no statics", r"--oracle-from .* has no static decoding to choose from \(it has greedy, autodeco\)"),
+        ("same problems", r"--oracle-from .* was run on this run's problems \(task task.jsonl, dataset seed 0\)"),
+    ],
+)
+def test_oracle_validation_refuses_bad_validation_runs(tmp_path, case, match):
+    folder = tmp_path / "val"
+    if case == "missing":
+        folder = tmp_path / "nope"
+    elif case == "not json":
+        folder.mkdir()
+        (folder / "results.json").write_text("{not json")
+    elif case == "no statics":
+        _validation_file(folder, {"greedy": _static(None, None, 0.5), "autodeco": _static(None, None, 0.6)})
+    else:
+        _validation_file(folder, {"default": _static(1.0, 1.0, 0.5)}, dataset_seed=0)
+    with pytest.raises(ValueError, match=match):
+        runner.validation_choice(str(folder), "task.jsonl", 0)
+
+
+def test_oracle_validation_needs_oracle_from_and_the_other_way_round(small_eval):
+    with pytest.raises(ValueError, match="oracle-validation but `--oracle-from` is None: pass --oracle-from"):
+        EvalArgs(**small_eval, methods="default,oracle-validation")
+    with pytest.raises(ValueError, match="`--oracle-from val/` is only read for method oracle-validation"):
+        EvalArgs(**small_eval, methods="default", oracle_from="val/")
+
+
+def test_oracle_test_is_the_best_static_of_these_problems():
+    from types import SimpleNamespace
+
+    results = {
+        "default": _static(1.0, 1.0, 0.4),
+        "static:0.5,1.0": _static(0.5, 1.0, 0.7),
+        "static:0.2,1.0": _static(0.2, 1.0, 0.7),  # ties with 0.5: the lower T
+        "autodeco": _static(None, None, 0.9),
+        "meanshift": _static(0.6, 0.9, 0.95),  # static, but read off AutoDeco: not a candidate
+    }
+    args = SimpleNamespace(task="task.jsonl", dataset_seed=0)
+    best = runner.oracle_test(results, args, problems=6)
+    assert (best["temperature"], best["top_p"], best["pass@1"]) == (0.2, 1.0, 0.7)
+    assert best["chosen_method"] == "static:0.2,1.0" and best["optimistic"] is True
+    assert best["chosen_from"] == ["default", "static:0.5,1.0", "static:0.2,1.0"]
+    assert best["chosen_on"] == {"path": None, "task": "task.jsonl", "dataset_seed": 0, "problems": 6}
+    del results["default"]
+    assert runner.oracle_test(results, args, problems=6) is None  # 2 statics: no oracle-test
+
+
+def test_eval_reports_oracles_pass_at_k_intervals_and_the_frontier(small_eval, tmp_path):
+    out = Path(small_eval["out"])
+    run_eval(EvalArgs(**small_eval, methods="default"), progress=False)
+    validation = _validation_file(
+        tmp_path / "val",
+        {"default": _static(1.0, 1.0, 0.1), "static:0.3,0.8": _static(0.3, 0.8, 0.5)},
+        task=small_eval["task"],
+    )
+    methods = "greedy,default,autodeco,meanshift,static:0.5,1.0,oracle-validation"
+    report = run_eval(EvalArgs(**small_eval, methods=methods, oracle_from=str(validation)), progress=False)
+    # --oracle-from changes what is reported, never a completion: the cache is the same file.
+    assert len(list(out.glob("cache-*.jsonl"))) == 1
+    chosen = report["methods"]["oracle-validation"]
+    assert (chosen["decoding"], chosen["validation_pass@1"]) == ("static:0.300,0.800", 0.5)
+    assert chosen["chosen_on"]["dataset_seed"] == 1
+    statics = ["default", "static:0.5,1.0", "static:0.3,0.8"]  # oracle-validation runs static:0.3,0.8 here
+    best = report["methods"]["oracle-test"]
+    assert best["chosen_from"] == statics
+    assert best["pass@1"] == max(
+        report["methods"][n]["pass@1"] for n in ("default", "static:0.5,1.0", "oracle-validation")
+    )
+    auto = report["methods"]["autodeco"]
+    assert len(auto["per_problem_pass@k"]["4"]) == 6 and set(auto["per_problem_pass@k"]) == {"4"}
+    comparisons = report["comparisons"]
+    assert set(comparisons["autodeco - default"]["pass@k"]) == {"4"}
+    assert comparisons["autodeco - greedy"]["pass@k"] == {}  # greedy has one sample: pass@1 only
+    assert {"autodeco - oracle-test", "autodeco - oracle-validation"} <= set(comparisons)
+    assert report["frontier"]["k"] == 4 and set(report["frontier"]["candidates"]) == {"autodeco", "meanshift"}
+    assert set(report["frontier"]["statics"]) == set(statics)
+    text = (out / "results.md").read_text()
+    assert "Paired differences in pass@1" in text and "The same for per-problem pass@k" in text
+    assert "oracle-validation: T = 0.3, P = 0.8 (static:0.3,0.8), the best pass@1 (0.500) of 2" in text
+    assert "chosen on these problems: optimistic" in text
+    assert "Static frontier, pass@1 against pass@4, over 3 static decodings" in text
+    assert text.count("| oracle-test |") == 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-DERIVED = ("meanshift", "oracle-grid")
+DERIVED = ("meanshift", "oracle-grid", "oracle-validation")
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 

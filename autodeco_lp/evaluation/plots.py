@@ -1,9 +1,11 @@
 """Figures (matplotlib, the `plots` extra): per-token T and P (paper Figure 5), the oracle grid
-against AutoDeco and MeanShift (Figure 3), pass@k curves."""
+against AutoDeco and MeanShift (Figure 3), pass@k curves, the static frontier (pass@1 vs pass@k)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from autodeco_lp.evaluation.frontier import available_k, pareto_frontier, points, static_decodings
 
 
 def _pyplot():
@@ -83,6 +85,51 @@ def plot_passk(report: dict, out: Path) -> Path:
     ax.set_ylabel("pass@k")
     ax.legend(fontsize=8)
     ax.set_title(report["settings"]["task"])
+    return _save(plt, fig, out)
+
+
+# Methods drawn over the statics: (marker, colour); greedy is a vertical line (pass@1 only).
+FRONTIER_MARKS = {
+    "autodeco": ("*", "C3"),
+    "temperature-only": ("^", "C4"),
+    "top-p-only": ("v", "C5"),
+    "meanshift": ("D", "C2"),
+    "oracle-validation": ("X", "C1"),
+}
+
+
+def plot_frontier(report: dict, out: Path, k: int | None = None) -> Path:
+    """x = pass@1, y = pass@k (k: 16 or the largest available, `frontier.available_k`): every static
+    decoding as a point labelled "T,P", the Pareto frontier as a line through its points by pass@1,
+    AutoDeco and the other candidates as distinct markers (with their verdicts from the report's
+    `frontier` section when it has one for this k), greedy as a vertical dotted line.
+
+    Uses the means only, so results written before per-problem pass@k existed plot too."""
+    methods = report["methods"]
+    k = available_k(methods, k)  # ValueError (with what is there) when no static has a pass@k
+    statics = static_decodings(methods)
+    pts = points(statics, k)  # name -> (pass@1, pass@k)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    ax.scatter([p[0] for p in pts.values()], [p[1] for p in pts.values()], color="0.55", s=18, label="static")
+    for name, (x, y) in pts.items():
+        label = f"{statics[name]['temperature']:g},{statics[name]['top_p']:g}"
+        ax.annotate(label, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6, alpha=0.8)
+    front = pareto_frontier(pts)
+    ax.plot([pts[n][0] for n in front], [pts[n][1] for n in front], color="0.3", label="static frontier")
+    frontier = report.get("frontier") or {}
+    verdicts = frontier.get("candidates", {}) if frontier.get("k") == k else {}
+    for name, (marker, colour) in FRONTIER_MARKS.items():
+        m = methods.get(name)
+        if m and str(k) in m["pass@k"]:
+            label = f"{name}: {verdicts[name]['verdict']}" if name in verdicts else name
+            ax.scatter([m["pass@1"]], [m["pass@k"][str(k)]], marker=marker, color=colour, s=90, label=label, zorder=3)
+    if "greedy" in methods:
+        ax.axvline(methods["greedy"]["pass@1"], linestyle=":", color="C0", label="greedy (pass@1)")
+    ax.set_xlabel("pass@1")
+    ax.set_ylabel(f"pass@{k}")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{report['settings']['task']}: static frontier")
     return _save(plt, fig, out)
 
 

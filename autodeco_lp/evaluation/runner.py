@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from autodeco_lp.evaluation.frontier import MIN_STATICS, best_static, static_decodings, static_frontier
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.report import write_reports
@@ -52,8 +53,8 @@ class EvalArgs:
     methods: str = field(
         default=DEFAULT_METHODS,
         metadata={
-            "help": "Comma-separated: greedy, default, autodeco, meanshift, oracle-grid, temperature-only, "
-            "top-p-only, static:T,P."
+            "help": "Comma-separated: greedy, default, autodeco, meanshift, oracle-grid, oracle-validation "
+            "(needs --oracle-from), temperature-only, top-p-only, static:T,P."
         },
     )
     out: str | None = field(
@@ -364,24 +365,119 @@ def oracle_grid(evaluator: Evaluator, samples: int) -> dict:
 
 
 def paired_comparisons(results: dict[str, dict], reference: str = "autodeco") -> dict[str, dict]:
-    """`{"autodeco - X": interval}` for every other method X: the paired bootstrap interval over problems
-    of the difference in pass@1 (`stats.paired_bootstrap`). Empty without the reference method."""
+    """`{"autodeco - X": comparison}` for every other method X, paired over problems
+    (`stats.paired_bootstrap`, intervals as `PairedInterval.to_dict()`):
+
+        {"mean", "low", "high", "problems", "level", "significant",   # pass@1 (as before pass@k existed)
+         "pass@k": {"4": interval, "16": interval}}                   # per k that both methods have
+
+    `pass@k` is empty for greedy (one sample) and for results written before `per_problem_pass@k`
+    existed. Empty without the reference method."""
     if reference not in results:
         return {}
-    ours = results[reference]["per_problem"]
+    ours = results[reference]
+    ours_k = ours.get("per_problem_pass@k", {})
+    comparisons = {}
+    for name, other in results.items():
+        if name == reference:
+            continue
+        theirs_k = other.get("per_problem_pass@k", {})
+        comparisons[f"{reference} - {name}"] = {
+            **paired_bootstrap(ours["per_problem"], other["per_problem"]).to_dict(),
+            "pass@k": {k: paired_bootstrap(ours_k[k], theirs_k[k]).to_dict() for k in ours_k if k in theirs_k},
+        }
+    return comparisons
+
+
+def validation_choice(oracle_from: str, task: str, dataset_seed: int) -> dict:
+    """What `oracle-validation` runs: the static setting with the best pass@1 in another run's results.
+
+    Reads `oracle_from` (a results.json, or a folder holding one) and takes its static decodings
+    (`frontier.static_decodings`: default, static:T,P, and oracle-grid's points; ties to the lower T,
+    then the lower P). Returns `{"decoding": Decoding, "chosen_method": its name there,
+    "validation_pass@1": its pass@1 there, "chosen_from": [names considered], "chosen_on": {"path",
+    "task", "dataset_seed", "problems"}}` (the last three from that run's settings, None if absent).
+
+    Raises ValueError naming `--oracle-from` for a missing or unreadable file, one without static
+    decodings, and one whose settings have this run's task and dataset seed (the same problems: a
+    choice made there is the optimistic oracle-test, not a validation choice).
+    """
+    path = Path(oracle_from)
+    path = path / "results.json" if path.is_dir() else path
+    fix = (
+        "pass the --out folder (or results.json) of an `autodeco eval` run of the same model and task on other "
+        "problems, e.g. this command with another --dataset-seed and --out"
+    )
+    if not path.is_file():
+        raise ValueError(f"`--oracle-from {oracle_from}`: {path} does not exist; {fix}")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        methods, settings = report["methods"], report.get("settings", {})
+        statics = static_decodings(methods)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"`--oracle-from {oracle_from}`: {path} is not an `autodeco eval` results.json ({exc}); {fix}"
+        ) from exc
+    if settings.get("task") == task and settings.get("dataset_seed") == dataset_seed:
+        raise ValueError(
+            f"`--oracle-from {oracle_from}`: {path} was run on this run's problems (task {task}, dataset seed "
+            f"{dataset_seed}), so a setting chosen there is not chosen on validation problems; {fix} "
+            f"(e.g. --dataset-seed {dataset_seed + 1})"
+        )
+    if not statics:
+        raise ValueError(
+            f"`--oracle-from {oracle_from}`: {path} has no static decoding to choose from (it has "
+            f"{', '.join(methods) or 'no methods'}); run that evaluation with default, static:T,P or oracle-grid "
+            "in --methods"
+        )
+    name = best_static(statics)
+    chosen = statics[name]
     return {
-        f"{reference} - {name}": paired_bootstrap(ours, other["per_problem"]).to_dict()
-        for name, other in results.items()
-        if name != reference
+        "decoding": Decoding("static", chosen["temperature"], chosen["top_p"]),
+        "chosen_method": name,
+        "validation_pass@1": chosen["pass@1"],
+        "chosen_from": list(statics),
+        "chosen_on": {
+            "path": str(path),
+            "task": settings.get("task"),
+            "dataset_seed": settings.get("dataset_seed"),
+            "problems": settings.get("problems_evaluated"),
+        },
+    }
+
+
+def oracle_test(results: dict[str, dict], args: EvalArgs, problems: int) -> dict | None:
+    """The best static decoding on the evaluated problems themselves (the paper's oracle: optimistic,
+    as the choice sees the test problems), from the results already there; None with fewer than
+    `frontier.MIN_STATICS` distinct statics. The chosen static's summary plus `chosen_method`,
+    `chosen_from`, `chosen_on` (this run: path None) and `optimistic: True`."""
+    statics = static_decodings(results)
+    if len(statics) < MIN_STATICS:
+        return None
+    name = best_static(statics)
+    return {
+        **statics[name],
+        "chosen_method": name,
+        "chosen_from": list(statics),
+        "chosen_on": {"path": None, "task": args.task, "dataset_seed": args.dataset_seed, "problems": problems},
+        "optimistic": True,
     }
 
 
 def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = True) -> dict:
-    """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results."""
-    evaluator = Evaluator(args, task_options, progress)
+    """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results.
+
+    Besides the requested methods, `methods` gains `oracle-test` (>= 3 statics ran) and the report a
+    `frontier` section (`frontier.static_frontier`: >= 3 statics with per-problem pass@k)."""
+    names = parse_methods(args.methods)
+    # Read the validation results before loading the model: a bad --oracle-from fails at once.
+    validation = (
+        validation_choice(args.oracle_from, args.task, args.dataset_seed) if "oracle-validation" in names else None
+    )
+    evaluator = Evaluator(_generation_args(args), task_options, progress)
     samples = args.samples
     results: dict[str, dict] = {}
-    for name in parse_methods(args.methods):
+    for name in names:
         if name == "meanshift":
             auto = results.get("autodeco") or summarise(
                 BASIC["autodeco"], evaluator.run(BASIC["autodeco"], "autodeco"), samples
@@ -390,9 +486,16 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
             results[name] = summarise(d, evaluator.run(d, name), samples)
         elif name == "oracle-grid":
             results[name] = oracle_grid(evaluator, samples)
+        elif name == "oracle-validation":
+            d = validation["decoding"]
+            extra = {k: v for k, v in validation.items() if k != "decoding"}
+            results[name] = {**summarise(d, evaluator.run(d, name), samples), **extra}
         else:
             d = BASIC[name] if name in BASIC else parse_static(name)
             results[name] = summarise(d, evaluator.run(d, name), samples)
+    best = oracle_test(results, args, len(evaluator.problems))
+    if best is not None:
+        results["oracle-test"] = best
     report = {
         "comparisons": paired_comparisons(results),
         "settings": {
@@ -403,5 +506,8 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
         },
         "methods": results,
     }
+    frontier = static_frontier(results)
+    if frontier is not None:
+        report["frontier"] = frontier
     write_reports(Path(args.out), report)
     return report
