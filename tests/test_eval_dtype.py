@@ -37,7 +37,7 @@ def test_fp32_cache_key_is_unchanged_by_the_dtype_option(small_eval):  # noqa: F
     # those versions computed (settings without methods/seeds/out/batch_size/device/shots, + questions).
     args = EvalArgs(**small_eval, methods="greedy")
     evaluator = runner.Evaluator(args, None, progress=False)
-    excluded = ("methods", "seeds", "out", "batch_size", "device", "shots", "dtype")
+    excluded = ("methods", "seeds", "out", "batch_size", "device", "shots", "dtype", "oracle_from")
     old = {k: v for k, v in dataclasses.asdict(args).items() if k not in excluded}
     old.update(task_options={}, questions=[p.question for p in evaluator.problems])
     digest = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:12]

@@ -13,7 +13,7 @@ import json
 import sys
 import warnings
 import zlib
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -135,21 +135,6 @@ class EvalArgs:
         return seeds
 
 
-# Options that change what is reported, never a completion. The Evaluator's cache fingerprint hashes
-# `asdict(args)`, so it is handed a `_GenerationArgs` (the same fields and values less these): adding
-# an option here keeps every cache file written before it existed valid (and its name unchanged).
-REPORT_ONLY = ("oracle_from",)
-_GenerationArgs = make_dataclass(
-    "EvalArgs",
-    [(f.name, object) for f in fields(EvalArgs) if f.name not in REPORT_ONLY],
-    namespace={"seed_list": EvalArgs.seed_list},
-)
-
-
-def _generation_args(args: EvalArgs):
-    return _GenerationArgs(**{f.name: getattr(args, f.name) for f in fields(_GenerationArgs)})
-
-
 def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
     """Sequences per generate call: on CUDA, what the KV cache and logits of 60% of free memory hold."""
     if not torch.cuda.is_available() or next(model.parameters()).device.type != "cuda":
@@ -188,7 +173,9 @@ class Evaluator:
         fingerprint = {
             k: v
             for k, v in asdict(args).items()
-            if k not in ("methods", "seeds", "out", "batch_size", "device", "shots", "dtype")
+            # What changes only the report (methods, oracle_from) or not the completions (batching, device)
+            # stays out, so adding such an option never renames existing caches.
+            if k not in ("methods", "seeds", "out", "batch_size", "device", "shots", "dtype", "oracle_from")
         }
         if args.dtype != "float32":  # float32 caches written before --dtype existed stay valid
             fingerprint.update(dtype=args.dtype)
@@ -474,7 +461,7 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
     validation = (
         validation_choice(args.oracle_from, args.task, args.dataset_seed) if "oracle-validation" in names else None
     )
-    evaluator = Evaluator(_generation_args(args), task_options, progress)
+    evaluator = Evaluator(args, task_options, progress)
     samples = args.samples
     results: dict[str, dict] = {}
     for name in names:
