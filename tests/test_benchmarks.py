@@ -35,3 +35,14 @@ def test_bench_fit_runs_both_losses_at_a_tiny_size(tiny_model_dir, tmp_path):
     for line in ("--soft-top-p exact: cache build", "--soft-top-p topk: cache build", "cached epochs, exact/topk:"):
         assert line in out.stdout, out.stdout
     assert out.stdout.count("streamed/cached") == 4, out.stdout
+
+
+def test_bench_eval_runs_at_a_tiny_size(tiny_model_dir):
+    args = ["--model", str(tiny_model_dir), "--batch-sizes", "2", "3", "--new-tokens", "2", "--repeats", "1"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_eval.py"), *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for line in ("float32 batch    2:", "bfloat16 batch    3:"):
+        assert line in out.stdout, out.stdout
