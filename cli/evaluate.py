@@ -9,6 +9,7 @@ import click
 
 from autodeco_lp.cli.options import dataclass_options, task_option
 from autodeco_lp.evaluation.ablation import ablation_table, read_recipes, run_ablation
+from autodeco_lp.evaluation.compare import compare_reports, comparison_table, read_report
 from autodeco_lp.evaluation.control import ControlArgs, control_table, measure_control
 from autodeco_lp.evaluation.report import markdown_table
 from autodeco_lp.evaluation.runner import EvalArgs, run_eval
@@ -59,6 +60,29 @@ def ablation_command(config_path: str) -> None:
 
     click.echo(ablation_table(report), nl=False)
     click.echo(f"wrote {report['config']['out']}/ablation.json and ablation.md")
+
+
+@eval_group.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--methods", default=None, help="Comma-separated methods to compare (default: every method in both).")
+def compare_command(run_a: str, run_b: str, methods: str | None) -> None:
+    """A - B for the same methods in two runs on the same problems, paired over problems.
+
+    \b
+    autodeco eval compare results-bf16/ results-fp32/ --methods greedy,autodeco
+
+    RUN_A and RUN_B are `autodeco eval` --out folders (or their results.json). For changes that
+    should not move the numbers (dtype, engine, batch size) or should (refitted heads).
+    """
+    try:
+        (_, a), (_, b) = read_report(run_a, "RUN_A"), read_report(run_b, "RUN_B")
+        names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        comparison = compare_reports(a, b, names)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"A = {run_a}, B = {run_b}: paired over {a['settings'].get('problems_evaluated')} problems")
+    click.echo(comparison_table(comparison), nl=False)
 
 
 @eval_group.command("control")

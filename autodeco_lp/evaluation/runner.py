@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from autodeco_lp.evaluation.compare import read_report
 from autodeco_lp.evaluation.frontier import MIN_STATICS, best_static, static_decodings, static_frontier
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
@@ -389,17 +390,17 @@ def validation_choice(oracle_from: str, task: str, dataset_seed: int) -> dict:
     decodings, and one whose settings have this run's task and dataset seed (the same problems: a
     choice made there is the optimistic oracle-test, not a validation choice).
     """
-    path = Path(oracle_from)
-    path = path / "results.json" if path.is_dir() else path
     fix = (
         "pass the --out folder (or results.json) of an `autodeco eval` run of the same model and task on other "
         "problems, e.g. this command with another --dataset-seed and --out"
     )
+    path = Path(oracle_from)
+    path = path / "results.json" if path.is_dir() else path
     if not path.is_file():
         raise ValueError(f"`--oracle-from {oracle_from}`: {path} does not exist; {fix}")
+    path, report = read_report(path, "--oracle-from")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        methods, settings = report["methods"], report.get("settings", {})
+        methods, settings = report["methods"], report["settings"]
         statics = static_decodings(methods)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(

@@ -1,0 +1,76 @@
+"""`autodeco eval compare A B`: the same methods in two runs on the same problems, paired.
+
+For a change that should not move results (another dtype, engine, batch size, library version),
+or one that should (refitted heads). Both runs must have evaluated the same task, problem seed
+and number of problems (their per-problem lists are then paired by index); each method present in
+both gets the paired bootstrap interval of `A - B` in pass@1 over problems (`stats.paired_bootstrap`),
+and in pass@k for each k both have per problem. Samples per problem may differ between the runs:
+each per-problem pass@1 is an unbiased estimate whatever its sample count.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from autodeco_lp.evaluation.stats import paired_bootstrap
+
+SAME_PROBLEMS = ("task", "dataset_seed", "problems_evaluated")
+
+
+def read_report(path: str | Path, option: str) -> tuple[Path, dict]:
+    """`(file, report)` of an `autodeco eval` results.json, or of the one in a folder.
+
+    Raises ValueError naming `option` (the command-line argument it came from) and the fix.
+    """
+    file = Path(path)
+    file = file / "results.json" if file.is_dir() else file
+    fix = "pass the --out folder (or its results.json) of an `autodeco eval` run"
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"`{option} {path}`: {file} is not an `autodeco eval` results.json ({exc}); {fix}") from exc
+    if not isinstance(report, dict) or not isinstance(report.get("methods"), dict):
+        raise ValueError(f"`{option} {path}`: {file} is not an `autodeco eval` results.json (no methods); {fix}")
+    report.setdefault("settings", {})
+    return file, report
+
+
+def compare_reports(a: dict, b: dict, methods: list[str] | None = None) -> dict[str, dict]:
+    """`{method: {"pass@1": interval, "pass@k": {k: interval}}}` for A - B, paired over problems.
+
+    `methods`: which to compare (default: every method in both, in A's order). Raises ValueError
+    when the runs evaluated different problems or a requested method is missing from one of them.
+    """
+    for key in SAME_PROBLEMS:
+        if a["settings"].get(key) != b["settings"].get(key):
+            raise ValueError(
+                f"the two runs evaluated different problems ({key}: {a['settings'].get(key)!r} vs "
+                f"{b['settings'].get(key)!r}); compare runs of the same --task, --dataset-seed and --problems"
+            )
+    common = [m for m in a["methods"] if m in b["methods"]]
+    names = methods if methods is not None else common
+    missing = [m for m in names if m not in common]
+    if missing:
+        raise ValueError(f"`--methods` {', '.join(missing)} not in both runs; both have: {', '.join(common)}")
+    out = {}
+    for name in names:
+        ma, mb = a["methods"][name], b["methods"][name]
+        ka, kb = ma.get("per_problem_pass@k") or {}, mb.get("per_problem_pass@k") or {}
+        out[name] = {
+            "pass@1": paired_bootstrap(ma["per_problem"], mb["per_problem"]).to_dict(),
+            "pass@k": {k: paired_bootstrap(ka[k], kb[k]).to_dict() for k in ka if k in kb},
+        }
+    return out
+
+
+def comparison_table(comparison: dict[str, dict]) -> str:
+    """Markdown: one row per method and metric, `A - B` mean, interval, significant."""
+    lines = ["| method | metric | A - B | 95% interval | significant |", "|---|---|---|---|---|"]
+    for name, c in comparison.items():
+        for metric, interval in [("pass@1", c["pass@1"]), *((f"pass@{k}", v) for k, v in c["pass@k"].items())]:
+            lines.append(
+                f"| {name} | {metric} | {interval['mean']:+.3f} | [{interval['low']:+.3f}, {interval['high']:+.3f}] "
+                f"| {'yes' if interval['significant'] else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"

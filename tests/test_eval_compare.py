@@ -1,0 +1,59 @@
+"""`autodeco eval compare`: paired A - B intervals for the same methods of two runs on the same problems."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from autodeco_lp.cli.main import autodeco as cli
+from autodeco_lp.evaluation.compare import compare_reports, read_report
+
+
+def _report(per_problem: dict[str, list[float]], seed: int = 0, passk: dict | None = None) -> dict:
+    settings = {"task": "reasoning_gym:products", "dataset_seed": seed, "problems_evaluated": 40}
+    methods = {
+        name: {"per_problem": values, "per_problem_pass@k": (passk or {}).get(name, {})}
+        for name, values in per_problem.items()
+    }
+    return {"settings": settings, "methods": methods}
+
+
+def test_a_clear_gain_is_significant_and_equal_runs_are_not():
+    better = _report({"autodeco": [1.0] * 30 + [0.0] * 10, "greedy": [1.0] * 20 + [0.0] * 20})
+    worse = _report({"autodeco": [0.0] * 30 + [0.0] * 10, "greedy": [1.0] * 20 + [0.0] * 20})
+    result = compare_reports(better, worse)
+    assert list(result) == ["autodeco", "greedy"]
+    assert result["autodeco"]["pass@1"]["significant"] and result["autodeco"]["pass@1"]["mean"] == pytest.approx(0.75)
+    assert not result["greedy"]["pass@1"]["significant"] and result["greedy"]["pass@1"]["mean"] == 0
+
+
+def test_pass_at_k_is_compared_where_both_runs_have_it():
+    a = _report({"autodeco": [0.5] * 40}, passk={"autodeco": {"4": [0.9] * 40, "16": [1.0] * 40}})
+    b = _report({"autodeco": [0.5] * 40}, passk={"autodeco": {"4": [0.6] * 40}})
+    result = compare_reports(a, b)["autodeco"]
+    assert list(result["pass@k"]) == ["4"] and result["pass@k"]["4"]["mean"] == pytest.approx(0.3)
+
+
+def test_different_problems_or_missing_methods_are_refused():
+    with pytest.raises(ValueError, match="different problems .dataset_seed: 0 vs 7"):
+        compare_reports(_report({"greedy": [1.0] * 40}), _report({"greedy": [1.0] * 40}, seed=7))
+    with pytest.raises(ValueError, match="`--methods` autodeco not in both runs; both have: greedy"):
+        compare_reports(_report({"greedy": [1.0] * 40, "autodeco": [1.0] * 40}), _report({"greedy": [1.0] * 40}),
+                        ["autodeco"])  # fmt: skip
+
+
+def test_cli_prints_the_table_and_names_bad_arguments(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(_report({"greedy": [1.0] * 30 + [0.0] * 10})))
+    (tmp_path / "b.json").write_text(json.dumps(_report({"greedy": [0.0] * 40})))
+    runner = CliRunner()
+    out = runner.invoke(cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b.json")])
+    assert out.exit_code == 0, out.output
+    assert "| greedy | pass@1 | +0.750 |" in out.output and "| yes |" in out.output
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    bad = runner.invoke(cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "bad.json")])
+    assert bad.exit_code != 0 and "`RUN_B" in bad.output and "is not an `autodeco eval` results.json" in bad.output
+    with pytest.raises(ValueError, match="`RUN_A nowhere`: nowhere is not an `autodeco eval` results.json"):
+        read_report("nowhere", "RUN_A")
