@@ -271,6 +271,10 @@ class FitArgs:
             return self
         return dataclasses.replace(self, recipe="small" if num_parameters < SMALL_MODEL_PARAMETERS else "released")
 
+    def trains(self, head: str) -> bool:
+        """Whether `--train-heads` trains `head` ("temperature" or "top_p")."""
+        return self.train_heads in ("both", head)
+
     def loss_config(self) -> LossConfig:
         """The objective's switches; `--recipe auto` has to be decided first (`resolved`)."""
         unresolved = [name for name in ("easy_token_drop", "dft", "sequence_weighting") if getattr(self, name) is None]
@@ -291,8 +295,8 @@ class FitArgs:
             control_weight=self.control_weight,
             temperature_weight=self.temperature_loss_weight,
             top_p_weight=self.top_p_loss_weight,
-            train_temperature=self.train_heads in ("both", "temperature"),
-            train_top_p=self.train_heads in ("both", "top_p"),
+            train_temperature=self.trains("temperature"),
+            train_top_p=self.trains("top_p"),
             top_p_loss_trains_temperature=self.top_p_loss_trains_temperature,
             chunk_size=self.loss_chunk_size,
             soft_top_p=self.soft_top_p,

@@ -164,8 +164,8 @@ def _build_heads(args: FitArgs, model, device) -> AutoDecoHeads:
     config = AutoDecoConfig(
         hidden_size=model.get_output_embeddings().weight.shape[1],
         vocab_size=model.get_output_embeddings().weight.shape[0],
-        enable_temperature_head=args.train_heads in ("both", "temperature"),
-        enable_top_p_head=args.train_heads in ("both", "top_p"),
+        enable_temperature_head=args.trains("temperature"),
+        enable_top_p_head=args.trains("top_p"),
         use_enhanced_features=args.use_enhanced_features,
         mlp_hidden_size=args.mlp_hidden_size,
         base_model_name_or_path=getattr(model, "name_or_path", None) or None,
@@ -183,7 +183,7 @@ def _check_heads(args: FitArgs, heads: AutoDecoHeads, projection: OutputProjecti
     )
     needed = {"temperature": heads.temp_head, "top_p": heads.top_p_head}
     for name, head in needed.items():
-        if args.train_heads in ("both", name) and head is None:
+        if args.trains(name) and head is None:
             raise ValueError(
                 f"`--train-heads {args.train_heads}` but `--init-heads` {args.init_heads!r} has no {name} head."
             )
@@ -538,8 +538,8 @@ class Trainer:
             run.projection,
             t_margin=run.args.control_t_margin,
             p_margin=run.args.control_p_margin,
-            train_temperature=run.args.train_heads in ("both", "temperature"),
-            train_top_p=run.args.train_heads in ("both", "top_p"),
+            train_temperature=run.args.trains("temperature"),
+            train_top_p=run.args.trains("top_p"),
             params=run.params,
         )
         sums = LossSums.zeros(run.device)
