@@ -52,6 +52,15 @@ def test_cli_prints_the_table_and_names_bad_arguments(tmp_path):
     out = runner.invoke(cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b.json")])
     assert out.exit_code == 0, out.output
     assert "| greedy | pass@1 | +0.750 |" in out.output and "| yes |" in out.output
+    # static:T,P keeps its comma in --methods
+    for folder in (tmp_path / "a", tmp_path / "c"):
+        folder.mkdir(exist_ok=True)
+        (folder / "results.json").write_text(json.dumps(_report({"static:0.5,1.0": [1.0] * 40, "greedy": [0.0] * 40})))
+    static = runner.invoke(
+        cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "c"), "--methods", "static:0.5,1.0"]
+    )
+    assert static.exit_code == 0, static.output
+    assert "| static:0.5,1.0 | pass@1 | +0.000 |" in static.output and "| greedy |" not in static.output
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = runner.invoke(cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "bad.json")])
     assert bad.exit_code != 0 and "`RUN_B" in bad.output and "is not an `autodeco eval` results.json" in bad.output
