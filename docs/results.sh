@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md, one section at a time:
-#   bash docs/results.sh [main|scale|ablation|control|gemma3|all]      (default: main)
+#   bash docs/results.sh [main|scale|losses|ablation|control|gemma3|all]      (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~20 min; needs the gemma3 wheels, see the README).
 # scale: issue 13's evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
-#   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check.
+#   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check
+#   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~3 min).
+# losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,21 +33,45 @@ if [[ $SECTION == main || $SECTION == all ]]; then
     $AUTODECO plot trace --model smollm2 --max-new-tokens 40 --out docs/results/trace.png "What is 7 * 8? Explain briefly."
 fi
 
-# The static grid of the scale section: T sweep at P = 1, and P = 0.7 / 0.9 at three temperatures.
-GRID=static:0.1,1.0,static:0.2,1.0,static:0.3,1.0,static:0.4,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
-GRID=$GRID,static:0.5,0.7,static:0.5,0.9,static:0.7,0.7,static:0.7,0.9,static:1.0,0.7,static:1.0,0.9
+# The static grid of the scale section: a T sweep at P = 1 and P = 0.9 / 0.7 at three temperatures.
+GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
+GRID=$GRID,static:0.5,0.9,static:0.7,0.9,static:1.0,0.9,static:1.0,0.7
 if [[ $SECTION == scale || $SECTION == all ]]; then
     SCALE=(--model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0)
     PRODUCTS=(--task reasoning_gym:products "${ONE_DIGIT[@]}")
-    # Reported problems (seed 0): every method and the whole grid, 200 problems x 16 samples, bf16.
+    # Reported problems (seed 0): every method and the grid, 200 problems x 16 samples, bf16.
     $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 16 --dtype bfloat16 \
-        --methods greedy,autodeco,meanshift,default,temperature-only,$GRID --out docs/results/scale/products
+        --methods greedy,autodeco,meanshift,default,$GRID --out docs/results/scale/products
     # bf16 against fp32 on the same problems: greedy, one static setting and AutoDeco (4 samples per problem).
     $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 4 \
         --methods greedy,static:0.5,1.0,autodeco --out docs/results/scale/products-fp32
+    $AUTODECO eval compare docs/results/scale/products docs/results/scale/products-fp32 \
+        --methods greedy,static:0.5,1.0,autodeco > docs/results/scale/bf16-vs-fp32.md
     # Validation problems (seed 7): the grid alone, to choose the static setting without the reported problems.
     $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 100 --samples 4 --dtype bfloat16 --dataset-seed 7 \
         --methods $GRID --out docs/results/scale/products-validation
+    # The report: the same run again (everything comes from its cache) with the validation choice added.
+    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 16 --dtype bfloat16 \
+        --methods greedy,autodeco,meanshift,default,$GRID,oracle-validation \
+        --oracle-from docs/results/scale/products-validation --out docs/results/scale/products
+    $AUTODECO plot frontier --results docs/results/scale/products --k 16 --out docs/results/scale/products/frontier.png
+fi
+
+if [[ $SECTION == losses || $SECTION == all ]]; then
+    # Issue 14 part 5: the shipped recipe refitted with the sort-free loss (same seed) and with the exact
+    # loss at another seed (the seed-to-seed spread), compared per position and on the scale section's problems.
+    for spec in topk:42 exact:1; do
+        loss=${spec%%:*}; seed=${spec##*:}
+        [[ -f docs/ablation/fits/$loss-s$seed/autodeco_heads.safetensors ]] || $FIT --model smollm2 --data $HEADS/train.jsonl \
+            --recipe small --max-length 512 --save-steps 20 --logging-steps 1 --seed $seed --soft-top-p $loss \
+            --output-dir docs/ablation/fits/$loss-s$seed
+    done
+    ${PYTHON:-.venv/bin/python} benchmarks/compare_heads.py --data docs/ablation/train-t1.jsonl --max-rows 100 \
+        --heads exact-s42=$HEADS exact-s1=docs/ablation/fits/exact-s1 topk-s42=docs/ablation/fits/topk-s42
+    $AUTODECO eval --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --task reasoning_gym:products \
+        "${ONE_DIGIT[@]}" --problems 200 --samples 16 --dtype bfloat16 --heads docs/ablation/fits/topk-s42 \
+        --methods autodeco --out docs/results/scale/products-topk-heads
+    $AUTODECO eval compare docs/results/scale/products-topk-heads docs/results/scale/products --methods autodeco
 fi
 
 if [[ $SECTION == ablation || $SECTION == all ]]; then

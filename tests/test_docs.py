@@ -28,3 +28,24 @@ def test_readme_headline_row_matches_results_json(task):
     assert meanshift == f"{methods['meanshift']['pass@1']:.3f}"
     grid = methods["oracle-grid"]
     assert oracle == f"{grid['pass@1']:.3f} (T={grid['temperature']:.1f}, P={grid['top_p']:.1f})"
+
+
+def test_readme_scale_table_matches_results_json():
+    """The README's at-scale table (between its markers) is docs/results/scale/products/results.json."""
+    report = json.loads((ROOT / "docs" / "results" / "scale" / "products" / "results.json").read_text())
+    methods, comparisons = report["methods"], report["comparisons"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- scale-table -->")[1]
+    rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert len(rows) >= 5, block
+    for row in rows:
+        name, pass1, pass16, versus = (cell.strip() for cell in row.strip("|").split("|"))
+        name = name.split(" (")[0].strip("`")
+        m = methods[name]
+        assert pass1 == f"{m['pass@1']:.3f}", row
+        assert pass16 == (f"{m['pass@k']['16']:.3f}" if "16" in m["pass@k"] else "-"), row
+        if name == "autodeco":
+            assert versus == "-", row
+        else:
+            c = comparisons[f"autodeco - {name}"]
+            assert versus == f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]", row
