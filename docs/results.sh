@@ -7,6 +7,7 @@
 # scale: issue 13's evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
 #   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check
 #   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~3 min).
+# scale-chain_sum: the same protocol on chain_sum (not yet in docs/results.md).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -55,6 +56,21 @@ if [[ $SECTION == scale || $SECTION == all ]]; then
         --methods greedy,autodeco,meanshift,default,$GRID,oracle-validation \
         --oracle-from docs/results/scale/products-validation --out docs/results/scale/products
     $AUTODECO plot frontier --results docs/results/scale/products --k 16 --out docs/results/scale/products/frontier.png
+fi
+
+if [[ $SECTION == scale-chain_sum || $SECTION == all ]]; then
+    # Issue 13 part 2, second in-domain task: the scale section's protocol on one-digit chain sums (2-3 terms).
+    # Not in docs/results.md yet (started 2026-11-25; its caches are committed as they fill).
+    SCALE=(--model smollm2 --max-new-tokens 24 --batch-size 64 --seeds 0)
+    CHAIN=(--task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}")
+    $AUTODECO eval "${SCALE[@]}" "${CHAIN[@]}" --problems 200 --samples 16 --dtype bfloat16 \
+        --methods greedy,autodeco,meanshift,default,$GRID --out docs/results/scale/chain_sum
+    $AUTODECO eval "${SCALE[@]}" "${CHAIN[@]}" --problems 100 --samples 4 --dtype bfloat16 --dataset-seed 7 \
+        --methods $GRID --out docs/results/scale/chain_sum-validation
+    $AUTODECO eval "${SCALE[@]}" "${CHAIN[@]}" --problems 200 --samples 16 --dtype bfloat16 \
+        --methods greedy,autodeco,meanshift,default,$GRID,oracle-validation \
+        --oracle-from docs/results/scale/chain_sum-validation --out docs/results/scale/chain_sum
+    $AUTODECO plot frontier --results docs/results/scale/chain_sum --k 16 --out docs/results/scale/chain_sum/frontier.png
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then
