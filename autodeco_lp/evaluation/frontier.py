@@ -126,7 +126,9 @@ def verdict(candidate: dict, statics: dict[str, dict], k: int) -> dict:
 
     Verdict: BELOW if some static dominates it; else ABOVE if it beats every static (no static is at
     least as good on both axes within noise); else ON. The two cases exclude each other: a static
-    that dominates is not beaten on either axis.
+    that dominates is not beaten on either axis. There is no multiplicity correction: BELOW needs
+    one significant interval among 2 x len(statics) (anti-conservative), ABOVE needs all of them
+    (conservative); the docs say so where they report verdicts.
 
     `deciding` names the statics behind the verdict, nearest first: for BELOW those that dominate;
     for ON those it does not beat (as good on both axes within noise); for ABOVE the Pareto frontier
