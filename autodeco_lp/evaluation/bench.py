@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from autodeco_lp.inference.features import hard_top_p_filter, scale_by_temperature
 from autodeco_lp.inference.processor import AutoDeco
-from autodeco_lp.inference.sampling import format_prompts, uses_chat_template
+from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
 from autodeco_lp.vllm import hf_overrides
 
 PROMPTS = [
@@ -89,16 +88,6 @@ class BenchRow:
         )
 
 
-class ConstantNucleus:
-    """A logits processor for the same-filter arm: constant T and P through AutoDeco's own filter."""
-
-    def __init__(self, temperature: float, top_p: float) -> None:
-        self.temperature, self.top_p = temperature, top_p
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return hard_top_p_filter(scale_by_temperature(scores, self.temperature), self.top_p)
-
-
 STATIC_TEMPERATURE, STATIC_TOP_P = 0.8, 0.9
 
 
@@ -135,7 +124,7 @@ def bench_generate(
         raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")
     rows = []
     tokenizer.padding_side = "left"
-    same_filter = ConstantNucleus(STATIC_TEMPERATURE, STATIC_TOP_P)
+    same_filter = StaticNucleus(STATIC_TEMPERATURE, STATIC_TOP_P)
     with AutoDeco(model, heads, record_trace=False) as autodeco:
         for batch in batch_sizes:
             texts = format_prompts(tokenizer, (PROMPTS * batch)[:batch])

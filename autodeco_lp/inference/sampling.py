@@ -6,6 +6,26 @@ from dataclasses import dataclass
 
 import torch
 
+from autodeco_lp.inference.features import hard_top_p_filter, scale_by_temperature
+
+
+class StaticNucleus:
+    """A logits processor for static sampling: `hard_top_p_filter(scores / T, P)` with a fixed T and P.
+
+    What transformers' Temperature + TopP warpers compute (bit for bit, except the order of equal
+    scores at the nucleus boundary, see `hard_top_p_filter`), with the faster sort of
+    `features.rank_order`: static sampling at P < 1 then pays no `torch.sort`. Use it with
+    `temperature=1.0, top_p=1.0` in `generate`, so that transformers adds no warper of its own.
+    T is floored at `features.MIN_TEMPERATURE` (1e-2), as for AutoDeco.
+    """
+
+    def __init__(self, temperature: float, top_p: float) -> None:
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scaled = scale_by_temperature(scores, self.temperature)
+        return scaled if self.top_p >= 1.0 else hard_top_p_filter(scaled, self.top_p)
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -105,18 +125,21 @@ def sample_completions(
             model.device
         )
         # Explicit do_sample=False: a model whose generation_config samples by default stays greedy.
-        sampling = (
-            {"do_sample": False}
-            if greedy
-            else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
-        )
+        processors = list(logits_processor or [])
+        if greedy:
+            sampling = {"do_sample": False}
+        elif processors:  # the caller's processors (AutoDeco) decide T and P
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+        else:  # static (T, P) through our nucleus filter: transformers' warpers' result, a faster sort
+            sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None}
+            processors = [StaticNucleus(temperature, top_p)]
         out = model.generate(
             **enc,
             **sampling,
             num_return_sequences=1 if greedy else num_samples,
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
-            logits_processor=logits_processor or [],
+            logits_processor=processors,
             **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
         )
         new = out[:, enc["input_ids"].shape[1] :].tolist()  # (rows * samples, steps)
