@@ -169,20 +169,27 @@ def _kill_at(step: int, action) -> int:
     return int(out or b"-1")
 
 
+# Each checkpoint layout's save, and how close a reload must be (the official layout stores bf16).
+_ATOL = {"native": 0.0, "official": 1e-2}
+
+
+def _saver(layout: str, folder):
+    def save(heads: AutoDecoHeads) -> None:
+        if layout == "native":
+            heads.save_pretrained(folder)
+        else:
+            export_official(heads.config, heads.state_dict(), folder)
+
+    return save
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.parametrize("layout", ["native", "official"])
 def test_a_save_over_existing_heads_killed_at_any_step_leaves_old_or_new(tmp_path, layout):
     old = random_heads(seed=1)
     new = random_heads(seed=2, enable_top_p_head=False)  # a different config too
     folder = tmp_path / "out"
-
-    def save(heads):
-        if layout == "native":
-            heads.save_pretrained(folder)
-        else:
-            export_official(heads.config, heads.state_dict(), folder)
-
-    atol = 0.0 if layout == "native" else 1e-2
+    save, atol = _saver(layout, folder), _ATOL[layout]
     steps = None
     step = 0
     while steps is None or step <= steps:
@@ -212,14 +219,7 @@ def test_a_save_over_existing_heads_killed_at_any_step_leaves_old_or_new(tmp_pat
 def test_a_save_failing_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, layout):
     old, new = random_heads(seed=1), random_heads(seed=2, enable_top_p_head=False)
     folder = tmp_path / "out"
-
-    def save(heads):
-        if layout == "native":
-            heads.save_pretrained(folder)
-        else:
-            export_official(heads.config, heads.state_dict(), folder)
-
-    atol = 0.0 if layout == "native" else 1e-2
+    save, atol = _saver(layout, folder), _ATOL[layout]
     real_replace = os.replace
     interrupted = []
     for step in range(8):
