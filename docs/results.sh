@@ -37,40 +37,36 @@ fi
 # The static grid of the scale section: a T sweep at P = 1 and P = 0.9 / 0.7 at three temperatures.
 GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
 GRID=$GRID,static:0.5,0.9,static:0.7,0.9,static:1.0,0.9,static:1.0,0.7
+# The scale protocol on one task: scale_protocol NAME BATCH_SIZE TASK_ARGS...
+# 200 problems (seed 0) x 16 samples, bf16, every method and the grid; the grid on 100 validation problems
+# (seed 7) x 4; the report again with the validation choice (everything else from the cache); the frontier.
+# The batch size is part of how samples are seeded (per generate call), so it is fixed per task.
+scale_protocol() {
+    local name=$1 batch=$2
+    shift 2
+    local args=(--model smollm2 --max-new-tokens 24 --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
+    local out=docs/results/scale/$name methods=greedy,autodeco,meanshift,default,$GRID
+    $AUTODECO eval "${args[@]}" --problems 200 --samples 16 --methods "$methods" --out "$out"
+    $AUTODECO eval "${args[@]}" --problems 100 --samples 4 --dataset-seed 7 --methods "$GRID" --out "$out-validation"
+    $AUTODECO eval "${args[@]}" --problems 200 --samples 16 --methods "$methods,oracle-validation" \
+        --oracle-from "$out-validation" --out "$out"
+    $AUTODECO plot frontier --results "$out" --k 16 --out "$out/frontier.png"
+}
+
 if [[ $SECTION == scale || $SECTION == all ]]; then
-    SCALE=(--model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0)
-    PRODUCTS=(--task reasoning_gym:products "${ONE_DIGIT[@]}")
-    # Reported problems (seed 0): every method and the grid, 200 problems x 16 samples, bf16.
-    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 16 --dtype bfloat16 \
-        --methods greedy,autodeco,meanshift,default,$GRID --out docs/results/scale/products
+    scale_protocol products 256 --task reasoning_gym:products "${ONE_DIGIT[@]}"
     # bf16 against fp32 on the same problems: greedy, one static setting and AutoDeco (4 samples per problem).
-    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 4 \
-        --methods greedy,static:0.5,1.0,autodeco --out docs/results/scale/products-fp32
+    $AUTODECO eval --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --task reasoning_gym:products \
+        "${ONE_DIGIT[@]}" --problems 200 --samples 4 --methods greedy,static:0.5,1.0,autodeco \
+        --out docs/results/scale/products-fp32
     $AUTODECO eval compare docs/results/scale/products docs/results/scale/products-fp32 \
         --methods greedy,static:0.5,1.0,autodeco > docs/results/scale/bf16-vs-fp32.md
-    # Validation problems (seed 7): the grid alone, to choose the static setting without the reported problems.
-    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 100 --samples 4 --dtype bfloat16 --dataset-seed 7 \
-        --methods $GRID --out docs/results/scale/products-validation
-    # The report: the same run again (everything comes from its cache) with the validation choice added.
-    $AUTODECO eval "${SCALE[@]}" "${PRODUCTS[@]}" --problems 200 --samples 16 --dtype bfloat16 \
-        --methods greedy,autodeco,meanshift,default,$GRID,oracle-validation \
-        --oracle-from docs/results/scale/products-validation --out docs/results/scale/products
-    $AUTODECO plot frontier --results docs/results/scale/products --k 16 --out docs/results/scale/products/frontier.png
 fi
 
 if [[ $SECTION == scale-chain_sum || $SECTION == all ]]; then
-    # Issue 13 part 2, second in-domain task: the scale section's protocol on one-digit chain sums (2-3 terms).
+    # Issue 13 part 2, second in-domain task: the scale protocol on one-digit chain sums (2-3 terms).
     # Not in docs/results.md yet (started 2026-11-25; its caches are committed as they fill).
-    SCALE=(--model smollm2 --max-new-tokens 24 --batch-size 64 --seeds 0)
-    CHAIN=(--task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}")
-    $AUTODECO eval "${SCALE[@]}" "${CHAIN[@]}" --problems 200 --samples 16 --dtype bfloat16 \
-        --methods greedy,autodeco,meanshift,default,$GRID --out docs/results/scale/chain_sum
-    $AUTODECO eval "${SCALE[@]}" "${CHAIN[@]}" --problems 100 --samples 4 --dtype bfloat16 --dataset-seed 7 \
-        --methods $GRID --out docs/results/scale/chain_sum-validation
-    $AUTODECO eval "${SCALE[@]}" "${CHAIN[@]}" --problems 200 --samples 16 --dtype bfloat16 \
-        --methods greedy,autodeco,meanshift,default,$GRID,oracle-validation \
-        --oracle-from docs/results/scale/chain_sum-validation --out docs/results/scale/chain_sum
-    $AUTODECO plot frontier --results docs/results/scale/chain_sum --k 16 --out docs/results/scale/chain_sum/frontier.png
+    scale_protocol chain_sum 64 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}"
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then
