@@ -4,6 +4,7 @@ nucleus filter built on it keeps transformers' decisions (ties: the lower token 
 from __future__ import annotations
 
 import hypothesis.strategies as st
+import pytest
 import torch
 from hypothesis import given, settings
 from transformers import TopPLogitsWarper
@@ -76,3 +77,14 @@ def test_nucleus_ties_keep_the_lower_token_id():
 def test_nucleus_equals_transformers_at_large_vocabularies(seed, vocab, p, spread):
     scores = torch.randn(1, vocab, generator=torch.Generator().manual_seed(seed)) * spread
     assert torch.equal(hard_top_p_filter(scores, p), TopPLogitsWarper(p)(None, scores.clone()))
+
+
+def test_nucleus_at_p_one_keeps_everything_without_sorting(monkeypatch):
+    from autodeco_lp.inference import features
+
+    scores = torch.tensor([[0.0, -200.0, 3.0], [1.0, 1.0, -1e4]])  # exp underflows to 0 for two tokens
+    monkeypatch.setattr(features, "rank_order", lambda *a, **k: (_ for _ in ()).throw(AssertionError("sorted")))
+    out = hard_top_p_filter(scores, torch.ones(2))
+    assert torch.equal(out, scores) and out is not scores  # a copy, nothing filtered
+    with pytest.raises(AssertionError, match="sorted"):  # one row below 1: the filter runs
+        hard_top_p_filter(scores, torch.tensor([1.0, 0.9]))

@@ -23,8 +23,7 @@ class StaticNucleus:
         self.temperature, self.top_p = temperature, top_p
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scaled = scale_by_temperature(scores, self.temperature)
-        return scaled if self.top_p >= 1.0 else hard_top_p_filter(scaled, self.top_p)
+        return hard_top_p_filter(scale_by_temperature(scores, self.temperature), self.top_p)
 
 
 @dataclass(frozen=True)
