@@ -11,7 +11,7 @@ from autodeco_lp.cli.options import dataclass_options, task_option
 from autodeco_lp.evaluation.ablation import ablation_table, read_recipes, run_ablation
 from autodeco_lp.evaluation.compare import compare_reports, comparison_table, read_report
 from autodeco_lp.evaluation.control import ControlArgs, control_table, measure_control
-from autodeco_lp.evaluation.methods import parse_methods
+from autodeco_lp.evaluation.methods import split_methods
 from autodeco_lp.evaluation.report import markdown_table
 from autodeco_lp.evaluation.runner import EvalArgs, run_eval
 from autodeco_lp.tasks.problems import parse_task_options
@@ -78,7 +78,8 @@ def compare_command(run_a: str, run_b: str, methods: str | None) -> None:
     """
     try:
         (_, a), (_, b) = read_report(run_a, "RUN_A"), read_report(run_b, "RUN_B")
-        names = parse_methods(methods) if methods else None  # static:T,P keeps its own comma
+        # Split only: compare_reports checks the names against both runs (oracle-test is no --methods name).
+        names = split_methods(methods) if methods else None
         comparison = compare_reports(a, b, names)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from autodeco_lp.evaluation.compare import read_report
 from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
 from autodeco_lp.evaluation.plots import plot_frontier, plot_grid, plot_passk, plot_top_p_diagnosis, plot_trace
 from autodeco_lp.hub.models import load_model
@@ -18,12 +19,10 @@ from autodeco_lp.inference.textgen import generate_text
 
 
 def _report(results: str) -> dict:
-    path = Path(results)
-    path = path / "results.json" if path.is_dir() else path
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}; pass an `autodeco eval --out` folder") from exc
+        return read_report(results, "--results")[1]
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group("plot")

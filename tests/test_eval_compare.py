@@ -64,5 +64,28 @@ def test_cli_prints_the_table_and_names_bad_arguments(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = runner.invoke(cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "bad.json")])
     assert bad.exit_code != 0 and "`RUN_B" in bad.output and "is not an `autodeco eval` results.json" in bad.output
-    with pytest.raises(ValueError, match="`RUN_A nowhere`: nowhere is not an `autodeco eval` results.json"):
+    with pytest.raises(ValueError, match="`RUN_A nowhere`: nowhere does not exist"):
         read_report("nowhere", "RUN_A")
+
+
+def test_old_results_other_task_options_and_report_only_methods():
+    # Results written before per-problem lists existed: a clear error, not a KeyError.
+    old = {"settings": _report({})["settings"], "methods": {"greedy": {"pass@1": 0.5}}}
+    with pytest.raises(ValueError, match="greedy: no per-problem results in one of the runs"):
+        compare_reports(old, _report({"greedy": [1.0] * 40}))
+    # Same task, seed and count but other --task-option values: other problems.
+    a, b = _report({"greedy": [1.0] * 40}), _report({"greedy": [1.0] * 40})
+    a["settings"]["task_options"], b["settings"]["task_options"] = {"min_digits": 1}, {"min_digits": 2}
+    with pytest.raises(ValueError, match="different problems .task_options"):
+        compare_reports(a, b)
+
+
+def test_cli_compares_methods_eval_adds_by_itself(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(_report({"oracle-test": [0.5] * 40})))
+    out = CliRunner().invoke(
+        cli, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--methods", "oracle-test"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "| oracle-test | pass@1 | +0.000 |" in out.output

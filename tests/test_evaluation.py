@@ -227,7 +227,7 @@ def test_plots_write_images(tmp_path):
     completion = Completion("p", "ab", ["a", "b"], [0.5, 0.7], [0.9, 1.0])
     assert plot_trace(completion, tmp_path / "trace.png").stat().st_size > 1000
     missing = CliRunner().invoke(cli, ["plot", "grid", "--results", str(tmp_path / "nope"), "--out", "x.png"])
-    assert missing.exit_code != 0 and "cannot read" in missing.output
+    assert missing.exit_code != 0 and "`--results" in missing.output and "does not exist" in missing.output
 
 
 def test_refitted_heads_in_the_same_folder_are_not_served_from_the_cache(small_eval):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from autodeco_lp.evaluation.stats import paired_bootstrap
 
-SAME_PROBLEMS = ("task", "dataset_seed", "problems_evaluated")
+SAME_PROBLEMS = ("task", "task_options", "dataset_seed", "problems_evaluated")
 
 
 def read_report(path: str | Path, option: str) -> tuple[Path, dict]:
@@ -26,6 +26,8 @@ def read_report(path: str | Path, option: str) -> tuple[Path, dict]:
     file = Path(path)
     file = file / "results.json" if file.is_dir() else file
     fix = "pass the --out folder (or its results.json) of an `autodeco eval` run"
+    if not file.is_file():
+        raise ValueError(f"`{option} {path}`: {file} does not exist; {fix}")
     try:
         report = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -34,6 +36,16 @@ def read_report(path: str | Path, option: str) -> tuple[Path, dict]:
         raise ValueError(f"`{option} {path}`: {file} is not an `autodeco eval` results.json (no methods); {fix}")
     report.setdefault("settings", {})
     return file, report
+
+
+def paired(a: dict, b: dict) -> dict:
+    """`{"pass@1": interval, "pass@k": {k: interval}}` of method summary `a` minus `b`, paired over
+    problems (`stats.paired_bootstrap`; pass@k for each k both have per problem)."""
+    ka, kb = a.get("per_problem_pass@k") or {}, b.get("per_problem_pass@k") or {}
+    return {
+        "pass@1": paired_bootstrap(a["per_problem"], b["per_problem"]).to_dict(),
+        "pass@k": {k: paired_bootstrap(ka[k], kb[k]).to_dict() for k in ka if k in kb},
+    }
 
 
 def compare_reports(a: dict, b: dict, methods: list[str] | None = None) -> dict[str, dict]:
@@ -53,15 +65,13 @@ def compare_reports(a: dict, b: dict, methods: list[str] | None = None) -> dict[
     missing = [m for m in names if m not in common]
     if missing:
         raise ValueError(f"`--methods` {', '.join(missing)} not in both runs; both have: {', '.join(common)}")
-    out = {}
-    for name in names:
-        ma, mb = a["methods"][name], b["methods"][name]
-        ka, kb = ma.get("per_problem_pass@k") or {}, mb.get("per_problem_pass@k") or {}
-        out[name] = {
-            "pass@1": paired_bootstrap(ma["per_problem"], mb["per_problem"]).to_dict(),
-            "pass@k": {k: paired_bootstrap(ka[k], kb[k]).to_dict() for k in ka if k in kb},
-        }
-    return out
+    old = [m for m in names if "per_problem" not in a["methods"][m] or "per_problem" not in b["methods"][m]]
+    if old:
+        raise ValueError(
+            f"{', '.join(old)}: no per-problem results in one of the runs (written before they existed); rerun "
+            "that `autodeco eval` with the same --out: its cache answers without generating"
+        )
+    return {name: paired(a["methods"][name], b["methods"][name]) for name in names}
 
 
 def comparison_table(comparison: dict[str, dict]) -> str:

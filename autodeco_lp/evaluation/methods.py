@@ -58,11 +58,15 @@ def parse_static(name: str) -> Decoding:
     return Decoding("static", t, p)
 
 
+def split_methods(text: str) -> list[str]:
+    """The comma-separated names in `text`, in order, `static:T,P` kept whole (it has its own comma)."""
+    return [n.strip() for n in re.findall(r"\s*static:[^,]+,[^,]+|[^,]+", text) if n.strip()]
+
+
 def parse_methods(text: str) -> list[str]:
     """Validated method names in the order given (duplicates dropped)."""
     names = []
-    # `static:T,P` has its own comma: take it whole before splitting the rest on commas.
-    for name in (n.strip() for n in re.findall(r"\s*static:[^,]+,[^,]+|[^,]+", text) if n.strip()):
+    for name in split_methods(text):
         if name not in BASIC and name not in DERIVED and not name.startswith("static:"):
             known = ", ".join([*BASIC, *DERIVED, "static:T,P"])
             raise ValueError(f"`--methods` has an unknown method {name!r}; known: {known}")

@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from autodeco_lp.evaluation.compare import read_report
+from autodeco_lp.evaluation.compare import paired, read_report
 from autodeco_lp.evaluation.frontier import MIN_STATICS, best_static, static_decodings, static_frontier
 from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods, parse_static
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.report import write_reports
-from autodeco_lp.evaluation.stats import paired_bootstrap
 from autodeco_lp.evaluation.store import ResultStore
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.hub.registry import resolve_heads_for_model
@@ -363,17 +362,11 @@ def paired_comparisons(results: dict[str, dict], reference: str = "autodeco") ->
     existed. Empty without the reference method."""
     if reference not in results:
         return {}
-    ours = results[reference]
-    ours_k = ours.get("per_problem_pass@k", {})
     comparisons = {}
     for name, other in results.items():
-        if name == reference:
-            continue
-        theirs_k = other.get("per_problem_pass@k", {})
-        comparisons[f"{reference} - {name}"] = {
-            **paired_bootstrap(ours["per_problem"], other["per_problem"]).to_dict(),
-            "pass@k": {k: paired_bootstrap(ours_k[k], theirs_k[k]).to_dict() for k in ours_k if k in theirs_k},
-        }
+        if name != reference:
+            both = paired(results[reference], other)
+            comparisons[f"{reference} - {name}"] = {**both["pass@1"], "pass@k": both["pass@k"]}
     return comparisons
 
 
@@ -394,13 +387,9 @@ def validation_choice(oracle_from: str, task: str, dataset_seed: int) -> dict:
         "pass the --out folder (or results.json) of an `autodeco eval` run of the same model and task on other "
         "problems, e.g. this command with another --dataset-seed and --out"
     )
-    path = Path(oracle_from)
-    path = path / "results.json" if path.is_dir() else path
-    if not path.is_file():
-        raise ValueError(f"`--oracle-from {oracle_from}`: {path} does not exist; {fix}")
-    path, report = read_report(path, "--oracle-from")
+    path, report = read_report(oracle_from, "--oracle-from")
+    methods, settings = report["methods"], report["settings"]
     try:
-        methods, settings = report["methods"], report["settings"]
         statics = static_decodings(methods)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(
