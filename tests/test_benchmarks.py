@@ -46,3 +46,14 @@ def test_bench_eval_runs_at_a_tiny_size(tiny_model_dir):
     assert out.returncode == 0, out.stderr
     for line in ("float32 batch    2:", "bfloat16 batch    3:"):
         assert line in out.stdout, out.stdout
+
+
+def test_bench_sort_runs_at_a_tiny_size():
+    args = ["--vocab", "300", "--batch-sizes", "1", "3", "--repeats", "2"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_sort.py"), *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["1", "3"] and all(len(r) == 7 for r in rows), out.stdout
