@@ -1,4 +1,4 @@
-"""Do two sets of heads predict the same T and P? Per-position statistics on held-out rows.
+"""Do two sets of heads predict the same T and P? Per-position statistics on the rows of a data file.
 
     .venv/bin/python benchmarks/compare_heads.py --data docs/ablation/train-t1.jsonl --max-rows 100 \\
         --heads exact-s42=heads/smollm2-135m-instruct exact-s1=/tmp/refit-exact-s1 topk-s42=/tmp/refit-topk-s42

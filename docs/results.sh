@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md, one section at a time:
-#   bash docs/results.sh [main|scale|losses|ablation|control|gemma3|all]      (default: main)
+#   bash docs/results.sh [main|scale|scale-chain_sum|losses|ablation|control|gemma3|all]      (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~20 min; needs the gemma3 wheels, see the README).
 # scale: issue 13's evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
 #   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check
-#   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~3 min).
+#   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~25 s).
 # scale-chain_sum: the same protocol on chain_sum (not yet in docs/results.md).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
