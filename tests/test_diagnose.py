@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve
 from autodeco_lp.inference.capture import OutputProjection
-from tests.conftest import HIDDEN, VOCAB, constant_heads, random_heads
+from tests.conftest import HIDDEN, VOCAB, constant_heads, random_heads, require
 
 
 def _positions(n=30, seed=0):
@@ -50,7 +50,7 @@ def test_constant_top_p_curve_is_the_dft_weighted_nll_at_p_1_and_grows_when_p_cu
 
 
 def test_plot_top_p_command_writes_the_figure_and_numbers(tiny_model_dir, tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     from autodeco_lp.cli.main import autodeco
     from tests.test_training_fit import write_data
 

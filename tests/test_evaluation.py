@@ -13,6 +13,7 @@ from autodeco_lp.evaluation.methods import Decoding, parse_methods
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.runner import EvalArgs, run_eval, summarise
 from autodeco_lp.tasks.problems import load_task
+from tests.conftest import require
 
 
 @pytest.mark.parametrize(
@@ -198,7 +199,7 @@ def test_bench_generate_runs_both_arms(tiny_model_dir):
 
 
 def test_plots_write_images(tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     from click.testing import CliRunner
 
     from autodeco_lp.cli.main import autodeco as cli

@@ -8,12 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from autodeco_lp.cli.main import autodeco as cli
+from tests.conftest import require
 
 pytestmark = pytest.mark.integration
 
 
 def test_eval_cli_on_the_embedded_model(tmp_path):
-    pytest.importorskip("reasoning_gym")
+    require("reasoning_gym")
     args = [
         "eval",
         "--task",
@@ -50,7 +51,7 @@ def test_bench_generate_cli():
 
 
 def test_plot_trace_cli(tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     result = CliRunner().invoke(
         cli, ["plot", "trace", "--max-new-tokens", "4", "--out", str(tmp_path / "t.png"), "What is 2 + 2?"]
     )

@@ -19,6 +19,7 @@ from autodeco_lp.evaluation.frontier import (
     static_frontier,
 )
 from autodeco_lp.evaluation.report import write_reports
+from tests.conftest import require
 
 PROBLEMS = 40
 # Two zero-mean noise patterns over the problems: paired differences between methods that use
@@ -170,7 +171,7 @@ def test_results_md_has_the_frontier_verdicts(tmp_path):
 
 
 def test_plot_frontier_writes_an_image(tmp_path):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     from click.testing import CliRunner
 
     from autodeco_lp.cli.main import autodeco as cli

@@ -12,7 +12,7 @@ from autodeco_lp.inference.sampling import sample_completions
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 from autodeco_lp.tasks.prompting import FEWSHOT_DATASET_SEED, fewshot_text, task_prompts
 from autodeco_lp.training.data import tokenize_row
-from tests.conftest import tiny_char_tokenizer
+from tests.conftest import require, tiny_char_tokenizer
 
 
 class ForceText(LogitsProcessor):
@@ -43,7 +43,7 @@ def test_fewshot_text_layout():
 
 
 def test_chat_models_get_chat_prompts_and_base_models_few_shot():
-    pytest.importorskip("reasoning_gym")
+    require("reasoning_gym")
     task = load_task(
         "reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=EVAL_DATASET_SEED, size=6
     )
@@ -122,7 +122,7 @@ def test_fewshot_rows_train_without_eos():
 
 
 def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, tmp_path, monkeypatch):
-    pytest.importorskip("reasoning_gym")
+    require("reasoning_gym")
     import autodeco_lp.inference.sampling as sampling
     from autodeco_lp.evaluation.runner import _training_questions
     from autodeco_lp.tasks.problems import ReasoningGymTask

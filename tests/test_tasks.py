@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from autodeco_lp.tasks.problems import extract_answer, load_task, parse_task_options
+from tests.conftest import require
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,7 @@ def test_unknown_task_is_refused():
 
 
 def test_reasoning_gym_task_scores_with_its_verifier():
-    pytest.importorskip("reasoning_gym")
+    require("reasoning_gym")
     task = load_task("reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=3, size=5)
     problem = task.problems[0]
     assert task.score(problem, f"The result is {problem.answer}.") == 1.0
@@ -61,7 +62,7 @@ def test_data_sample_refuses_the_evaluation_seed():
 
 def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, monkeypatch):
     """With a verifier that accepts answers ending in a digit, every kept row ends in one and none is lost."""
-    pytest.importorskip("reasoning_gym")
+    require("reasoning_gym")
     from autodeco_lp.tasks.problems import ReasoningGymTask
     from autodeco_lp.training.rejection import SampleArgs, sample_training_data
 
@@ -91,7 +92,7 @@ def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, mon
 
 def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, tmp_path, monkeypatch):
     """--temperature 0 is greedy: the kept completions are exactly the model's greedy outputs."""
-    pytest.importorskip("reasoning_gym")
+    require("reasoning_gym")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from autodeco_lp.inference.sampling import sample_completions

