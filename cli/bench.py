@@ -7,10 +7,18 @@ import platform
 import click
 import torch
 
-from autodeco_lp.evaluation.bench import bench_generate, bench_generate_vllm, format_rows
+from autodeco_lp.evaluation.bench import (
+    STATIC_TEMPERATURE,
+    STATIC_TOP_P,
+    bench_generate,
+    bench_generate_vllm,
+    format_rows,
+)
 from autodeco_lp.hub.models import load_model, packaged_model, packaged_model_dir
 from autodeco_lp.hub.registry import find_heads, resolve_heads_for_model
 from autodeco_lp.inference.heads import AutoDecoHeads
+
+STATIC = f"T={STATIC_TEMPERATURE}, P={STATIC_TOP_P}"  # the static arm of both backends
 
 
 @click.group("bench")
@@ -30,7 +38,7 @@ def bench_group() -> None:
     type=click.Choice(["hf", "vllm"]),
     default="hf",
     show_default=True,
-    help="hf: transformers generate; vllm: plain vLLM at static T=0.8, P=0.9 vs AutoDeco in vLLM.",
+    help=f"hf: transformers generate; vllm: plain vLLM at static {STATIC} vs AutoDeco in vLLM.",
 )
 def generate(
     model: str,
@@ -47,9 +55,7 @@ def generate(
         return
 
     try:
-        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"`--batch-sizes` has to list positive ints, but is {batch_sizes!r}")
+        sizes = _batch_sizes(batch_sizes)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded, tokenizer = load_model(model, device=device)
         heads_id = heads or resolve_heads_for_model(loaded)
@@ -60,15 +66,23 @@ def generate(
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"model={loaded.name_or_path} heads={heads_id}"
     )
-    click.echo(f"new_tokens={new_tokens} repeats={repeats}; static = transformers' warpers at T=0.8, P=0.9")
+    click.echo(f"new_tokens={new_tokens} repeats={repeats}; static = transformers' warpers at {STATIC}")
     click.echo(format_rows(rows))
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"`--batch-sizes` has to list positive ints, but is {text!r}")
+    return sizes
 
 
 def _generate_vllm(model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str) -> None:
     try:
-        sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"`--batch-sizes` has to list positive ints, but is {batch_sizes!r}")
+        sizes = _batch_sizes(batch_sizes)
         packaged = packaged_model(model)
         source = str(packaged_model_dir(packaged)) if packaged else model
         entry = find_heads(packaged.model_id if packaged else model)
@@ -85,7 +99,6 @@ def _generate_vllm(model: str, heads: str | None, new_tokens: int, repeats: int,
         f"torch_threads={torch.get_num_threads()} model={model} heads={heads_id}"
     )
     click.echo(
-        f"new_tokens={new_tokens} repeats={repeats}; static = vLLM at T=0.8, P=0.9; "
-        "AutoDeco at request T=P=1; fp32, eager"
+        f"new_tokens={new_tokens} repeats={repeats}; static = vLLM at {STATIC}; AutoDeco at request T=P=1; fp32, eager"
     )
     click.echo(format_rows(rows))

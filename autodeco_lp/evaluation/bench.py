@@ -179,8 +179,8 @@ def bench_generate_vllm(
     new_tokens: int = 32,
     repeats: int = 5,
     batch_sizes=(1, 8, 64),
-    static_temperature: float = 0.8,
-    static_top_p: float = 0.9,
+    static_temperature: float = STATIC_TEMPERATURE,
+    static_top_p: float = STATIC_TOP_P,
     dtype: str = "float32",
     seed: int = 0,
 ) -> list[BenchRow]:

@@ -104,10 +104,10 @@ class EvalArgs:
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         self.seed_list()
-        parse_methods(self.methods)
+        methods = parse_methods(self.methods)
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
-        wants_validation = "oracle-validation" in parse_methods(self.methods)
+        wants_validation = "oracle-validation" in methods
         if wants_validation and not self.oracle_from:
             raise ValueError(
                 f"`--methods` has oracle-validation but `--oracle-from` is {self.oracle_from!r}: pass --oracle-from "
@@ -336,18 +336,24 @@ def summarise(decoding: Decoding, per_seed: dict[int, list[dict]], samples: int)
     return summary
 
 
+def _best_index(sweep: list[dict]) -> int:
+    """The index of the best pass@1 in a grid sweep, by `frontier.best_static`'s rule (12 decimals;
+    ties to the lower T, then the lower P), so oracle-grid and oracle-test agree on a tie."""
+    return int(best_static({str(i): s for i, s in enumerate(sweep)}))
+
+
 def oracle_grid(evaluator: Evaluator, samples: int) -> dict:
     """The paper's two-stage oracle search, scored on the evaluation problems themselves."""
     stage1 = []
     for t in GRID:
         d = Decoding("static", t, 1.0)
         stage1.append(summarise(d, evaluator.run(d, f"grid T={t}"), samples))
-    best_t = max(stage1, key=lambda s: s["pass@1"])["temperature"]  # ties: the lowest T (first)
+    best_t = stage1[_best_index(stage1)]["temperature"]
     stage2 = []
     for p in GRID:
         d = Decoding("static", best_t, p)
         stage2.append(summarise(d, evaluator.run(d, f"grid T={best_t} P={p}"), samples))
-    best = max(stage2, key=lambda s: s["pass@1"])
+    best = stage2[_best_index(stage2)]
     return {**best, "grid": {"temperature_sweep": stage1, "top_p_sweep": stage2, "best_temperature": best_t}}
 
 
