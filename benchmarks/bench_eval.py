@@ -4,11 +4,12 @@
         [--batch-sizes 64 256] [--new-tokens 24] [--repeats 2]
 
 The calls `autodeco eval` makes: chat prompts of one-digit products (the harness's task),
-left-padded, sampling at T = 0.7 with no top-k, exactly `--new-tokens` tokens per row (min = max,
-so every configuration does the same work). Configurations run interleaved per repeat (dtype x
-batch size), after one warm-up call each; reports the median tokens/s and the ratio to the first
-configuration. bf16 changes the numbers a model produces: docs/results.md measures its agreement
-with fp32 on the task before the harness uses it (`autodeco eval --dtype bfloat16`).
+left-padded, sampling at T = 0.7, P = 1 through `StaticNucleus` with no top-k (its static path),
+exactly `--new-tokens` tokens per row (min = max, so every configuration does the same work),
+timed by `evaluation.bench.timed_generate` (CUDA-synchronised on a GPU). Configurations run
+interleaved per repeat (dtype x batch size), after one warm-up call each; reports the median
+tokens/s and the ratio to the first configuration. bf16 changes the numbers a model produces:
+docs/results.md measures its agreement with fp32 on the task (`autodeco eval --dtype bfloat16`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import time
 
 import torch
 
+from autodeco_lp.evaluation.bench import timed_generate
 from autodeco_lp.evaluation.runner import MODEL_DTYPES
 from autodeco_lp.hub.models import load_model
-from autodeco_lp.inference.sampling import format_prompts
+from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
 
 QUESTIONS = [f"What is {a} * {b}?" for a in range(1, 10) for b in range(1, 10)]
 
@@ -41,13 +42,10 @@ def main() -> None:
     def timed(dtype: str, batch: int, new_tokens: int) -> float:
         model, tokenizer = models[dtype]
         texts = format_prompts(tokenizer, (QUESTIONS * (batch // len(QUESTIONS) + 1))[:batch])
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        torch.manual_seed(0)
-        start = time.perf_counter()
-        model.generate(
-            **enc, do_sample=True, top_k=None, temperature=0.7, max_new_tokens=new_tokens, min_new_tokens=new_tokens
-        )
-        return time.perf_counter() - start
+        raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw)
+        # The static path `autodeco eval` samples through (sample_completions: StaticNucleus).
+        return timed_generate(model, enc, StaticNucleus(0.7, 1.0), new_tokens, seed=0)[0]
 
     for config in configs:
         timed(*config, 2)  # warm-up

@@ -91,7 +91,7 @@ class BenchRow:
 STATIC_TEMPERATURE, STATIC_TOP_P = 0.8, 0.9
 
 
-def _timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[float, int | None]:
+def timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[float, int | None]:
     """One generate call; `processor` None = transformers' warpers at the static T and P."""
     if processor is None:
         sampling = dict(temperature=STATIC_TEMPERATURE, top_p=STATIC_TOP_P)
@@ -131,13 +131,13 @@ def bench_generate(
             raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw).to(model.device)
             for processor in (None, same_filter, autodeco):  # warm-up every path
-                _timed_generate(model, enc, processor, 4, 0)
+                timed_generate(model, enc, processor, 4, 0)
             static_times, filter_times, autodeco_times = [], [], []
             peaks: list[int | None] = [None, None]
             for repeat in range(repeats):
-                s, ps = _timed_generate(model, enc, None, new_tokens, repeat)
-                f, _ = _timed_generate(model, enc, same_filter, new_tokens, repeat)
-                a, pa = _timed_generate(model, enc, autodeco, new_tokens, repeat)
+                s, ps = timed_generate(model, enc, None, new_tokens, repeat)
+                f, _ = timed_generate(model, enc, same_filter, new_tokens, repeat)
+                a, pa = timed_generate(model, enc, autodeco, new_tokens, repeat)
                 static_times.append(s)
                 filter_times.append(f)
                 autodeco_times.append(a)
