@@ -283,6 +283,30 @@ def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
     assert _same(heads, AutoDecoHeads.from_pretrained("org/heads", revision="abc"), atol=1e-2)
     assert "model-00001-of-00002.safetensors" not in asked
     assert "model-00002-of-00002.safetensors" in asked
+    assert len(asked) == len(set(asked)), asked  # one request per file name, never the same file twice
+
+
+def test_hub_loads_a_loose_export_asking_for_each_file_once(tmp_path, monkeypatch):
+    from huggingface_hub.errors import EntryNotFoundError
+
+    heads = random_heads()
+    (tmp_path / "release").mkdir()  # a Megatron-style export: one safetensors file, no config
+    save_file(
+        {k: v.contiguous() for k, v in heads.state_dict().items()}, str(tmp_path / "release" / "model.safetensors")
+    )
+    asked = []
+
+    def fake_download(repo_id, filename, revision=None, cache_dir=None, token=None):
+        asked.append(filename)
+        path = tmp_path / "release" / filename
+        if not path.is_file():
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(path)
+
+    monkeypatch.setattr(ckpt, "hf_hub_download", fake_download)
+    loaded = AutoDecoHeads.from_pretrained("org/heads", base_model_name_or_path="org/base")
+    assert _same(heads, loaded)
+    assert sorted(asked) == sorted(set(asked)), asked  # the layout probe and the load share fetched files
 
 
 # ----------------------------------------------------------------------------- errors

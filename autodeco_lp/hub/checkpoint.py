@@ -39,7 +39,7 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from autodeco_lp.hub.atomic import write_files_atomically, write_text
+from autodeco_lp.hub.atomic import Writer, write_files_atomically, write_text
 from autodeco_lp.hub.config import DEFAULT_MLP_HIDDEN_SIZE, NUM_STATISTICS, AutoDecoConfig
 
 CONFIG_NAME = "autodeco_config.json"
@@ -85,21 +85,23 @@ def save_heads(config: AutoDecoConfig, state_dict: dict[str, torch.Tensor], save
             is_release = False
         if is_release:
             _refuse_other_layouts(folder, (OFFICIAL_CONFIG_NAME,), "native")
+    # Over an existing save the old config is moved away first, then the weights are replaced, then
+    # the new config is put in place: a kill at any point leaves the old or the new weights, each
+    # with the config embedded in them (what `read_heads` uses when the config file is absent).
+    return write_files_atomically(folder, heads_writers(config, state_dict), commit=CONFIG_NAME)
+
+
+def heads_writers(config: AutoDecoConfig, state_dict: dict[str, torch.Tensor]) -> dict[str, Writer]:
+    """`{file name: writer(path)}` of the native format (weights with the config embedded, then the
+    config). `save_heads` runs them atomically; a caller staging a whole folder runs them itself."""
     config_json = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
     # Contiguous CPU copies: safetensors refuses views and device tensors.
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
     metadata = {"format": "pt", METADATA_CONFIG_KEY: config_json}
-    # Over an existing save the old config is moved away first, then the weights are replaced, then
-    # the new config is put in place: a kill at any point leaves the old or the new weights, each
-    # with the config embedded in them (what `read_heads` uses when the config file is absent).
-    return write_files_atomically(
-        folder,
-        {
-            WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
-            CONFIG_NAME: lambda tmp: write_text(tmp, config_json),
-        },
-        commit=CONFIG_NAME,
-    )
+    return {
+        WEIGHTS_NAME: lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
+        CONFIG_NAME: lambda tmp: write_text(tmp, config_json),
+    }
 
 
 def export_official(
@@ -203,8 +205,6 @@ def _check_member_name(name: str, where: str) -> None:
 
 
 class _LocalFolder:
-    is_local = True
-
     def __init__(self, root: Path) -> None:
         self.root = root
         self.real = root.resolve()
@@ -252,13 +252,17 @@ class _HubRepo:
     its index and the shards that hold head tensors, never the base weights.
     """
 
-    is_local = False
-
     def __init__(self, repo_id: str, revision: str | None, cache_dir: str | None, token: str | bool | None) -> None:
         self.repo_id, self.revision, self.cache_dir, self.token = repo_id, revision, cache_dir, token
         self.description = f"Hub repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+        self._fetched: dict[str, Path | None] = {}  # one request per file name per load
 
     def get(self, name: str) -> Path | None:
+        if name not in self._fetched:
+            self._fetched[name] = self._fetch(name)
+        return self._fetched[name]
+
+    def _fetch(self, name: str) -> Path | None:
         _check_member_name(name, self.description)
         try:
             return Path(
@@ -531,15 +535,16 @@ def head_tensor_name(key: str) -> str | None:
     return key if key.startswith(HEAD_PREFIXES) else None
 
 
-def _head_tensors_from(path: Path) -> dict[str, torch.Tensor]:
-    tensors, _ = _read_safetensors(path, keep=lambda key: head_tensor_name(key) is not None)
+def _head_tensors_from(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The head tensors of `path` under their plain names, and the file's metadata (one read)."""
+    tensors, metadata = _read_safetensors(path, keep=lambda key: head_tensor_name(key) is not None)
     out: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
         name = head_tensor_name(key)
         if name in out:
             raise ValueError(f"{path} holds head tensor {name} twice (as {key!r} and another wrapped name).")
         out[name] = value
-    return out
+    return out, metadata
 
 
 # Fields of the config that describe the tensors (what a lightweight config.json and the config
@@ -557,6 +562,7 @@ _STRUCTURAL = (
 def _load_released(source, layout: str, files: tuple) -> tuple[AutoDecoConfig, dict[str, torch.Tensor]]:
     raw, path = files
     tensors: dict[str, torch.Tensor] = {}
+    metadata: dict[str, str] = {}  # of the lightweight weights file, read with its tensors
     if layout == "merged":
         index = _read_json(path)
         weight_map = index.get("weight_map", {})
@@ -572,14 +578,14 @@ def _load_released(source, layout: str, files: tuple) -> tuple[AutoDecoConfig, d
                     f"{source.description}: {OFFICIAL_INDEX_NAME} places head tensors in {shard!r}, "
                     "which cannot be found (offline and not cached?). Download it or go online."
                 )
-            for name, value in _head_tensors_from(shard_path).items():
+            for name, value in _head_tensors_from(shard_path)[0].items():
                 if name in tensors:
                     raise ValueError(f"{path}: head tensor {name} is stored in two shards.")
                 tensors[name] = value
     elif layout == "legacy":
         tensors = _load_legacy_bin(path)
     elif path is not None:
-        tensors = _head_tensors_from(path)
+        tensors, metadata = _head_tensors_from(path)
     if not tensors:
         raise ValueError(
             f"nothing loadable in {source.description}: expected {CONFIG_NAME} + {WEIGHTS_NAME} (native), "
@@ -587,19 +593,18 @@ def _load_released(source, layout: str, files: tuple) -> tuple[AutoDecoConfig, d
             f"{OFFICIAL_INDEX_NAME} + shards (merged), or {LEGACY_BIN_NAME}, holding tensors named "
             "temp_head.* / top_p_head.*. If this is a Hub repo and you are offline, download it first."
         )
-    embedded = _embedded_config(path) if layout == "lightweight" and path is not None else None
-    if embedded is not None:
-        saved = _config_from_json(embedded, f"{path} (embedded config)")
-        if raw is None:  # config.json moved away by a save that was killed: the weights carry it
-            return saved, tensors
-        config = _config_from_released(raw, dict(tensors), source.description)
-        differing = [k for k in _STRUCTURAL if getattr(config, k) != getattr(saved, k)]
-        if differing:
-            raise ValueError(
-                f"{OFFICIAL_CONFIG_NAME} and {path} in {source.description} come from different saves "
-                f"(they disagree on {differing}); export the heads again."
-            )
-    return _config_from_released(raw or {}, tensors, source.description), tensors
+    embedded = metadata.get(METADATA_CONFIG_KEY) if layout == "lightweight" else None
+    saved = _config_from_json(embedded, f"{path} (embedded config)") if embedded is not None else None
+    if saved is not None and raw is None:  # config.json moved away by a save that was killed: the weights carry it
+        return saved, tensors
+    config = _config_from_released(raw or {}, tensors, source.description)
+    differing = [k for k in _STRUCTURAL if saved is not None and getattr(config, k) != getattr(saved, k)]
+    if differing:
+        raise ValueError(
+            f"{OFFICIAL_CONFIG_NAME} and {path} in {source.description} come from different saves "
+            f"(they disagree on {differing}); export the heads again."
+        )
+    return config, tensors
 
 
 def _load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:

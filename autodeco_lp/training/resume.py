@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from autodeco_lp.hub.atomic import staged_directory
-from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, heads_writers
 
 STATE_NAME = "training_state.safetensors"
 LEGACY_STATE_NAME = "training_state.pt"  # pickled, written before the safetensors format; read-only
@@ -214,8 +214,9 @@ def save_checkpoint(
     target = output_dir / f"checkpoint-{step}"
     if target.exists():  # e.g. a resumed run re-reaching a step: replace it as a whole
         shutil.rmtree(target)
-    with staged_directory(target) as staging:
-        heads.save_pretrained(staging)
+    with staged_directory(target) as staging:  # flushes and renames the whole folder: each file is written once
+        for name, write in heads_writers(heads.config, heads.state_dict()).items():
+            write(staging / name)
         write_training_state(staging / STATE_NAME, training_state)
     if total_limit is not None:
         for _, old in list_checkpoints(output_dir)[:-total_limit]:
