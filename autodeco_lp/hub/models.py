@@ -30,7 +30,7 @@ import torch
 # autodeco_lp` (and `autodeco --help`) would otherwise pay.
 import transformers
 
-from autodeco_lp.hub.atomic import clean_stale_temporaries, make_temp_folder, staged_directory
+from autodeco_lp.hub.atomic import make_temp_folder, staged_directory
 
 try:
     import fcntl
@@ -155,7 +155,6 @@ def packaged_model_dir(packaged: PackagedModel) -> Path:
     with _build_lock(target):
         if _is_complete(target):  # another process built it while we waited
             return target
-        clean_stale_temporaries(target.parent)
         if target.exists() or target.is_symlink():
             # Not ours (we only ever rename a complete folder into place): move it aside, never merge into it.
             aside = make_temp_folder(target.parent, f"{packaged.cache_name}-incomplete")

@@ -65,8 +65,8 @@ from autodeco_lp.training.resume import (
     load_training_state,
     resolve_resume,
     rng_state,
-    save_checkpoint,
     set_rng_state,
+    write_checkpoint_folder,
 )
 
 
@@ -625,7 +625,7 @@ class Trainer:
         }
         if run.main:
             run.outputs.register(f"checkpoint-{step}")
-            save_checkpoint(run.outputs.path, step, run.heads, state, run.args.save_total_limit)
+            write_checkpoint_folder(run.outputs.path, step, run.heads, state, run.args.save_total_limit)
         run.accelerator.wait_for_everyone()
 
     def save_final(self, result: FitResult) -> None:

@@ -175,7 +175,8 @@ def _read_legacy_state(path: Path) -> dict[str, Any]:
     """A `training_state.pt` of an older version: tensors, plain containers and numpy RNG arrays only."""
     # These numpy names rebuild a plain array and its dtype (numpy's legacy RNG state); torch's
     # weights-only unpickler still refuses every other global, so nothing in the file can run code.
-    reconstruct = np._core.multiarray._reconstruct  # pickled under numpy 1's and numpy 2's module names
+    # `numpy._core` from numpy 2, `numpy.core` before; the file may name either (pickled under either).
+    reconstruct = (getattr(np, "_core", None) or np.core).multiarray._reconstruct
     allowed = [
         (reconstruct, "numpy.core.multiarray._reconstruct"),
         (reconstruct, "numpy._core.multiarray._reconstruct"),
@@ -208,9 +209,11 @@ def load_training_state(folder: Path) -> dict[str, Any]:
     return _read_safetensors_state(path) if path.name == STATE_NAME else _read_legacy_state(path)
 
 
-def save_checkpoint(
+def write_checkpoint_folder(
     output_dir: Path, step: int, heads, training_state: dict[str, Any], total_limit: int | None
 ) -> Path:
+    """`output_dir/checkpoint-<step>`: heads + training state, renamed into place whole; keeps the
+    newest `total_limit` checkpoints. (The Trainer's `save_checkpoint` step calls it.)"""
     target = output_dir / f"checkpoint-{step}"
     if target.exists():  # e.g. a resumed run re-reaching a step: replace it as a whole
         shutil.rmtree(target)
