@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,3 +59,26 @@ def test_bench_sort_runs_at_a_tiny_size():
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines()[2:]]
     assert [r[0] for r in rows] == ["1", "3"] and all(len(r) == 7 for r in rows), out.stdout
+
+
+@pytest.mark.integration
+def test_compare_heads_finds_no_difference_between_the_same_heads():
+    heads = "heads/smollm2-135m-instruct"
+    args = ["--data", f"{heads}/train.jsonl", "--max-rows", "3", "--heads", f"a={heads}", f"b={heads}"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare_heads.py"), *args],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "a vs b: mean |dT| 0.0000   mean |dP| 0.0000   corr(T) 1.0000" in out.stdout, out.stdout
+
+
+@pytest.mark.integration
+def test_bench_loss_runs_on_the_embedded_models_logits():
+    args = ["--logits", "smollm2", "--positions", "32", "--vocab", "49152", "300", "--variants", "exact", "topk"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_loss.py"), *args, "--repeats", "1", "--chunk", "16"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("topk vs exact:") == 2 and "V=300" in out.stdout, out.stdout
