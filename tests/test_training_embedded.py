@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from autodeco_lp import AutoDecoHeads
-from autodeco_lp.cli.main import autodeco as cli
 from autodeco_lp.hub.models import EMBEDDED_MODEL_ID
 from autodeco_lp.hub.registry import find_heads
 from autodeco_lp.training import FitArgs, fit
@@ -52,16 +50,3 @@ def test_shipped_heads_are_registered_and_load():
     assert heads.config.vocab_size == 49152 and heads.temp_head is not None and heads.top_p_head is not None
     card = (Path(folder) / "README.md").read_text()
     assert "autodeco-fit" in card and "autodeco data sample" in card
-
-
-def test_main_job_command_generates_with_shipped_heads_and_shows_the_trace():
-    """The README's first command, minus the set-up: registry heads for the embedded model."""
-    result = CliRunner().invoke(
-        cli, ["generate", "--model", "smollm2", "--show-trace", "--max-new-tokens", "12", "What is 7 * 8?"]
-    )
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0] == "### What is 7 * 8?"
-    mean = next(line for line in lines if line.strip().startswith("mean"))
-    t, p = map(float, mean.split()[1:])
-    assert 0 < t < 2 and 0 < p <= 1
