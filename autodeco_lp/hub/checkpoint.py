@@ -476,15 +476,17 @@ def _layout_of(source) -> tuple[str, tuple]:
         named = [p for p in (native_weights, official_weights) if p is not None and _holds_heads(p)]
         if len(named) > 1:
             raise _ambiguous(source.description, "two weight files with head tensors", [p.name for p in named])
-        weights = named or [p for p in source.safetensors_files() if _holds_heads(p)]
-        if len(weights) > 1:
-            raise _ambiguous(source.description, "several weight files with head tensors", [p.name for p in weights])
-        return layout, (raw if autodeco_config_json else None, weights[0] if weights else None)
-    # loose: no config of ours; exactly one safetensors file with head tensors.
+        return layout, (raw if autodeco_config_json else None, named[0] if named else _single_heads_file(source))
+    # loose: no config of ours (so none to return); exactly one safetensors file with head tensors.
+    return layout, ({}, _single_heads_file(source))
+
+
+def _single_heads_file(source) -> Path | None:
+    """The one `*.safetensors` file of `source` that holds head tensors (None without one)."""
     weights = [p for p in source.safetensors_files() if _holds_heads(p)]
     if len(weights) > 1:
         raise _ambiguous(source.description, "several weight files with head tensors", [p.name for p in weights])
-    return layout, (raw if autodeco_config_json else {}, weights[0] if weights else None)
+    return weights[0] if weights else None
 
 
 def _config_from_json(text: str, where: str) -> AutoDecoConfig:
