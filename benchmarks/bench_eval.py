@@ -1,14 +1,19 @@
 """Tokens/s of the evaluation harness's generate calls per configuration, in one run (issue 13 part 1).
 
-    .venv/bin/python benchmarks/bench_eval.py [--model smollm2] [--dtypes float32 bfloat16] \\
-        [--batch-sizes 64 256] [--new-tokens 24] [--repeats 2]
+    .venv/bin/python benchmarks/bench_eval.py [--model smollm2] [--backends hf vllm] \\
+        [--dtypes float32 bfloat16] [--batch-sizes 64 256] [--new-tokens 24] [--repeats 2]
 
 The calls `autodeco eval` makes: chat prompts of one-digit products (the harness's task),
 left-padded, sampling at T = 0.7, P = 1 through `StaticNucleus` with no top-k (its static path),
 exactly `--new-tokens` tokens per row (min = max, so every configuration does the same work),
-timed by `evaluation.bench.timed_generate` (CUDA-synchronised on a GPU). Configurations run
-interleaved per repeat (dtype x batch size), after one warm-up call each; reports the median
-tokens/s and the ratio to the first configuration. bf16 changes the numbers a model produces:
+timed by `evaluation.bench.timed_generate` (CUDA-synchronised on a GPU). The vllm backend
+(`--backends vllm`, needs vLLM) times `autodeco eval --backend vllm`'s own path: its sampler
+(`evaluation.vllm_backend.VllmSampler`, plain engine, per-sample seeds, no chunked prefill) with
+EOS ignored, one engine per dtype (engines are started once, before timing), at the torch thread
+count vLLM chose (it sets 1 for serving unless OMP_NUM_THREADS is set); the hf rows run at the
+thread count the process started with. Configurations run interleaved per repeat (backend x dtype
+x batch size), after one warm-up call each; reports the median tokens/s and the ratio to the
+first configuration. bf16 changes the numbers a model produces:
 docs/results.md measures its agreement with fp32 on the task (`autodeco eval --dtype bfloat16`).
 """
 
@@ -17,12 +22,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import time
 
 import torch
 
 from autodeco_lp.evaluation.bench import timed_generate
-from autodeco_lp.evaluation.runner import MODEL_DTYPES
-from autodeco_lp.hub.models import load_model
+from autodeco_lp.evaluation.methods import Decoding
+from autodeco_lp.evaluation.runner import BACKENDS, MODEL_DTYPES
+from autodeco_lp.hub.models import load_model, model_source
 from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
 
 QUESTIONS = [f"What is {a} * {b}?" for a in range(1, 10) for b in range(1, 10)]
@@ -31,34 +38,67 @@ QUESTIONS = [f"What is {a} * {b}?" for a in range(1, 10) for b in range(1, 10)]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=["hf"])
     parser.add_argument("--dtypes", nargs="+", choices=list(MODEL_DTYPES), default=list(MODEL_DTYPES))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    hf_threads = torch.get_num_threads()
     models = {dtype: load_model(args.model, dtype=MODEL_DTYPES[dtype]) for dtype in args.dtypes}
-    configs = list(itertools.product(args.dtypes, args.batch_sizes))
+    samplers, vllm_threads = {}, None
+    if "vllm" in args.backends:
+        from autodeco_lp.evaluation.vllm_backend import VllmSampler  # noqa: PLC0415 (optional dependency)
 
-    def timed(dtype: str, batch: int, new_tokens: int) -> float:
-        model, tokenizer = models[dtype]
-        texts = format_prompts(tokenizer, (QUESTIONS * (batch // len(QUESTIONS) + 1))[:batch])
+        longest = max(len(models[args.dtypes[0]][1](t)["input_ids"]) for t in _texts(models[args.dtypes[0]][1], 81))
+        for dtype in args.dtypes:
+            sampler = VllmSampler(
+                model_source(args.model).path,
+                models[dtype][1],
+                heads="",
+                dtype=dtype,
+                max_model_len=longest + args.new_tokens,
+            )
+            sampler.engine(STATIC)  # start it now, not inside the timed calls
+            samplers[dtype] = sampler
+        vllm_threads = torch.get_num_threads()
+    configs = list(itertools.product(args.backends, args.dtypes, args.batch_sizes))
+
+    def timed(backend: str, dtype: str, batch: int, new_tokens: int) -> float:
+        tokenizer = models[dtype][1]
+        texts = _texts(tokenizer, batch)
+        if backend == "vllm":
+            torch.set_num_threads(vllm_threads)
+            seeds = [[row] for row in range(batch)]
+            start = time.perf_counter()
+            samplers[dtype].sample(texts, STATIC, seeds, max_new_tokens=new_tokens, ignore_eos=True)
+            return time.perf_counter() - start
+        torch.set_num_threads(hf_threads)
         raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw)
         # The static path `autodeco eval` samples through (sample_completions: StaticNucleus).
-        return timed_generate(model, enc, StaticNucleus(0.7, 1.0), new_tokens, seed=0)[0]
+        return timed_generate(models[dtype][0], enc, StaticNucleus(STATIC.temperature, STATIC.top_p), new_tokens, 0)[0]
 
     for config in configs:
         timed(*config, 2)  # warm-up
-    times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    times: dict[tuple, list[float]] = {c: [] for c in configs}
     for _ in range(args.repeats):
         for config in configs:
             times[config].append(timed(*config, args.new_tokens))
-    print(f"model={args.model} new_tokens={args.new_tokens} repeats={args.repeats} threads={torch.get_num_threads()}")
+    threads = f"hf_threads={hf_threads}" + (f" vllm_threads={vllm_threads}" if vllm_threads else "")
+    print(f"model={args.model} new_tokens={args.new_tokens} repeats={args.repeats} {threads}")
     base = None
-    for (dtype, batch), ts in times.items():
+    for (backend, dtype, batch), ts in times.items():
         rate = batch * args.new_tokens / statistics.median(ts)
         base = base or rate
-        print(f"{dtype:>9} batch {batch:>4}: {rate:7.1f} tok/s   x{rate / base:.2f}")
+        print(f"{backend:>4} {dtype:>9} batch {batch:>4}: {rate:7.1f} tok/s   x{rate / base:.2f}")
+
+
+STATIC = Decoding("static", 0.7, 1.0)
+
+
+def _texts(tokenizer, batch: int) -> list[str]:
+    return format_prompts(tokenizer, (QUESTIONS * (batch // len(QUESTIONS) + 1))[:batch])
 
 
 if __name__ == "__main__":

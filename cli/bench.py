@@ -14,8 +14,8 @@ from autodeco_lp.evaluation.bench import (
     bench_generate_vllm,
     format_rows,
 )
-from autodeco_lp.hub.models import load_model, packaged_model, packaged_model_dir
-from autodeco_lp.hub.registry import find_heads, resolve_heads_for_model
+from autodeco_lp.hub.models import load_model, model_source
+from autodeco_lp.hub.registry import resolve_heads, resolve_heads_for_model
 from autodeco_lp.inference.heads import AutoDecoHeads
 
 STATIC = f"T={STATIC_TEMPERATURE}, P={STATIC_TOP_P}"  # the static arm of both backends
@@ -58,7 +58,7 @@ def generate(
         sizes = _batch_sizes(batch_sizes)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded, tokenizer = load_model(model, device=device)
-        heads_id = heads or resolve_heads_for_model(loaded)
+        heads_id = heads or resolve_heads_for_model(loaded, "--heads DIR_OR_HUB_ID")
         rows = bench_generate(loaded, tokenizer, AutoDecoHeads.from_pretrained(heads_id), new_tokens, repeats, sizes)
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -83,13 +83,9 @@ def _batch_sizes(text: str) -> list[int]:
 def _generate_vllm(model: str, heads: str | None, new_tokens: int, repeats: int, batch_sizes: str) -> None:
     try:
         sizes = _batch_sizes(batch_sizes)
-        packaged = packaged_model(model)
-        source = str(packaged_model_dir(packaged)) if packaged else model
-        entry = find_heads(packaged.model_id if packaged else model)
-        heads_id = heads or (entry.heads if entry else None)
-        if heads_id is None:
-            raise ValueError(f"no heads registered for `--model` {model!r}; pass `--heads DIR_OR_HUB_ID`.")
-        rows = bench_generate_vllm(source, heads_id, new_tokens, repeats, sizes)
+        source = model_source(model)
+        heads_id = heads or resolve_heads(source.name)
+        rows = bench_generate_vllm(source.path, heads_id, new_tokens, repeats, sizes)
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     import vllm  # noqa: PLC0415 (optional dependency)

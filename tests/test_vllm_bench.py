@@ -27,3 +27,19 @@ def test_bench_generate_vllm_backend_runs_and_reports_ratios():
     for row in rows:  # static tok/s, autodeco tok/s, ratio median: positive numbers
         assert all(float(value) > 0 for value in row[1:4]), row
     assert "backend=vllm" in out.stdout and "heads=" in out.stdout
+
+
+def test_bench_eval_times_the_vllm_backend_beside_hf():
+    root = Path(__file__).resolve().parents[1]
+    args = ["--model", "smollm2", "--backends", "hf", "vllm", "--dtypes", "float32", "--batch-sizes", "2"]
+    args += ["--new-tokens", "3", "--repeats", "1"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_eval.py"), *args],
+        capture_output=True, text=True, timeout=600, env=env, cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rates = [float(line.split()[4]) for line in out.stdout.splitlines() if " batch " in line]
+    assert len(rates) == 2 and min(rates) > 0, out.stdout
+    assert "  hf   float32 batch    2:" in out.stdout and "vllm   float32 batch    2:" in out.stdout, out.stdout
+    assert "vllm_threads=" in out.stdout, out.stdout

