@@ -7,7 +7,7 @@
 # scale: issue 13's evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
 #   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check
 #   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~25 s).
-# scale-chain_sum: the same protocol on chain_sum (not yet in docs/results.md).
+# scale-chain_sum: the same protocol on one-digit chain sums (docs/results.md, its at-scale section).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -65,7 +65,6 @@ fi
 
 if [[ $SECTION == scale-chain_sum || $SECTION == all ]]; then
     # Issue 13 part 2, second in-domain task: the scale protocol on one-digit chain sums (2-3 terms).
-    # Not in docs/results.md yet (started 2026-11-25; its caches are committed as they fill).
     scale_protocol chain_sum 64 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}"
 fi
 

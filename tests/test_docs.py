@@ -30,12 +30,16 @@ def test_readme_headline_row_matches_results_json(task):
     assert oracle == f"{grid['pass@1']:.3f} (T={grid['temperature']:.1f}, P={grid['top_p']:.1f})"
 
 
-def test_readme_scale_table_matches_results_json():
-    """The README's at-scale table (between its markers) is docs/results/scale/products/results.json."""
-    report = json.loads((ROOT / "docs" / "results" / "scale" / "products" / "results.json").read_text())
+@pytest.mark.parametrize(
+    ("marker", "task"), [("<!-- scale-table -->", "products"), ("<!-- scale-table chain_sum -->", "chain_sum")]
+)
+def test_readme_scale_table_matches_results_json(marker, task):
+    """Each of the README's at-scale tables (between its markers) is docs/results/scale/TASK/results.json."""
+    report = json.loads((ROOT / "docs" / "results" / "scale" / task / "results.json").read_text())
     methods, comparisons = report["methods"], report["comparisons"]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- scale-table -->")[1]
+    assert readme.count(marker) == 2, marker
+    block = readme.split(marker)[1]
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert len(rows) >= 5, block
     for row in rows:
