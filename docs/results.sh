@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md, one section at a time:
-#   bash docs/results.sh [main|scale|scale-chain_sum|losses|ablation|control|gemma3|all]      (default: main)
+#   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|losses|ablation|control|gemma3|all]  (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~20 min; needs the gemma3 wheels, see the README).
@@ -8,6 +8,8 @@
 #   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check
 #   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~25 s).
 # scale-chain_sum: the same protocol on one-digit chain sums (docs/results.md, its at-scale section).
+# scale-long-screen: greedy on validation problems for 9 candidate longer tasks (~10 min); scale-long: the
+#   scale protocol with 160 new tokens on the two chosen, on the vllm backend (in progress).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -23,10 +25,10 @@ if [[ $SECTION == main || $SECTION == all ]]; then
     COMMON=(--model smollm2 --problems 24 --samples 4 --seeds 0,1 --max-new-tokens 24 --batch-size 96
             --methods greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only)
     # In domain: the task families the shipped heads were trained on (problem seed 0 here, 1000 there).
-    $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:products "${ONE_DIGIT[@]}" --out docs/results/products
-    $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --out docs/results/chain_sum
+    $AUTODECO eval --backend hf "${COMMON[@]}" --task reasoning_gym:products "${ONE_DIGIT[@]}" --out docs/results/products
+    $AUTODECO eval --backend hf "${COMMON[@]}" --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --out docs/results/chain_sum
     # Out of domain: a task family not used in training.
-    $AUTODECO eval "${COMMON[@]}" --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}" --out docs/results/basic_arithmetic
+    $AUTODECO eval --backend hf "${COMMON[@]}" --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}" --out docs/results/basic_arithmetic
     for task in products chain_sum basic_arithmetic; do
         $AUTODECO plot grid --results docs/results/$task --out docs/results/$task/grid.png
         $AUTODECO plot passk --results docs/results/$task --out docs/results/$task/passk.png
@@ -37,14 +39,16 @@ fi
 # The static grid of the scale section: a T sweep at P = 1 and P = 0.9 / 0.7 at three temperatures.
 GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
 GRID=$GRID,static:0.5,0.9,static:0.7,0.9,static:1.0,0.9,static:1.0,0.7
-# The scale protocol on one task: scale_protocol NAME BATCH_SIZE TASK_ARGS...
+# The scale protocol on one task: scale_protocol NAME BATCH_SIZE BACKEND MAX_NEW_TOKENS TASK_ARGS...
 # 200 problems (seed 0) x 16 samples, bf16, every method and the grid; the grid on 100 validation problems
 # (seed 7) x 4; the report again with the validation choice (everything else from the cache); the frontier.
-# The batch size is part of how samples are seeded (per generate call), so it is fixed per task.
+# With the hf backend the batch size is part of how samples are seeded (per generate call), so it is fixed
+# per task; the vllm backend seeds each sample (any batch size gives the same completions).
 scale_protocol() {
-    local name=$1 batch=$2
-    shift 2
-    local args=(--model smollm2 --max-new-tokens 24 --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
+    local name=$1 batch=$2 backend=$3 tokens=$4
+    shift 4
+    local args=(--backend "$backend" --model smollm2 --max-new-tokens "$tokens" --batch-size "$batch" --seeds 0
+                --dtype bfloat16 "$@")
     local out=docs/results/scale/$name methods=greedy,autodeco,meanshift,default,$GRID
     $AUTODECO eval "${args[@]}" --problems 200 --samples 16 --methods "$methods" --out "$out"
     $AUTODECO eval "${args[@]}" --problems 100 --samples 4 --dataset-seed 7 --methods "$GRID" --out "$out-validation"
@@ -54,9 +58,9 @@ scale_protocol() {
 }
 
 if [[ $SECTION == scale || $SECTION == all ]]; then
-    scale_protocol products 256 --task reasoning_gym:products "${ONE_DIGIT[@]}"
+    scale_protocol products 256 hf 24 --task reasoning_gym:products "${ONE_DIGIT[@]}"
     # bf16 against fp32 on the same problems: greedy, one static setting and AutoDeco (4 samples per problem).
-    $AUTODECO eval --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --task reasoning_gym:products \
+    $AUTODECO eval --backend hf --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --task reasoning_gym:products \
         "${ONE_DIGIT[@]}" --problems 200 --samples 4 --methods greedy,static:0.5,1.0,autodeco \
         --out docs/results/scale/products-fp32
     $AUTODECO eval compare docs/results/scale/products docs/results/scale/products-fp32 \
@@ -65,7 +69,45 @@ fi
 
 if [[ $SECTION == scale-chain_sum || $SECTION == all ]]; then
     # Issue 13 part 2, second in-domain task: the scale protocol on one-digit chain sums (2-3 terms).
-    scale_protocol chain_sum 64 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}"
+    scale_protocol chain_sum 64 hf 24 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}"
+fi
+
+if [[ $SECTION == scale-long-screen || $SECTION == all ]]; then
+    # How scale-long's tasks were chosen: greedy on 40 validation problems (seed 7), 160 new tokens, per candidate;
+    # keep those with greedy pass@1 in [0.1, 0.7] and long answers (mean tokens: python in the closing comment).
+    SCREEN=(--backend hf --model smollm2 --problems 40 --seeds 0 --max-new-tokens 160 --batch-size 64 --dtype bfloat16
+            --dataset-seed 7 --methods greedy)
+    screen() { local name=$1; shift; $AUTODECO eval "${SCREEN[@]}" "$@" --out docs/results/scale/screen/$name; }
+    d() { echo --task-option min_digits=$1 --task-option max_digits=$2; }
+    t() { echo --task-option min_terms=$1 --task-option max_terms=$2; }
+    screen products_2x1 --task reasoning_gym:products $(d 1 2)
+    screen products_2x2 --task reasoning_gym:products $(d 2 2)
+    screen products_1d34 --task reasoning_gym:products $(d 1 1) $(t 3 4)
+    screen chain_sum_2d4 --task reasoning_gym:chain_sum $(d 2 2) $(t 3 4)
+    screen chain_sum_1d46 --task reasoning_gym:chain_sum $(d 1 1) $(t 4 6)
+    screen basic_2d3 --task reasoning_gym:basic_arithmetic $(d 2 2) $(t 2 3)
+    screen basic_1d3 --task reasoning_gym:basic_arithmetic $(d 1 1) $(t 2 3)
+    screen simple_eq --task reasoning_gym:simple_equations
+    screen gsm_symbolic --task reasoning_gym:gsm_symbolic
+    # greedy pass@1 and mean generated tokens per candidate:
+    .venv/bin/python -c "
+import glob, json, pathlib
+for folder in sorted(p for p in pathlib.Path('docs/results/scale/screen').iterdir() if p.is_dir()):
+    rows = [json.loads(l) for f in folder.glob('cache-*.jsonl') for l in f.read_text().splitlines() if l.strip()]
+    tokens = [n for r in rows for n in r['tokens']]
+    print(f'{folder.name:>16}: greedy pass@1 {sum(r[\"correct\"][0] for r in rows) / len(rows):.3f}, '
+          f'mean tokens {sum(tokens) / len(tokens):.1f}, cut at 160: {sum(n >= 160 for n in tokens)} of {len(tokens)}')
+" | tee docs/results/scale/screen/summary.txt
+fi
+
+if [[ $SECTION == scale-long || $SECTION == all ]]; then
+    # Issue 13 part 5: longer reasoning, 160 new tokens, on the vllm backend (2.7-3x hf here). The two
+    # configurations were chosen on validation problems by scale-long-screen (docs/results/scale/screen/summary.txt):
+    # in the trained family, products of 3-4 one-digit factors (greedy 0.150, 52 tokens on average);
+    # out of domain, basic arithmetic with 2-3 one-digit terms (greedy 0.125, 82 tokens on average).
+    scale_protocol products-long 256 vllm 160 --task reasoning_gym:products "${ONE_DIGIT[@]}" \
+        --task-option min_terms=3 --task-option max_terms=4
+    scale_protocol basic_arithmetic-long 256 vllm 160 --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}"
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then
@@ -79,7 +121,7 @@ if [[ $SECTION == losses || $SECTION == all ]]; then
     done
     ${PYTHON:-.venv/bin/python} benchmarks/compare_heads.py --data docs/ablation/train-t1.jsonl --max-rows 100 \
         --heads exact-s42=$HEADS exact-s1=docs/ablation/fits/exact-s1 topk-s42=docs/ablation/fits/topk-s42
-    $AUTODECO eval --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --task reasoning_gym:products \
+    $AUTODECO eval --backend hf --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --task reasoning_gym:products \
         "${ONE_DIGIT[@]}" --problems 200 --samples 16 --dtype bfloat16 --heads docs/ablation/fits/topk-s42 \
         --methods autodeco --out docs/results/scale/products-topk-heads
     $AUTODECO eval compare docs/results/scale/products-topk-heads docs/results/scale/products --methods autodeco
@@ -121,7 +163,7 @@ if [[ $SECTION == control || $SECTION == all ]]; then
     # What the control fine-tune costs in accuracy (same settings as the main section, AutoDeco only).
     for task in products chain_sum; do
         options=("${ONE_DIGIT[@]}"); [[ $task == chain_sum ]] && options+=("${TERMS[@]}")
-        $AUTODECO eval --model smollm2 --heads $HEADS-control --problems 24 --samples 4 --seeds 0,1 --max-new-tokens 24 \
+        $AUTODECO eval --backend hf --model smollm2 --heads $HEADS-control --problems 24 --samples 4 --seeds 0,1 --max-new-tokens 24 \
             --batch-size 96 --methods autodeco --task reasoning_gym:$task "${options[@]}" --out docs/results/control-$task
     done
 fi
@@ -132,7 +174,7 @@ if [[ $SECTION == gemma3 || $SECTION == all ]]; then
         "${ONE_DIGIT[@]}" --problems 300 --samples 4 --max-new-tokens 8 --out heads/gemma-3-270m/train.jsonl
     [[ -f heads/gemma-3-270m/autodeco_heads.safetensors ]] || $FIT --model gemma3 --data heads/gemma-3-270m/train.jsonl \
         --recipe released --learning-rate 1e-3 --num-train-epochs 5 --max-length 512 --save-steps 20 --output-dir heads/gemma-3-270m
-    $AUTODECO eval --model gemma3 --heads heads/gemma-3-270m --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 24 \
+    $AUTODECO eval --backend hf --model gemma3 --heads heads/gemma-3-270m --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 24 \
         --samples 4 --seeds 0 --max-new-tokens 8 --batch-size 96 \
         --methods greedy,default,autodeco,meanshift,static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0 \
         --out docs/results/gemma3-products

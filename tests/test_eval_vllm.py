@@ -31,7 +31,7 @@ COMMON = dict(model="smollm2", task="reasoning_gym:products", problems=16, sampl
 
 
 def _vllm_eval(out: Path, methods: str = METHODS, batch_size: int | None = None) -> dict:
-    argv = [str(Path(sys.executable).parent / "autodeco"), "eval", "--backend", "vllm", "--out", str(out)]
+    argv = [str(Path(sys.executable).parent / "autodeco"), "eval", "--out", str(out)]  # --backend auto: vllm
     argv += ["--methods", methods, *(f"--{k.replace('_', '-')}={v}" for k, v in COMMON.items())]
     argv += [arg for option in TASK_OPTIONS for arg in ("--task-option", option)]
     if batch_size:
@@ -39,7 +39,9 @@ def _vllm_eval(out: Path, methods: str = METHODS, batch_size: int | None = None)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads((out / "results.json").read_text())
+    report = json.loads((out / "results.json").read_text())
+    assert report["settings"]["backend"] == "vllm"  # what auto chose, recorded
+    return report
 
 
 def _records(out: Path) -> dict[tuple, dict]:
@@ -52,7 +54,8 @@ def _records(out: Path) -> dict[tuple, dict]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("backends")
     vllm = _vllm_eval(root / "vllm")
-    hf = run_eval(EvalArgs(**COMMON, methods=METHODS, out=str(root / "hf")), parse_task_options(TASK_OPTIONS), False)
+    args = EvalArgs(**COMMON, methods=METHODS, out=str(root / "hf"), backend="hf")
+    hf = run_eval(args, parse_task_options(TASK_OPTIONS), False)
     return root, vllm, hf
 
 

