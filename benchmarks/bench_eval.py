@@ -9,7 +9,8 @@ exactly `--new-tokens` tokens per row (min = max, so every configuration does th
 timed by `evaluation.bench.timed_generate` (CUDA-synchronised on a GPU). The vllm backend
 (`--backends vllm`, needs vLLM) times `autodeco eval --backend vllm`'s own path: its sampler
 (`evaluation.vllm_backend.VllmSampler`, plain engine, per-sample seeds, no chunked prefill) with
-EOS ignored, one engine per dtype (engines are started once, before timing), at the torch thread
+EOS and stop tokens ignored (every call checks it made exactly batch x `--new-tokens` tokens),
+one engine per dtype (engines are started once, before timing), at the torch thread
 count vLLM chose (it sets 1 for serving unless OMP_NUM_THREADS is set); the hf rows run at the
 thread count the process started with. Configurations run interleaved per repeat (backend x dtype
 x batch size), after one warm-up call each; reports the median tokens/s and the ratio to the
@@ -29,7 +30,7 @@ import torch
 from autodeco_lp.evaluation.bench import timed_generate
 from autodeco_lp.evaluation.methods import Decoding
 from autodeco_lp.evaluation.runner import BACKENDS, MODEL_DTYPES
-from autodeco_lp.hub.models import load_model, model_source
+from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
 from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
 
 QUESTIONS = [f"What is {a} * {b}?" for a in range(1, 10) for b in range(1, 10)]
@@ -45,19 +46,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     hf_threads = torch.get_num_threads()
-    models = {dtype: load_model(args.model, dtype=MODEL_DTYPES[dtype]) for dtype in args.dtypes}
+    source = model_source(args.model).path
+    tokenizer = load_tokenizer(source)
+    hf = "hf" in args.backends  # the vllm rows need no HF model
+    models = {dtype: load_model(args.model, dtype=MODEL_DTYPES[dtype])[0] for dtype in args.dtypes} if hf else {}
     samplers, vllm_threads = {}, None
     if "vllm" in args.backends:
         from autodeco_lp.evaluation.vllm_backend import VllmSampler  # noqa: PLC0415 (optional dependency)
 
-        longest = max(len(models[args.dtypes[0]][1](t)["input_ids"]) for t in _texts(models[args.dtypes[0]][1], 81))
+        longest = max(len(tokenizer(t)["input_ids"]) for t in _texts(tokenizer, len(QUESTIONS)))
+        # One engine per dtype, all alive while the timed calls interleave: on a GPU they share its memory.
+        share = {"gpu_memory_utilization": 0.85 / len(args.dtypes)} if torch.cuda.is_available() else {}
         for dtype in args.dtypes:
             sampler = VllmSampler(
-                model_source(args.model).path,
-                models[dtype][1],
-                heads="",
-                dtype=dtype,
-                max_model_len=longest + args.new_tokens,
+                source, tokenizer, lambda: "", max_model_len=longest + args.new_tokens, dtype=dtype, **share
             )
             sampler.engine(STATIC)  # start it now, not inside the timed calls
             samplers[dtype] = sampler
@@ -65,19 +67,21 @@ def main() -> None:
     configs = list(itertools.product(args.backends, args.dtypes, args.batch_sizes))
 
     def timed(backend: str, dtype: str, batch: int, new_tokens: int) -> float:
-        tokenizer = models[dtype][1]
         texts = _texts(tokenizer, batch)
         if backend == "vllm":
             torch.set_num_threads(vllm_threads)
             seeds = [[row] for row in range(batch)]
             start = time.perf_counter()
-            samplers[dtype].sample(texts, STATIC, seeds, max_new_tokens=new_tokens, ignore_eos=True)
-            return time.perf_counter() - start
+            rows = samplers[dtype].sample(texts, STATIC, seeds, max_new_tokens=new_tokens, ignore_eos=True)
+            elapsed = time.perf_counter() - start
+            made = sum(sample.num_tokens for row in rows for sample in row)
+            assert made == batch * new_tokens, f"vLLM made {made} tokens, not {batch} x {new_tokens}"
+            return elapsed
         torch.set_num_threads(hf_threads)
         raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw)
         # The static path `autodeco eval` samples through (sample_completions: StaticNucleus).
-        return timed_generate(models[dtype][0], enc, StaticNucleus(STATIC.temperature, STATIC.top_p), new_tokens, 0)[0]
+        return timed_generate(models[dtype], enc, StaticNucleus(STATIC.temperature, STATIC.top_p), new_tokens, 0)[0]
 
     for config in configs:
         timed(*config, 2)  # warm-up

@@ -34,7 +34,10 @@ def eval_group(ctx: click.Context, task_options: tuple[str, ...], **options) -> 
         return
 
     try:
-        report = run_eval(EvalArgs(**options), parse_task_options(task_options))
+        args = EvalArgs(**options)
+        if options["backend"] == "auto":  # say what auto chose: its completions (and cache) are that engine's
+            click.echo(f"--backend auto: {args.backend}", err=True)
+        report = run_eval(args, parse_task_options(task_options))
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(markdown_table(report), nl=False)

@@ -39,6 +39,7 @@ def _vllm_eval(out: Path, methods: str = METHODS, batch_size: int | None = None)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
+    assert "--backend auto: vllm" in done.stderr  # the command says which engine auto chose
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["backend"] == "vllm"  # what auto chose, recorded
     return report

@@ -247,7 +247,7 @@ class Evaluator:
             self._vllm = VllmSampler(
                 self.source.path,
                 self.tokenizer,
-                self.heads_id,
+                lambda: self.heads_id,  # looked up only when an AutoDeco engine starts
                 max_model_len=longest + self.args.max_new_tokens,
                 dtype=self.args.dtype,
             )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import zlib
+from collections.abc import Callable
 
 from autodeco_lp.evaluation.methods import Decoding
 from autodeco_lp.inference.features import MIN_TEMPERATURE
@@ -36,27 +37,39 @@ class VllmSampler:
     """`sample(...)`: what `sample_completions` returns, from vLLM engines started on demand.
 
     source: the model folder or Hub id vLLM opens; tokenizer: the harness's (prompt ids, decoding);
-    heads: the heads id for AutoDeco engines; max_model_len: the longest prompt + new tokens;
-    dtype: "float32" or "bfloat16" (the base model; the heads run in float32 either way).
+    heads: returns the heads id, called when an AutoDeco engine starts (a run without AutoDeco
+    decodings needs no heads); max_model_len: the longest prompt + new tokens; dtype: "float32" or
+    "bfloat16" (the base model; the heads run in float32 either way); engine_options: more
+    `vllm.LLM` arguments (e.g. `gpu_memory_utilization` when engines share a GPU).
     """
 
     def __init__(
-        self, source: str, tokenizer, heads: str, max_model_len: int, dtype: str = "float32", engine_seed: int = 0
+        self,
+        source: str,
+        tokenizer,
+        heads: Callable[[], str],
+        max_model_len: int,
+        dtype: str = "float32",
+        engine_seed: int = 0,
+        **engine_options,
     ) -> None:
         # In-process engines: the trace is read with a function call (no pickled functions to a worker),
-        # and engines can be deleted and replaced. On a CPU, a KV cache of 4 GiB unless set.
+        # and engines can be deleted and replaced. On a CPU, a KV cache of 4 GiB unless set. The plugin
+        # needs vLLM's V1 model runner, which CUDA builds replace by Model Runner V2 unless told not to.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
         import vllm  # noqa: PLC0415 (optional dependency: fails here, before any work, when absent)
-        from transformers import GenerationConfig  # noqa: PLC0415
+        from transformers import AutoConfig, GenerationConfig  # noqa: PLC0415
 
         self._vllm = vllm
         self.source, self.tokenizer, self.heads = source, tokenizer, heads
         self.max_model_len, self.dtype, self.engine_seed = max_model_len, dtype, engine_seed
+        self.engine_options = engine_options
         try:
             generation_config = GenerationConfig.from_pretrained(source)
-        except OSError:  # no generation_config.json: the tokenizer's EOS (what transformers falls back to)
-            generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id)
+        except OSError:  # no generation_config.json: the model config's ids, as transformers does
+            generation_config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(source))
         self.stop = stop_token_ids(generation_config)
         self._llm = None
         self._engine_key: tuple | None = None  # None: plain; (use_temperature_head, use_top_p_head): AutoDeco
@@ -79,12 +92,13 @@ class VllmSampler:
             seed=self.engine_seed,
             enable_chunked_prefill=False,
             generation_config="vllm",  # no defaults from the model's generation_config.json: ours are explicit
+            **self.engine_options,
         )
         if want is not None:
             from autodeco_lp.vllm import hf_overrides  # noqa: PLC0415
 
             options["hf_overrides"] = hf_overrides(
-                self.heads, record_trace=True, use_temperature_head=want[0], use_top_p_head=want[1]
+                self.heads(), record_trace=True, use_temperature_head=want[0], use_top_p_head=want[1]
             )
         self._llm, self._engine_key = self._vllm.LLM(self.source, **options), want
         return self._llm
@@ -112,7 +126,7 @@ class VllmSampler:
             top_k=-1,
             max_tokens=max_new_tokens,
             stop=list(stop_strings) or None,
-            stop_token_ids=sorted(self.stop),
+            stop_token_ids=None if ignore_eos else sorted(self.stop),  # vLLM stops on these even with ignore_eos
             seed=None if decoding.kind == "greedy" else seed,
             ignore_eos=ignore_eos,
         )
@@ -155,8 +169,11 @@ class VllmSampler:
 
                 pairs = trace_for(trace, out.request_id)  # one (T, P) per sampled token, the stop token too
                 t, p = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
-            ids = list(out.outputs[0].token_ids)
-            stop = set() if ignore_eos else self.stop
+            completion = out.outputs[0]
+            ids = list(completion.token_ids)
+            stop = set() if ignore_eos else set(self.stop)
+            if completion.finish_reason == "stop" and completion.stop_reason is None and ids:
+                stop.add(ids[-1])  # vLLM's own EOS (the tokenizer's), kept in token_ids: cut it as ours
             rows.append(completion_sample(self.tokenizer, ids, stop, stop_strings, t, p))
         results, start = [], 0
         for text_seeds in seeds:
