@@ -103,7 +103,7 @@ for folder in sorted(p for p in pathlib.Path('docs/results/scale/screen').iterdi
 fi
 
 if [[ $SECTION == scale-long || $SECTION == all ]]; then
-    # Issue 13 part 5: longer reasoning, 160 new tokens, on the vllm backend (2.7-3x hf here). The two
+    # Issue 13 part 5: longer reasoning, 160 new tokens, on the vllm backend (2.5-3.3x hf here). The two
     # configurations were chosen on validation problems by scale-long-screen (docs/results/scale/screen/summary.txt):
     # in the trained family, products of 3-4 one-digit factors (greedy 0.150, 52 tokens on average);
     # out of domain, basic arithmetic with 2-3 one-digit terms (greedy 0.125, 82 tokens on average).

@@ -31,7 +31,12 @@ def test_readme_headline_row_matches_results_json(task):
 
 
 @pytest.mark.parametrize(
-    ("marker", "task"), [("<!-- scale-table -->", "products"), ("<!-- scale-table chain_sum -->", "chain_sum")]
+    ("marker", "task"),
+    [
+        ("<!-- scale-table -->", "products"),
+        ("<!-- scale-table chain_sum -->", "chain_sum"),
+        ("<!-- scale-table products-long -->", "products-long"),
+    ],
 )
 def test_readme_scale_table_matches_results_json(marker, task):
     """Each of the README's at-scale tables (between its markers) is docs/results/scale/TASK/results.json."""

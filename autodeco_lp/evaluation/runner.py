@@ -96,7 +96,7 @@ class EvalArgs:
     backend: str = field(
         default="auto",
         metadata={
-            "help": "Engine that generates: vllm (vLLM with the AutoDeco plugin; 2.7-3x the tokens/s of hf on "
+            "help": "Engine that generates: vllm (vLLM with the AutoDeco plugin; 2.5-3.3x the tokens/s of hf on "
             "the 2-core CPU, README Benchmarks), hf (transformers' generate with the AutoDeco processor), or "
             "auto: vllm when vLLM is installed and no --device is given, else hf. Completions differ between "
             "engines (their caches are kept apart); their agreement is tested."
