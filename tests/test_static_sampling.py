@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor
 
-from autodeco_lp.inference import sampling
+from autodeco_lp import AutoDeco
+from autodeco_lp.inference import features, sampling
 from autodeco_lp.inference.sampling import StaticNucleus, sample_completions
-from tests.conftest import left_padded_batch, tiny_llama
+from tests.conftest import left_padded_batch, random_heads, tiny_llama
+
+
+class _Identity(LogitsProcessor):
+    def __call__(self, input_ids, scores):
+        return scores
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(0.7, 0.8), (1.0, 0.5), (0.3, 1.0)])
@@ -39,12 +45,26 @@ def test_sample_completions_uses_it_for_static_settings_only(tiny_model_dir, mon
     monkeypatch.setattr(model, "generate", spy)
     texts = ["1+1=", "2+2="]
     static = sample_completions(model, tokenizer, texts, num_samples=2, temperature=0.6, top_p=0.9, max_new_tokens=3)
-    other = object.__new__(StaticNucleus)  # any caller processor: passed through, no StaticNucleus added
-    other.temperature, other.top_p = 1.0, 1.0
+    other = _Identity()  # any caller processor (AutoDeco): passed through, no StaticNucleus added
     sample_completions(model, tokenizer, texts, num_samples=2, max_new_tokens=3, logits_processor=[other])
     sample_completions(model, tokenizer, texts, greedy=True, max_new_tokens=3)
     (t1, p1), (t2, p2), (t3, p3) = seen
     assert t1 == 1.0 and len(p1) == 1 and isinstance(p1[0], sampling.StaticNucleus)
     assert (p1[0].temperature, p1[0].top_p) == (0.6, 0.9)
-    assert p2 == [other] and t3 is None and p3 == []
+    assert p2 == [other] and t2 == 1.0  # T and P stay 1: the caller's processor decides them
+    assert t3 is None and p3 == []
     assert len(static) == 2 and all(len(s) == 2 for s in static)
+
+
+def test_p_equal_to_one_is_known_in_advance_and_never_sorts(monkeypatch):
+    # A static P = 1 and AutoDeco without its top-p head filter nothing: they skip the nucleus filter
+    # (and its vocabulary sort) and return the temperature-scaled scores, as generate at top_p = 1.
+    model, scores = tiny_llama(), torch.randn(3, 97)
+    monkeypatch.setattr(features, "rank_order", lambda *a, **k: pytest.fail("sorted the vocabulary at P = 1"))
+    torch.testing.assert_close(StaticNucleus(0.5, 1.0)(None, scores), scores / 0.5, rtol=0, atol=0)
+    batch = left_padded_batch()
+    with AutoDeco(model, random_heads(), use_top_p_head=False, record_trace=True) as autodeco:
+        model.generate(**batch, do_sample=True, top_k=None, max_new_tokens=3, logits_processor=[autodeco])
+        assert bool((autodeco.trace.top_p == 1).all())
+    with pytest.raises(pytest.fail.Exception, match="sorted the vocabulary"):  # P < 1 still filters
+        StaticNucleus(0.5, 0.9)(None, scores)

@@ -151,18 +151,13 @@ def hard_top_p_filter(
     tensor; `scores` is never modified. Equal scores at the nucleus boundary: the lower token id
     is kept (as the losses rank them); transformers' unstable sort leaves that order unspecified.
     The softmax and cumulative sum run over the same ascending values as transformers', so every
-    other decision is bit-for-bit its own.
-
-    With every p >= 1 nothing is filtered and nothing is sorted (a copy of `scores` in fp32): as
-    `generate`, which adds no top-p warper at top_p = 1 (the warper itself would also drop tokens
-    whose probability underflows to 0, which sampling never picks anyway).
+    other decision is bit-for-bit its own. Callers that know P = 1 in advance (a static P = 1,
+    AutoDeco without its top-p head) skip the call, as `generate` adds no top-p warper at 1.
 
     Shapes: scores `(..., V)`, top_p `(...)` or a float -> `(..., V)` (fp32).
     """
-    given, scores = scores, scores.float()
+    scores = scores.float()
     p = _per_row(top_p, scores)
-    if bool((p >= 1).all()):  # e.g. static P = 1 or AutoDeco's temperature-only mode: skip the sort
-        return scores.clone() if scores is given else scores
     # ascending, as transformers: the same values in the same order (ties aside), so the same softmax and sums
     sorted_logits, sorted_indices = rank_order(scores, descending=False)
     # Plain softmax, as transformers: an all -inf row gives NaN sums, removes nothing, stays -inf.

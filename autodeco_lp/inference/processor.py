@@ -208,7 +208,9 @@ class AutoDeco(LogitsProcessor):
                 "this decoding mode scores several positions per forward and is not supported."
             )
         temperature, top_p = self.predict(hidden, logits)
-        out = hard_top_p_filter(scores.float() / temperature.unsqueeze(-1), top_p, self.min_tokens_to_keep)
+        out = scores.float() / temperature.unsqueeze(-1)  # (rows, V), a new tensor
+        if self.settings.use_top_p_head:  # without it P = 1 everywhere: nothing to filter, no sort
+            out = hard_top_p_filter(out, top_p, self.min_tokens_to_keep)
         if self.record_trace:
             self._steps.append((temperature, top_p))
         return out

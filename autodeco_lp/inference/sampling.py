@@ -23,7 +23,9 @@ class StaticNucleus:
         self.temperature, self.top_p = temperature, top_p
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return hard_top_p_filter(scale_by_temperature(scores, self.temperature), self.top_p)
+        scaled = scale_by_temperature(scores, self.temperature)  # a new fp32 tensor
+        # P = 1 filters nothing: no sort, as `generate` adds no top-p warper at 1
+        return scaled if self.top_p >= 1 else hard_top_p_filter(scaled, self.top_p)
 
 
 @dataclass(frozen=True)
