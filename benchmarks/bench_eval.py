@@ -50,11 +50,14 @@ def main() -> None:
     tokenizer = load_tokenizer(source)
     hf = "hf" in args.backends  # the vllm rows need no HF model
     models = {dtype: load_model(args.model, dtype=MODEL_DTYPES[dtype])[0] for dtype in args.dtypes} if hf else {}
+    raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
     samplers, vllm_threads = {}, None
     if "vllm" in args.backends:
         from autodeco_lp.evaluation.vllm_backend import VllmSampler  # noqa: PLC0415 (optional dependency)
 
-        longest = max(len(tokenizer(t)["input_ids"]) for t in _texts(tokenizer, len(QUESTIONS)))
+        longest = max(
+            len(ids) for ids in tokenizer(_texts(tokenizer, len(QUESTIONS)), add_special_tokens=raw)["input_ids"]
+        )
         # One engine per dtype, all alive while the timed calls interleave: on a GPU they share its memory.
         share = {"gpu_memory_utilization": 0.85 / len(args.dtypes)} if torch.cuda.is_available() else {}
         for dtype in args.dtypes:
@@ -70,15 +73,14 @@ def main() -> None:
         texts = _texts(tokenizer, batch)
         if backend == "vllm":
             torch.set_num_threads(vllm_threads)
-            seeds = [[row] for row in range(batch)]
+            ids, seeds = tokenizer(texts, add_special_tokens=raw)["input_ids"], [[row] for row in range(batch)]
             start = time.perf_counter()
-            rows = samplers[dtype].sample(texts, STATIC, seeds, max_new_tokens=new_tokens, ignore_eos=True)
+            rows = samplers[dtype].sample(ids, STATIC, seeds, max_new_tokens=new_tokens, ignore_eos=True)
             elapsed = time.perf_counter() - start
             made = sum(sample.num_tokens for row in rows for sample in row)
             assert made == batch * new_tokens, f"vLLM made {made} tokens, not {batch} x {new_tokens}"
             return elapsed
         torch.set_num_threads(hf_threads)
-        raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw)
         # The static path `autodeco eval` samples through (sample_completions: StaticNucleus).
         return timed_generate(models[dtype], enc, StaticNucleus(STATIC.temperature, STATIC.top_p), new_tokens, 0)[0]

@@ -18,9 +18,6 @@ EOS, TOKENIZER_EOS = 2, 3  # the generation config's EOS; another EOS only vLLM'
 class _Tokenizer:
     eos_token_id = TOKENIZER_EOS
 
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in text]}
-
     def decode(self, ids, skip_special_tokens=True):
         return "".join(chr(i) for i in ids if not (skip_special_tokens and i < 4))
 
@@ -35,11 +32,11 @@ class _Recorder:
 
 
 class _FakeLLM:
-    """Each request i generates `script(i)` (token ids, finish_reason, stop_reason); an AutoDeco engine
+    """Each request i generates the token ids `script(i)` (vLLM keeps the token it stopped at); an AutoDeco engine
     records one (T, P) per generated token under vLLM's internal id `"<i>-<suffix>"`."""
 
     started: list[dict] = []
-    script = staticmethod(lambda i: ([ord("a") + i % 20, ord("b"), EOS, ord("z")], "stop", None))
+    script = staticmethod(lambda i: [ord("a") + i % 20, ord("b"), EOS, ord("z")])
 
     def __init__(self, source, **options):
         self.options = options
@@ -51,10 +48,10 @@ class _FakeLLM:
     def generate(self, prompts, params, use_tqdm=False):
         outputs = []
         for i in range(len(params)):
-            ids, finish, reason = self.script(i)
+            ids = self.script(i)
             if self.autodeco:
                 self.model.autodeco_trace.pairs[f"{i}-1a2b3c4d"] = [(0.1 * (k + 1), 0.9) for k in range(len(ids))]
-            completion = types.SimpleNamespace(token_ids=ids, finish_reason=finish, stop_reason=reason)
+            completion = types.SimpleNamespace(token_ids=ids)
             outputs.append(types.SimpleNamespace(request_id=str(i), outputs=[completion]))
         self.params.extend(params)
         return outputs
@@ -83,8 +80,8 @@ def _sampler(folder, heads=lambda: "heads/dir"):
 
 def test_autodeco_samples_cut_at_eos_with_their_own_trace(fake_vllm):
     sampler = _sampler(fake_vllm)
-    texts = [f"q{i}" for i in range(6)]  # 12 requests: ids "1" and "10", "11" must not be confused
-    rows = sampler.sample(texts, Decoding("autodeco"), [[7, 8]] * 6, max_new_tokens=4)
+    prompts = [[ord("q"), i] for i in range(6)]  # 12 requests: ids "1" and "10", "11" must not be confused
+    rows = sampler.sample(prompts, Decoding("autodeco"), [[7, 8]] * 6, max_new_tokens=4)
     assert [len(row) for row in rows] == [2] * 6
     for i, sample in enumerate(s for row in rows for s in row):
         assert sample.token_ids == (ord("a") + i, ord("b")) and sample.finished
@@ -101,25 +98,34 @@ def test_autodeco_samples_cut_at_eos_with_their_own_trace(fake_vllm):
 def test_engines_switch_by_decoding_and_greedy_reuses_any(fake_vllm):
     asked = []
     sampler = _sampler(fake_vllm, heads=lambda: asked.append(1) or "heads/dir")
-    static = sampler.sample(["q"], Decoding("static", 0.005, 0.9), [[1]], max_new_tokens=4)
+    static = sampler.sample([[ord("q")]], Decoding("static", 0.005, 0.9), [[1]], max_new_tokens=4)
     assert static[0][0].temperature is None and asked == []  # plain engine: no heads looked up, no trace
     assert sampler._llm.params[0].temperature == 0.01 and sampler._llm.params[0].top_p == 0.9  # the HF floor on T
-    sampler.sample(["q"], Decoding("autodeco", use_top_p_head=False), [[1]], max_new_tokens=4)
-    greedy = sampler.sample(["q"], Decoding("greedy"), [[0]], max_new_tokens=4)
+    sampler.sample([[ord("q")]], Decoding("autodeco", use_top_p_head=False), [[1]], max_new_tokens=4)
+    greedy = sampler.sample([[ord("q")]], Decoding("greedy"), [[0]], max_new_tokens=4)
     assert len(_FakeLLM.started) == 2 and asked == [1]  # greedy ran on the AutoDeco engine
     assert _FakeLLM.started[1]["hf_overrides"]["autodeco"]["use_top_p_head"] is False
     assert greedy[0][0].temperature is None  # greedy records carry no trace, as on the HF path
     assert sampler._llm.params[-1].temperature == 0.0 and sampler._llm.params[-1].seed is None
-    sampler.sample(["q"], Decoding("autodeco"), [[1]], max_new_tokens=4)  # other head settings: another engine
+    sampler.sample([[ord("q")]], Decoding("autodeco"), [[1]], max_new_tokens=4)  # other head settings: another engine
     assert len(_FakeLLM.started) == 3
 
 
 def test_vllms_own_eos_is_cut_and_ignore_eos_keeps_every_token(fake_vllm, monkeypatch):
-    monkeypatch.setattr(_FakeLLM, "script", staticmethod(lambda i: ([ord("a"), TOKENIZER_EOS], "stop", None)))
+    monkeypatch.setattr(_FakeLLM, "script", staticmethod(lambda i: [ord("a"), TOKENIZER_EOS]))
     sampler = _sampler(fake_vllm)
-    (row,) = sampler.sample(["q"], Decoding("static", 0.7, 1.0), [[1]], max_new_tokens=4)
+    (row,) = sampler.sample([[ord("q")]], Decoding("static", 0.7, 1.0), [[1]], max_new_tokens=4)
     assert row[0].token_ids == (ord("a"),) and row[0].finished
-    monkeypatch.setattr(_FakeLLM, "script", staticmethod(lambda i: ([ord("a"), EOS, ord("c")], "length", None)))
-    (row,) = sampler.sample(["q"], Decoding("static", 0.7, 1.0), [[1]], max_new_tokens=3, ignore_eos=True)
+    monkeypatch.setattr(_FakeLLM, "script", staticmethod(lambda i: [ord("a"), EOS, ord("c")]))
+    (row,) = sampler.sample([[ord("q")]], Decoding("static", 0.7, 1.0), [[1]], max_new_tokens=3, ignore_eos=True)
     assert row[0].num_tokens == 3 and sampler._llm.params[-1].stop_token_ids is None
     assert sampler._llm.params[-1].ignore_eos is True
+
+
+def test_stop_strings_reach_vllm_and_cut_as_on_the_hf_path(fake_vllm, monkeypatch):
+    monkeypatch.setattr(_FakeLLM, "script", staticmethod(lambda i: [ord(c) for c in "12\nQ"]))
+    sampler = _sampler(fake_vllm)
+    (row,) = sampler.sample([[ord("q")]], Decoding("autodeco"), [[1]], max_new_tokens=8, stop_strings=("\n",))
+    assert sampler._llm.params[-1].stop == ["\n"]
+    assert (row[0].text, row[0].num_tokens, row[0].finished) == ("12", 2, True)
+    assert row[0].temperature == pytest.approx((0.1, 0.2))  # the trace cut with the tokens

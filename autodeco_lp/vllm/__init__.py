@@ -13,12 +13,29 @@ import vLLM.
 
 from __future__ import annotations
 
+import os
+
 from autodeco_lp.vllm.options import ARCHITECTURE, RELEASED_ARCHITECTURE, hf_overrides
 from autodeco_lp.vllm.trace import pop_trace
 
-__all__ = ["ARCHITECTURE", "hf_overrides", "pop_trace", "register"]
+__all__ = ["ARCHITECTURE", "hf_overrides", "in_process_engines", "pop_trace", "register"]
 
 _MODEL_CLASS = "autodeco_lp.vllm.model:AutoDecoForCausalLM"
+
+
+def in_process_engines() -> None:
+    """Set (unless already set) what our own `vllm.LLM` engines need; call it before importing vLLM.
+
+    - `VLLM_ENABLE_V1_MULTIPROCESSING=0`: engines in this process, so `pop_trace` calls a function
+      (no pickled function to a worker) and an engine can be deleted and replaced;
+    - `VLLM_CPU_KVCACHE_SPACE=4`: 4 GiB of KV cache per engine on a CPU (vLLM's default takes most
+      of the memory, which a second engine then lacks);
+    - `VLLM_USE_V2_MODEL_RUNNER=0`: the plugin hands T and P to the V1 model runner, which CUDA
+      builds replace by Model Runner V2 unless told not to.
+    """
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
 
 
 def register() -> None:
