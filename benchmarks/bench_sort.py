@@ -50,7 +50,7 @@ def main() -> None:
             args.repeats,
         )  # fmt: skip
         warp_ms, filter_ms = paired_medians(
-            lambda s=scores: warper(None, s.clone()), lambda s=scores: hard_top_p_filter(s, 0.9), args.repeats
+            lambda s=scores: warper(None, s), lambda s=scores: hard_top_p_filter(s, 0.9), args.repeats
         )
         print(
             f"{batch:>5} {sort_ms:>14.2f} {rank_ms:>14.2f} {sort_ms / rank_ms:>6.1f} "
