@@ -36,14 +36,34 @@ if [[ $SECTION == main || $SECTION == all ]]; then
     $AUTODECO plot trace --model smollm2 --max-new-tokens 40 --out docs/results/trace.png "What is 7 * 8? Explain briefly."
 fi
 
+PYTHON=${PYTHON:-.venv/bin/python}
+# answer_stats LIMIT FOLDER...: per eval --out folder and decoding in its cache, pass@1 (over every sample),
+# the mean generated tokens and how many completions reached LIMIT new tokens.
+answer_stats() {
+    $PYTHON - "$@" <<'PY'
+import collections, json, pathlib, sys
+limit = int(sys.argv[1])
+for folder in map(pathlib.Path, sys.argv[2:]):
+    by_key = collections.defaultdict(list)
+    for cache in folder.glob("cache-*.jsonl"):
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                by_key[record["key"].split("@")[0]].append(record)
+    for key, records in sorted(by_key.items()):
+        tokens = [n for r in records for n in r["tokens"]]
+        correct = [c for r in records for c in r["correct"]]
+        print(f"{folder.name:>16} {key:>18}: pass@1 {sum(correct) / len(correct):.3f}, mean tokens "
+              f"{sum(tokens) / len(tokens):.1f}, at {limit}: {sum(n >= limit for n in tokens)} of {len(tokens)}")
+PY
+}
+
 # The static grid of the scale section: a T sweep at P = 1 and P = 0.9 / 0.7 at three temperatures.
 GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
 GRID=$GRID,static:0.5,0.9,static:0.7,0.9,static:1.0,0.9,static:1.0,0.7
 # The scale protocol on one task: scale_protocol NAME BATCH_SIZE BACKEND MAX_NEW_TOKENS TASK_ARGS...
 # The grid on 100 validation problems (seed 7) x 4; then 200 problems (seed 0) x 16 samples, bf16, every
-# method, the validation choice and the grid; the frontier. (products and chain_sum ran the same decodings
-# in another order: main run, validation, main run again with oracle-validation; the numbers do not depend
-# on the order, only the row order of their tables does.)
+# method, the validation choice and the grid; the frontier.
 # With the hf backend the batch size is part of how samples are seeded (per generate call), so it is fixed
 # per task; the vllm backend seeds each sample (any batch size gives the same completions).
 scale_protocol() {
@@ -67,6 +87,19 @@ if [[ $SECTION == scale || $SECTION == all ]]; then
         --out docs/results/scale/products-fp32
     $AUTODECO eval compare docs/results/scale/products docs/results/scale/products-fp32 \
         --methods greedy,static:0.5,1.0,autodeco > docs/results/scale/bf16-vs-fp32.md
+    # How many greedy completions bf16 changes, and which precision the correctness flips favour.
+    $PYTHON - <<'PY' | tee docs/results/scale/bf16-greedy-changes.txt
+import json, pathlib
+def greedy(run):
+    lines = (pathlib.Path("docs/results/scale") / run).glob("cache-*.jsonl")
+    rows = [json.loads(line) for cache in lines for line in cache.read_text().splitlines() if line.strip()]
+    return {r["index"]: r for r in rows if r["key"] == "greedy"}
+bf16, fp32 = greedy("products"), greedy("products-fp32")
+same = sum(bf16[i]["texts"] == fp32[i]["texts"] for i in bf16)
+flips = [i for i in bf16 if bf16[i]["correct"] != fp32[i]["correct"]]
+print(f"identical greedy completions: {same} of {len(bf16)}; correctness flips: {len(flips)}, "
+      f"fp32 right in {sum(fp32[i]['correct'][0] for i in flips)}, bf16 right in {sum(bf16[i]['correct'][0] for i in flips)}")
+PY
 fi
 
 if [[ $SECTION == scale-chain_sum || $SECTION == all ]]; then
@@ -76,7 +109,7 @@ fi
 
 if [[ $SECTION == scale-long-screen || $SECTION == all ]]; then
     # How scale-long's tasks were chosen: greedy on 40 validation problems (seed 7), 160 new tokens, per candidate;
-    # keep those with greedy pass@1 in [0.1, 0.7] and long answers (mean tokens: python in the closing comment).
+    # keep those with greedy pass@1 in [0.1, 0.7] and long answers (answer_stats, into screen/summary.txt).
     SCREEN=(--backend hf --model smollm2 --problems 40 --seeds 0 --max-new-tokens 160 --batch-size 64 --dtype bfloat16
             --dataset-seed 7 --methods greedy)
     screen() { local name=$1; shift; $AUTODECO eval "${SCREEN[@]}" "$@" --out docs/results/scale/screen/$name; }
@@ -91,15 +124,8 @@ if [[ $SECTION == scale-long-screen || $SECTION == all ]]; then
     screen basic_1d3 --task reasoning_gym:basic_arithmetic $(d 1 1) $(t 2 3)
     screen simple_eq --task reasoning_gym:simple_equations
     screen gsm_symbolic --task reasoning_gym:gsm_symbolic
-    # greedy pass@1 and mean generated tokens per candidate:
-    .venv/bin/python -c "
-import glob, json, pathlib
-for folder in sorted(p for p in pathlib.Path('docs/results/scale/screen').iterdir() if p.is_dir()):
-    rows = [json.loads(l) for f in folder.glob('cache-*.jsonl') for l in f.read_text().splitlines() if l.strip()]
-    tokens = [n for r in rows for n in r['tokens']]
-    print(f'{folder.name:>16}: greedy pass@1 {sum(r[\"correct\"][0] for r in rows) / len(rows):.3f}, '
-          f'mean tokens {sum(tokens) / len(tokens):.1f}, cut at 160: {sum(n >= 160 for n in tokens)} of {len(tokens)}')
-" | tee docs/results/scale/screen/summary.txt
+    # greedy pass@1 and answer lengths per candidate:
+    answer_stats 160 docs/results/scale/screen/*/ | tee docs/results/scale/screen/summary.txt
 fi
 
 if [[ $SECTION == scale-long || $SECTION == all ]]; then
@@ -110,6 +136,9 @@ if [[ $SECTION == scale-long || $SECTION == all ]]; then
     scale_protocol products-long 512 vllm 160 --task reasoning_gym:products "${ONE_DIGIT[@]}" \
         --task-option min_terms=3 --task-option max_terms=4
     scale_protocol basic_arithmetic-long 512 vllm 160 --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}"
+    for name in products-long basic_arithmetic-long; do
+        answer_stats 160 docs/results/scale/$name | tee docs/results/scale/$name/answers.txt
+    done
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then
@@ -121,7 +150,7 @@ if [[ $SECTION == losses || $SECTION == all ]]; then
             --recipe small --max-length 512 --save-steps 20 --logging-steps 1 --seed $seed --soft-top-p $loss \
             --output-dir docs/ablation/fits/$loss-s$seed
     done
-    ${PYTHON:-.venv/bin/python} benchmarks/compare_heads.py --data docs/ablation/train-t1.jsonl --max-rows 100 \
+    $PYTHON benchmarks/compare_heads.py --data docs/ablation/train-t1.jsonl --max-rows 100 \
         --heads exact-s42=$HEADS exact-s1=docs/ablation/fits/exact-s1 topk-s42=docs/ablation/fits/topk-s42
     $AUTODECO eval --backend hf --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --task reasoning_gym:products \
         "${ONE_DIGIT[@]}" --problems 200 --samples 16 --dtype bfloat16 --heads docs/ablation/fits/topk-s42 \
