@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +146,52 @@ def tiny_base_model_dir(tmp_path_factory):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ----------------------------------------------------------------------------- shared by several modules
+
+
+@pytest.fixture
+def small_eval(tiny_model_dir, tmp_path):
+    """`EvalArgs` keyword arguments for a fast `autodeco eval` on the tiny model: random heads, six
+    "a+a=" problems, 4 samples, 2 seeds, 4 new tokens, on the CPU (so the hf backend)."""
+    heads = tmp_path / "heads"
+    random_heads(hidden=32, vocab=104).save_pretrained(heads)
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"question": f"{a}+{a}=", "answer": 2 * a}) + "\n" for a in range(6)))
+    return dict(
+        model=str(tiny_model_dir),
+        heads=str(heads),
+        task=str(task),
+        problems=6,
+        samples=4,
+        seeds="0,1",
+        max_new_tokens=4,
+        batch_size=8,
+        device="cpu",
+        out=str(tmp_path / "out"),
+    )
+
+
+def same_heads(a: AutoDecoHeads, b: AutoDecoHeads, atol: float = 0.0) -> bool:
+    """Same tensor names, and values within `atol` (compared in fp32)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k].float(), sb[k].float(), atol=atol) for k in sa)
+
+
+def bf16_state(heads: AutoDecoHeads, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The heads' tensors in bf16 (as the released checkpoints store them), names prefixed."""
+    return {prefix + k: v.to(torch.bfloat16).contiguous() for k, v in heads.state_dict().items()}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`python benchmarks/SCRIPT ARGS` from the repository root; fails the test on a non-zero exit."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out

@@ -3,22 +3,14 @@ benchmarks, not in tests)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_bench
 
 
 def test_bench_loss_runs_at_a_tiny_size():
     args = ["--positions", "32", "--vocab", "128", "300", "--hidden", "16", "--chunk", "8", "--repeats", "1"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_loss.py"), *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    out = run_bench("bench_loss.py", *args, timeout=300)
     for line in ("naive: peak", "exact: peak", "topk: peak", "topk vs exact:", "exact vs naive:"):
         assert line in out.stdout, out.stdout
 
@@ -28,11 +20,7 @@ def test_bench_fit_runs_both_losses_at_a_tiny_size(tiny_model_dir, tmp_path):
 
     data = write_data(tmp_path / "train.jsonl", rows=12)
     args = ["--data", str(data), "--model", str(tiny_model_dir), "--epochs", "2", "--rows", "8", "--batch-size", "4"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_fit.py"), *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    out = run_bench("bench_fit.py", *args, timeout=300)
     assert "rows=8" in out.stdout and "steps/epoch=2" in out.stdout, out.stdout
     for line in ("--soft-top-p exact: cache build", "--soft-top-p topk: cache build", "cached epochs, exact/topk:"):
         assert line in out.stdout, out.stdout
@@ -41,22 +29,14 @@ def test_bench_fit_runs_both_losses_at_a_tiny_size(tiny_model_dir, tmp_path):
 
 def test_bench_eval_runs_at_a_tiny_size(tiny_model_dir):
     args = ["--model", str(tiny_model_dir), "--batch-sizes", "2", "3", "--new-tokens", "2", "--repeats", "1"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_eval.py"), *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    out = run_bench("bench_eval.py", *args, timeout=300)
     for line in ("float32 batch    2:", "bfloat16 batch    3:"):
         assert line in out.stdout, out.stdout
 
 
 def test_bench_sort_runs_at_a_tiny_size():
     args = ["--vocab", "300", "--batch-sizes", "1", "3", "--repeats", "2"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_sort.py"), *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    out = run_bench("bench_sort.py", *args, timeout=300)
     rows = [line.split() for line in out.stdout.splitlines()[2:]]
     assert [r[0] for r in rows] == ["1", "3"] and all(len(r) == 7 for r in rows), out.stdout
 
@@ -65,20 +45,12 @@ def test_bench_sort_runs_at_a_tiny_size():
 def test_compare_heads_finds_no_difference_between_the_same_heads():
     heads = "heads/smollm2-135m-instruct"
     args = ["--data", f"{heads}/train.jsonl", "--max-rows", "3", "--heads", f"a={heads}", f"b={heads}"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "compare_heads.py"), *args],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    out = run_bench("compare_heads.py", *args, timeout=600)
     assert "a vs b: mean |dT| 0.0000   mean |dP| 0.0000   corr(T) 1.0000" in out.stdout, out.stdout
 
 
 @pytest.mark.integration
 def test_bench_loss_runs_on_the_embedded_models_logits():
     args = ["--logits", "smollm2", "--positions", "32", "--vocab", "49152", "300", "--variants", "exact", "topk"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_loss.py"), *args, "--repeats", "1", "--chunk", "16"],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    out = run_bench("bench_loss.py", *args, "--repeats", "1", "--chunk", "16", timeout=900)
     assert out.stdout.count("topk vs exact:") == 2 and "V=300" in out.stdout, out.stdout

@@ -17,12 +17,7 @@ from safetensors.torch import save_file
 from autodeco_lp import AutoDecoHeads
 from autodeco_lp.hub import checkpoint as ckpt
 from autodeco_lp.hub.checkpoint import export_official
-from tests.conftest import HIDDEN, VOCAB, random_heads
-
-
-def _same(a: AutoDecoHeads, b: AutoDecoHeads, atol: float = 0.0) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.allclose(sa[k].float(), sb[k].float(), atol=atol) for k in sa)
+from tests.conftest import HIDDEN, VOCAB, bf16_state, random_heads, same_heads
 
 
 def _released_config(**extra) -> dict:
@@ -46,10 +41,6 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data))
 
 
-def _bf16(heads: AutoDecoHeads, prefix: str = "") -> dict[str, torch.Tensor]:
-    return {prefix + k: v.to(torch.bfloat16).contiguous() for k, v in heads.state_dict().items()}
-
-
 # ----------------------------------------------------------------------------- native
 
 
@@ -64,7 +55,7 @@ def test_native_round_trip_and_file_layout(tmp_path):
     assert data["hidden_size"] == HIDDEN and data["vocab_size"] == VOCAB and data["library_version"]
     assert {"base_model_name_or_path", "base_model_revision"} <= set(data)
     loaded = AutoDecoHeads.from_pretrained(tmp_path / "h")
-    assert _same(heads, loaded) and loaded.config == heads.config
+    assert same_heads(heads, loaded) and loaded.config == heads.config
     assert (
         AutoDecoHeads.from_pretrained(tmp_path / "h", base_model_name_or_path="x/y").config.base_model_name_or_path
         == "x/y"
@@ -78,7 +69,7 @@ def test_overwrite_keeps_other_files(tmp_path):
     random_heads(seed=1).save_pretrained(out)
     second = random_heads(seed=2)
     second.save_pretrained(out)
-    assert (out / "checkpoint-5").is_dir() and _same(AutoDecoHeads.from_pretrained(out), second)
+    assert (out / "checkpoint-5").is_dir() and same_heads(AutoDecoHeads.from_pretrained(out), second)
     assert not [p for p in os.listdir(out) if p.startswith(".")]
 
 
@@ -96,7 +87,7 @@ def test_crash_during_save_leaves_the_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         random_heads(seed=2).save_pretrained(tmp_path / "new")
     monkeypatch.undo()
-    assert _same(AutoDecoHeads.from_pretrained(tmp_path / "h"), good)
+    assert same_heads(AutoDecoHeads.from_pretrained(tmp_path / "h"), good)
     assert not (tmp_path / "new").exists()
     assert sorted(os.listdir(tmp_path)) == ["h"] and sorted(os.listdir(tmp_path / "h")) == [
         "autodeco_config.json",
@@ -119,10 +110,10 @@ def test_config_and_weights_from_different_saves_are_detected(tmp_path):
 def test_lightweight_release_bf16(tmp_path, weights_name):
     heads = random_heads()
     _write_json(tmp_path / "config.json", _released_config(enable_temperature_head=True, enable_top_p_head=True))
-    save_file(_bf16(heads), str(tmp_path / weights_name))
+    save_file(bf16_state(heads), str(tmp_path / weights_name))
     loaded = AutoDecoHeads.from_pretrained(tmp_path)
     assert loaded.dtype == torch.float32  # upcast
-    assert _same(heads, loaded, atol=1e-2)
+    assert same_heads(heads, loaded, atol=1e-2)
     assert loaded.config.vocab_size == VOCAB and loaded.config.base_model_name_or_path == "/private/trainer/path"
     assert (
         AutoDecoHeads.from_pretrained(tmp_path, base_model_name_or_path="org/base").config.base_model_name_or_path
@@ -133,7 +124,7 @@ def test_lightweight_release_bf16(tmp_path, weights_name):
 def test_old_config_keys_train_temp_train_top_p(tmp_path):
     heads = random_heads(enable_top_p_head=False)
     _write_json(tmp_path / "config.json", _released_config(train_temp=True, train_top_p=False))
-    save_file(_bf16(random_heads()), str(tmp_path / "autodeco_heads.safetensors"))  # top-p tensors present
+    save_file(bf16_state(random_heads()), str(tmp_path / "autodeco_heads.safetensors"))  # top-p tensors present
     with pytest.warns(UserWarning, match="disables top_p_head"):
         loaded = AutoDecoHeads.from_pretrained(tmp_path)
     assert loaded.top_p_head is None and loaded.config.enable_top_p_head is False
@@ -147,7 +138,7 @@ def test_merged_sharded_release_reads_only_head_tensors(tmp_path, monkeypatch):
         "llm.lm_head.weight": torch.randn(VOCAB, HIDDEN),
     }
     save_file(base, str(tmp_path / "model-00001-of-00002.safetensors"))
-    save_file(_bf16(heads), str(tmp_path / "model-00002-of-00002.safetensors"))
+    save_file(bf16_state(heads), str(tmp_path / "model-00002-of-00002.safetensors"))
     weight_map = {k: "model-00001-of-00002.safetensors" for k in base}
     weight_map.update({k: "model-00002-of-00002.safetensors" for k in heads.state_dict()})
     _write_json(tmp_path / "model.safetensors.index.json", {"metadata": {}, "weight_map": weight_map})
@@ -159,22 +150,22 @@ def test_merged_sharded_release_reads_only_head_tensors(tmp_path, monkeypatch):
         "_read_safetensors",
         lambda path, keep=lambda k: True: (opened.append(Path(path).name), real(path, keep))[1],
     )
-    assert _same(heads, AutoDecoHeads.from_pretrained(tmp_path), atol=1e-2)
+    assert same_heads(heads, AutoDecoHeads.from_pretrained(tmp_path), atol=1e-2)
     assert opened == ["model-00002-of-00002.safetensors"]
 
 
 @pytest.mark.parametrize("prefix", ["module.adapter.", "adapter."])
 def test_megatron_export_without_config(tmp_path, prefix):
     heads = random_heads(vocab=None)
-    save_file(_bf16(heads, prefix), str(tmp_path / "adapter.safetensors"))
+    save_file(bf16_state(heads, prefix), str(tmp_path / "adapter.safetensors"))
     loaded = AutoDecoHeads.from_pretrained(tmp_path)
-    assert _same(heads, loaded, atol=1e-2) and loaded.config.hidden_size == HIDDEN
+    assert same_heads(heads, loaded, atol=1e-2) and loaded.config.hidden_size == HIDDEN
 
 
 def test_legacy_bin_loads_with_weights_only_and_refuses_code(tmp_path):
     heads = random_heads()
     torch.save(heads.state_dict(), tmp_path / "autodeco_heads.bin")
-    assert _same(heads, AutoDecoHeads.from_pretrained(tmp_path))
+    assert same_heads(heads, AutoDecoHeads.from_pretrained(tmp_path))
 
     class Payload:
         def __reduce__(self):
@@ -203,7 +194,7 @@ def test_export_official_is_loadable_as_a_release(tmp_path):
     assert config["base_model_type"] == "llama" and config["temperature_hidden_size"] == HIDDEN
     assert sorted(os.listdir(tmp_path / "official")) == ["config.json", "model.safetensors"]
     loaded = AutoDecoHeads.from_pretrained(tmp_path / "official")
-    assert _same(heads, loaded, atol=1e-2) and loaded.config.base_model_name_or_path == "org/base"
+    assert same_heads(heads, loaded, atol=1e-2) and loaded.config.base_model_name_or_path == "org/base"
 
 
 # ----------------------------------------------------------------------------- Hub
@@ -224,7 +215,7 @@ def _fake_hub_cache(
 
 def _merged_release(folder: Path, heads: AutoDecoHeads) -> dict[str, Path]:
     folder.mkdir()
-    save_file(_bf16(heads), str(folder / "model-00002-of-00002.safetensors"))
+    save_file(bf16_state(heads), str(folder / "model-00002-of-00002.safetensors"))
     weight_map = {"llm.lm_head.weight": "model-00001-of-00002.safetensors"}
     weight_map.update({k: "model-00002-of-00002.safetensors" for k in heads.state_dict()})
     _write_json(folder / "model.safetensors.index.json", {"weight_map": weight_map})
@@ -280,7 +271,7 @@ def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
         return str(files[filename])
 
     monkeypatch.setattr(ckpt, "hf_hub_download", fake_download)  # looked up in hub/checkpoint.py
-    assert _same(heads, AutoDecoHeads.from_pretrained("org/heads", revision="abc"), atol=1e-2)
+    assert same_heads(heads, AutoDecoHeads.from_pretrained("org/heads", revision="abc"), atol=1e-2)
     assert "model-00001-of-00002.safetensors" not in asked
     assert "model-00002-of-00002.safetensors" in asked
     assert len(asked) == len(set(asked)), asked  # one request per file name, never the same file twice
@@ -305,7 +296,7 @@ def test_hub_loads_a_loose_export_asking_for_each_file_once(tmp_path, monkeypatc
 
     monkeypatch.setattr(ckpt, "hf_hub_download", fake_download)
     loaded = AutoDecoHeads.from_pretrained("org/heads", base_model_name_or_path="org/base")
-    assert _same(heads, loaded)
+    assert same_heads(heads, loaded)
     assert sorted(asked) == sorted(set(asked)), asked  # the layout probe and the load share fetched files
 
 
@@ -373,7 +364,7 @@ def test_nothing_loadable_and_bad_paths(tmp_path):
 
 def test_hidden_size_disagreement_in_release(tmp_path):
     _write_json(tmp_path / "config.json", _released_config(hidden_size=64))
-    save_file(_bf16(random_heads()), str(tmp_path / "model.safetensors"))
+    save_file(bf16_state(random_heads()), str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="hidden_size=64 but the head tensors have width 32"):
         AutoDecoHeads.from_pretrained(tmp_path)
 

@@ -48,9 +48,13 @@ def test_readme_scale_table_matches_results_json(marker, task):
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert len(rows) >= 5, block
     for row in rows:
-        name, pass1, pass16, versus = (cell.strip() for cell in row.strip("|").split("|"))
-        name = name.split(" (")[0].strip("`")
+        label, pass1, pass16, versus = (cell.strip() for cell in row.strip("|").split("|"))
+        name = label.split(" (")[0].strip("`")
         m = methods[name]
+        setting = re.search(r"\(T=([\d.]+), P=([\d.]+)", label)  # e.g. "meanshift (T=0.36, P=1)"
+        if setting:  # the label's rounded T and P are the method's
+            assert abs(float(setting[1]) - m["temperature"]) < 0.005, row
+            assert abs(float(setting[2]) - m["top_p"]) < 0.005, row
         assert pass1 == f"{m['pass@1']:.3f}", row
         assert pass16 == (f"{m['pass@k']['16']:.3f}" if "16" in m["pass@k"] else "-"), row
         if name == "autodeco":

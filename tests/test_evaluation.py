@@ -118,28 +118,6 @@ def test_parse_methods():
         parse_methods("greedy,beam")
 
 
-@pytest.fixture
-def small_eval(tiny_model_dir, tmp_path):
-    from tests.conftest import random_heads
-
-    heads = tmp_path / "heads"
-    random_heads(hidden=32, vocab=104).save_pretrained(heads)
-    task = tmp_path / "task.jsonl"
-    task.write_text("".join(json.dumps({"question": f"{a}+{a}=", "answer": 2 * a}) + "\n" for a in range(6)))
-    return dict(
-        model=str(tiny_model_dir),
-        heads=str(heads),
-        task=str(task),
-        problems=6,
-        samples=4,
-        seeds="0,1",
-        max_new_tokens=4,
-        batch_size=8,
-        device="cpu",
-        out=str(tmp_path / "out"),
-    )
-
-
 def test_eval_reproduces_its_numbers_from_the_cache(small_eval, monkeypatch):
     methods = "greedy,default,autodeco,meanshift,temperature-only,top-p-only,static:0.5,0.9"
     first = run_eval(EvalArgs(**small_eval, methods=methods), progress=False)

@@ -21,8 +21,7 @@ from safetensors.torch import save_file
 from autodeco_lp import AutoDecoHeads
 from autodeco_lp.hub import atomic
 from autodeco_lp.hub.checkpoint import export_official
-from tests.conftest import HIDDEN, VOCAB, random_heads
-from tests.test_checkpoint import _bf16, _same
+from tests.conftest import HIDDEN, VOCAB, bf16_state, random_heads, same_heads
 
 
 def _released_config() -> dict:
@@ -34,7 +33,7 @@ def _released_config() -> dict:
 
 
 def test_empty_path_is_refused_and_never_reads_the_current_folder(tmp_path, monkeypatch):
-    save_file(_bf16(random_heads()), str(tmp_path / "stray.safetensors"))
+    save_file(bf16_state(random_heads()), str(tmp_path / "stray.safetensors"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="empty"):
         AutoDecoHeads.from_pretrained("")
@@ -42,14 +41,14 @@ def test_empty_path_is_refused_and_never_reads_the_current_folder(tmp_path, monk
 
 def test_two_candidate_weight_files_are_refused_with_the_list(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(_released_config()))
-    save_file(_bf16(random_heads(seed=1)), str(tmp_path / "model.safetensors"))
-    save_file(_bf16(random_heads(seed=2)), str(tmp_path / "autodeco_heads.safetensors"))
+    save_file(bf16_state(random_heads(seed=1)), str(tmp_path / "model.safetensors"))
+    save_file(bf16_state(random_heads(seed=2)), str(tmp_path / "autodeco_heads.safetensors"))
     with pytest.raises(ValueError, match=r"(?s)ambiguous.*autodeco_heads\.safetensors.*model\.safetensors"):
         AutoDecoHeads.from_pretrained(tmp_path)
     loose = tmp_path / "loose"
     loose.mkdir()
-    save_file(_bf16(random_heads(seed=1)), str(loose / "a.safetensors"))
-    save_file(_bf16(random_heads(seed=2)), str(loose / "b.safetensors"))
+    save_file(bf16_state(random_heads(seed=1)), str(loose / "a.safetensors"))
+    save_file(bf16_state(random_heads(seed=2)), str(loose / "b.safetensors"))
     with pytest.raises(ValueError, match=r"(?s)ambiguous.*a\.safetensors.*b\.safetensors"):
         AutoDecoHeads.from_pretrained(loose)
 
@@ -57,7 +56,7 @@ def test_two_candidate_weight_files_are_refused_with_the_list(tmp_path):
 def test_native_and_released_layouts_in_one_folder_are_refused(tmp_path):
     random_heads(seed=1).save_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(_released_config()))
-    save_file(_bf16(random_heads(seed=2)), str(tmp_path / "model.safetensors"))
+    save_file(bf16_state(random_heads(seed=2)), str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match=r"(?s)ambiguous.*native.*lightweight"):
         AutoDecoHeads.from_pretrained(tmp_path)
 
@@ -65,9 +64,9 @@ def test_native_and_released_layouts_in_one_folder_are_refused(tmp_path):
 def test_native_ignores_files_it_does_not_own(tmp_path):
     heads = random_heads(seed=1)
     heads.save_pretrained(tmp_path)
-    save_file(_bf16(random_heads(seed=2)), str(tmp_path / "other.safetensors"))
+    save_file(bf16_state(random_heads(seed=2)), str(tmp_path / "other.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))  # not ours: ignored
-    assert _same(AutoDecoHeads.from_pretrained(tmp_path), heads)
+    assert same_heads(AutoDecoHeads.from_pretrained(tmp_path), heads)
 
 
 @pytest.mark.parametrize("name", ["autodeco_heads.safetensors", "autodeco_config.json", "model.safetensors"])
@@ -91,13 +90,13 @@ def test_symlinks_out_of_the_folder_are_refused(tmp_path, name):
     os.replace(target, folder / ("real-" + name))
     (folder / name).unlink()
     (folder / name).symlink_to("real-" + name)
-    assert _same(AutoDecoHeads.from_pretrained(folder), heads, atol=1e-2)
+    assert same_heads(AutoDecoHeads.from_pretrained(folder), heads, atol=1e-2)
 
 
 @pytest.mark.parametrize("shard", ["../outside.safetensors", "ABS", "sub/../../outside.safetensors"])
 def test_index_shards_out_of_the_folder_are_refused(tmp_path, shard):
     heads = random_heads()
-    save_file(_bf16(heads), str(tmp_path / "outside.safetensors"))
+    save_file(bf16_state(heads), str(tmp_path / "outside.safetensors"))
     folder = tmp_path / "merged"
     folder.mkdir()
     (folder / "sub").mkdir()
@@ -120,7 +119,7 @@ def test_a_local_hub_cache_snapshot_loads(tmp_path):
     for i, path in enumerate(sorted((tmp_path / "native").iterdir())):
         os.replace(path, repo / "blobs" / f"blob{i}")
         (snapshot / path.name).symlink_to(f"../../blobs/blob{i}")
-    assert _same(AutoDecoHeads.from_pretrained(snapshot), heads)
+    assert same_heads(AutoDecoHeads.from_pretrained(snapshot), heads)
 
 
 # ----------------------------------------------------------------------------- 2. a kill at every step
@@ -195,8 +194,8 @@ def test_a_save_over_existing_heads_killed_at_any_step_leaves_old_or_new(tmp_pat
         if made >= 0 and made < step:
             steps = made  # the save finished before this step: every step was tried
         loaded = AutoDecoHeads.from_pretrained(folder)
-        is_old = loaded.config.enable_top_p_head and _same(loaded, old, atol)
-        is_new = not loaded.config.enable_top_p_head and _same(loaded, new, atol)
+        is_old = loaded.config.enable_top_p_head and same_heads(loaded, old, atol)
+        is_new = not loaded.config.enable_top_p_head and same_heads(loaded, new, atol)
         assert is_old or is_new, f"killed at step {step}: neither the old nor the new heads"
         assert (folder / "README.md").read_text() == "mine"
         if steps is not None and step >= steps:
@@ -205,7 +204,7 @@ def test_a_save_over_existing_heads_killed_at_any_step_leaves_old_or_new(tmp_pat
         assert step < 50
     # The next save works over whatever a kill left behind.
     save(new)
-    assert _same(AutoDecoHeads.from_pretrained(folder), new, atol)
+    assert same_heads(AutoDecoHeads.from_pretrained(folder), new, atol)
 
 
 @pytest.mark.parametrize("layout", ["native", "official"])
@@ -232,7 +231,7 @@ def test_a_save_failing_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, l
             interrupted.append(step)
         monkeypatch.setattr(os, "replace", real_replace)
         loaded = AutoDecoHeads.from_pretrained(folder)
-        assert _same(loaded, old, atol) or _same(loaded, new, atol), step
+        assert same_heads(loaded, old, atol) or same_heads(loaded, new, atol), step
         assert not [p for p in os.listdir(folder) if p.startswith(".")], os.listdir(folder)
     # The interruption really hit the save at every rename it makes (a save with no rename would test nothing).
     assert interrupted == [0, 1, 2], interrupted

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import tests.vllm_support  # noqa: F401 (skips without vLLM locally, fails under CI)
+from tests.conftest import run_bench
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration]
 
@@ -28,14 +29,8 @@ def test_bench_generate_vllm_backend_runs_and_reports_ratios():
 
 
 def test_bench_eval_times_the_vllm_backend_beside_hf():
-    root = Path(__file__).resolve().parents[1]
     args = ["--model", "smollm2", "--backends", "hf", "vllm", "--dtypes", "float32", "--batch-sizes", "2"]
-    args += ["--new-tokens", "3", "--repeats", "1"]
-    out = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "bench_eval.py"), *args],
-        capture_output=True, text=True, timeout=600, cwd=root,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_bench("bench_eval.py", *args, "--new-tokens", "3", "--repeats", "1", timeout=600)
     rates = [float(line.split()[4]) for line in out.stdout.splitlines() if " batch " in line]
     assert len(rates) == 2 and min(rates) > 0, out.stdout
     assert "  hf   float32 batch    2:" in out.stdout and "vllm   float32 batch    2:" in out.stdout, out.stdout
