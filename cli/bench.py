@@ -58,7 +58,7 @@ def generate(
         sizes = _batch_sizes(batch_sizes)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         loaded, tokenizer = load_model(model, device=device)
-        heads_id = heads or resolve_heads_for_model(loaded, "--heads DIR_OR_HUB_ID")
+        heads_id = heads or resolve_heads_for_model(loaded)
         rows = bench_generate(loaded, tokenizer, AutoDecoHeads.from_pretrained(heads_id), new_tokens, repeats, sizes)
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -115,7 +115,7 @@ def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: i
     """Diagnose the top-p head: P against the base entropy, and the loss for a constant P."""
     try:
         loaded, tokenizer = load_model(model)
-        fitted = AutoDecoHeads.from_pretrained(heads or resolve_heads_for_model(loaded, "--heads DIR_OR_HUB_ID")).eval()
+        fitted = AutoDecoHeads.from_pretrained(heads or resolve_heads_for_model(loaded)).eval()
         hidden, labels = training_positions(loaded, tokenizer, data, max_length, max_rows)
         lm_head = OutputProjection.from_model(loaded)
         stats = head_statistics(fitted, hidden, labels, lm_head)

@@ -99,11 +99,7 @@ def measure_control(args: ControlArgs, progress: bool = True) -> dict:
     commands = load_commands(args.commands)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(args.model, device=device)
-    heads = (
-        AutoDecoHeads.from_pretrained(args.heads or resolve_heads_for_model(model, "--heads DIR_OR_HUB_ID"))
-        .to(device)
-        .eval()
-    )
+    heads = AutoDecoHeads.from_pretrained(args.heads or resolve_heads_for_model(model)).to(device).eval()
     specs = [s.strip() for s in args.tasks.split(",") if s.strip()]
     if not specs:
         raise ValueError("`--tasks` is empty")

@@ -76,7 +76,8 @@ def resolve_heads(name: str, how: str = "--heads DIR_OR_HUB_ID") -> str:
     return entry.heads
 
 
-def resolve_heads_for_model(model: nn.Module, how: str = FROM_PRETRAINED) -> str:
-    """`resolve_heads` for a loaded model, by its `name_or_path`."""
+def resolve_heads_for_model(model: nn.Module, how: str = "--heads DIR_OR_HUB_ID") -> str:
+    """`resolve_heads` for a loaded model, by its `name_or_path` (`how`: the fix the error names;
+    the command-line option by default, `FROM_PRETRAINED` for Python callers)."""
     name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", "")
     return resolve_heads(name, how)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor
 
-from autodeco_lp.hub.registry import resolve_heads_for_model
+from autodeco_lp.hub.registry import FROM_PRETRAINED, resolve_heads_for_model
 from autodeco_lp.inference.capture import LMHeadCapture
 from autodeco_lp.inference.features import MIN_TEMPERATURE, hard_top_p_filter
 from autodeco_lp.inference.generation_checks import inspect_generate_call
@@ -152,7 +152,7 @@ class AutoDeco(LogitsProcessor):
         model matches `model.name_or_path`) and attach them. `kwargs` go to `AutoDeco(...)`,
         `load_kwargs` to `AutoDecoHeads.from_pretrained` (e.g. `revision`, `cache_dir`)."""
         if path_or_repo_id is None:
-            path_or_repo_id = resolve_heads_for_model(model)
+            path_or_repo_id = resolve_heads_for_model(model, FROM_PRETRAINED)
         heads = AutoDecoHeads.from_pretrained(path_or_repo_id, **(load_kwargs or {}))
         return cls(model, heads, **kwargs)
 
