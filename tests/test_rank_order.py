@@ -79,12 +79,12 @@ def test_nucleus_equals_transformers_at_large_vocabularies(seed, vocab, p, sprea
     assert torch.equal(hard_top_p_filter(scores, p), TopPLogitsWarper(p)(None, scores.clone()))
 
 
-def test_nucleus_at_p_one_keeps_everything_without_sorting(monkeypatch):
-    from autodeco_lp.inference import features
-
-    scores = torch.tensor([[0.0, -200.0, 3.0], [1.0, 1.0, -1e4]])  # exp underflows to 0 for two tokens
-    monkeypatch.setattr(features, "rank_order", lambda *a, **k: (_ for _ in ()).throw(AssertionError("sorted")))
+def test_nucleus_at_p_one_removes_only_tokens_of_probability_zero():
+    # Callers that know P = 1 skip the filter (tests/test_static_sampling.py), as `generate` adds
+    # no top-p warper at 1. Called anyway, it is transformers' warper: only tokens whose
+    # probability underflows to exactly 0 go (they could never be sampled either way).
+    scores = torch.tensor([[0.0, -200.0, 3.0], [1.0, 1.0, -1e4]])
     out = hard_top_p_filter(scores, torch.ones(2))
-    assert torch.equal(out, scores) and out is not scores  # a copy, nothing filtered
-    with pytest.raises(AssertionError, match="sorted"):  # one row below 1: the filter runs
-        hard_top_p_filter(scores, torch.tensor([1.0, 0.9]))
+    assert torch.equal(out, TopPLogitsWarper(1.0)(None, scores.clone()))
+    assert torch.isinf(out).tolist() == [[False, True, False], [False, False, True]]
+    assert torch.equal(out.softmax(-1), scores.softmax(-1))  # the sampling distribution is unchanged
