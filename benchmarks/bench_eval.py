@@ -29,7 +29,8 @@ import torch
 
 from autodeco_lp.evaluation.bench import timed_generate
 from autodeco_lp.evaluation.methods import Decoding
-from autodeco_lp.evaluation.runner import BACKENDS, MODEL_DTYPES
+from autodeco_lp.evaluation.runner import MODEL_DTYPES
+from autodeco_lp.evaluation.vllm_backend import BACKENDS
 from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
 from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
 

@@ -6,7 +6,7 @@ import click
 
 from autodeco_lp.cli.options import dataclass_options, task_option
 from autodeco_lp.tasks.problems import parse_task_options
-from autodeco_lp.training.rejection import SampleArgs, sample_training_data
+from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
 
 
 @click.group("data")
@@ -26,5 +26,5 @@ def sample(task_options: tuple[str, ...], **options) -> None:
     click.echo(
         f"kept {summary.accepted} of {summary.sampled} samples ({summary.accepted / max(summary.sampled, 1):.1%}); "
         f"{summary.problems_solved} of {summary.problems} problems have at least one; "
-        f"{summary.seconds:.0f} s; wrote {summary.out}"
+        f"{summary.seconds:.0f} s on {summary.backend}; wrote {summary.out}"
     )

@@ -161,18 +161,18 @@ fi
 if [[ $SECTION == ablation || $SECTION == all ]]; then
     # Rejection samples at T = 0.5 for the data-t0.5 recipe (150 problems per task).
     if [[ ! -f docs/ablation/train-t0.5.jsonl ]]; then
-        $AUTODECO data sample --model smollm2 --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 150 --samples 4 \
+        $AUTODECO data sample --backend hf --model smollm2 --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 150 --samples 4 \
             --max-new-tokens 32 --temperature 0.5 --out docs/ablation/data/products-t0.5.jsonl
-        $AUTODECO data sample --model smollm2 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 150 \
+        $AUTODECO data sample --backend hf --model smollm2 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 150 \
             --samples 4 --max-new-tokens 32 --temperature 0.5 --out docs/ablation/data/chain_sum-t0.5.jsonl
         cat docs/ablation/data/products-t0.5.jsonl docs/ablation/data/chain_sum-t0.5.jsonl > docs/ablation/train-t0.5.jsonl
     fi
     [[ -f docs/ablation/train-half.jsonl ]] || awk 'NR%2==1' docs/ablation/train-t1.jsonl > docs/ablation/train-half.jsonl
     # Greedy solutions the verifier accepts, for the data-greedy recipe (300 problems per task, one solution each).
     if [[ ! -f docs/ablation/train-greedy.jsonl ]]; then
-        $AUTODECO data sample --model smollm2 --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 300 --samples 1 \
+        $AUTODECO data sample --backend hf --model smollm2 --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 300 --samples 1 \
             --max-new-tokens 32 --temperature 0 --out docs/ablation/data/products-greedy.jsonl
-        $AUTODECO data sample --model smollm2 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 300 \
+        $AUTODECO data sample --backend hf --model smollm2 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 300 \
             --samples 1 --max-new-tokens 32 --temperature 0 --out docs/ablation/data/chain_sum-greedy.jsonl
         cat docs/ablation/data/products-greedy.jsonl docs/ablation/data/chain_sum-greedy.jsonl > docs/ablation/train-greedy.jsonl
     fi
@@ -201,7 +201,7 @@ fi
 
 if [[ $SECTION == gemma3 || $SECTION == all ]]; then
     # Second architecture family: the Gemma3-270m base model, few-shot prompts (3 shots), answers end at a newline.
-    [[ -f heads/gemma-3-270m/train.jsonl ]] || $AUTODECO data sample --model gemma3 --task reasoning_gym:products \
+    [[ -f heads/gemma-3-270m/train.jsonl ]] || $AUTODECO data sample --backend hf --model gemma3 --task reasoning_gym:products \
         "${ONE_DIGIT[@]}" --problems 300 --samples 4 --max-new-tokens 8 --out heads/gemma-3-270m/train.jsonl
     [[ -f heads/gemma-3-270m/autodeco_heads.safetensors ]] || $FIT --model gemma3 --data heads/gemma-3-270m/train.jsonl \
         --recipe released --learning-rate 1e-3 --num-train-epochs 5 --max-length 512 --save-steps 20 --output-dir heads/gemma-3-270m

@@ -126,8 +126,8 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
     import autodeco_lp.inference.sampling as sampling
     from autodeco_lp.evaluation.runner import _training_questions
     from autodeco_lp.tasks.problems import ReasoningGymTask
-    from autodeco_lp.training import rejection
-    from autodeco_lp.training.rejection import SampleArgs, sample_training_data
+    from autodeco_lp.evaluation import rejection
+    from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
     newline = tiny_char_tokenizer()("\n", add_special_tokens=False)["input_ids"][0]
@@ -151,6 +151,7 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
         out=str(tmp_path / "d.jsonl"),
         batch_size=12,
         shots=2,
+        backend="hf",
     )
     sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]

@@ -64,7 +64,7 @@ def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, mon
     """With a verifier that accepts answers ending in a digit, every kept row ends in one and none is lost."""
     require("reasoning_gym")
     from autodeco_lp.tasks.problems import ReasoningGymTask
-    from autodeco_lp.training.rejection import SampleArgs, sample_training_data
+    from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
 
     seen = []
 
@@ -81,6 +81,7 @@ def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, mon
         max_new_tokens=6,
         out=str(tmp_path / "d.jsonl"),
         batch_size=9,
+        backend="hf",
     )
     summary = sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
@@ -97,7 +98,7 @@ def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, 
 
     from autodeco_lp.inference.sampling import sample_completions
     from autodeco_lp.tasks.problems import ReasoningGymTask
-    from autodeco_lp.training.rejection import SampleArgs, sample_training_data
+    from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
     with pytest.raises(ValueError, match="--samples 1"):
@@ -111,6 +112,7 @@ def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, 
         max_new_tokens=6,
         out=str(tmp_path / "g.jsonl"),
         seed=1,
+        backend="hf",
     )
     sample_training_data(args, {"min_digits": 1, "max_digits": 1}, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]

