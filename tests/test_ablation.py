@@ -40,6 +40,7 @@ def recipe_file(tiny_model_dir, tmp_path):
         },
         "tasks": {"sums": {"task": str(task)}},
         "references": ["greedy", "static:0.5,1.0"],
+        "baseline": "static:0.5,1.0",
         "recipes": {"released": {}, "no-drop": {"easy_token_drop": 0.0, "dft": False}},
     }
     path = tmp_path / "recipes.yaml"
@@ -61,8 +62,14 @@ def test_ablation_fits_each_recipe_scores_it_and_resumes(recipe_file, monkeypatc
     first = next((out / "fits" / "released" / "hidden_cache").rglob("*.npy"))
     second = out / "fits" / "no-drop" / "hidden_cache" / first.relative_to(out / "fits" / "released" / "hidden_cache")
     assert second.stat().st_ino == first.stat().st_ino
+    # Each recipe minus the baseline reference, paired over the same problems.
+    for name in ("released", "no-drop"):
+        versus = report["recipes"][name]["vs_baseline"]["sums"]["pass@1"]
+        expected = report["recipes"][name]["scores"]["sums"]["pass@1"] - report["references"]["sums"]["static:0.5,1.0"]["pass@1"]
+        assert versus["mean"] == pytest.approx(expected) and versus["low"] <= versus["mean"] <= versus["high"]
     table = (out / "ablation.md").read_text()
     assert "| no-drop | dft=False, easy_token_drop=0.0 | 2 |" in table and "| *greedy* | reference |" in table
+    assert "sums pass@1 - static:0.5,1.0" in table.splitlines()[0]
     # Rerunning fits nothing and generates nothing: the same report from the recipe summaries and caches.
     # Patched where they are looked up: ablation calls `fit`, the evaluation runner `sample_completions`.
     import autodeco_lp.evaluation.ablation as ablation
@@ -82,6 +89,10 @@ def test_recipe_file_errors_name_the_problem(tmp_path):
     path.write_text(yaml.safe_dump({"out": "x", "fit": {}, "recipe": {}}))
     with pytest.raises(ValueError, match=r"unknown keys \['recipe'\], missing keys \['tasks', 'recipes'\]"):
         read_recipes(path)
+    path.write_text(yaml.safe_dump({"out": "x", "fit": {}, "tasks": {}, "recipes": {}, "baseline": "autodeco"}))
+    with pytest.raises(ValueError, match=r"baseline 'autodeco' is not one of the references \[\]; add it to references"):
+        read_recipes(path)
+    path.write_text(yaml.safe_dump({"out": "x", "fit": {}, "recipe": {}}))
     from autodeco_lp.cli.main import autodeco
 
     result = CliRunner().invoke(autodeco, ["eval", "ablation", "--config", str(path)])
@@ -112,3 +123,10 @@ def test_ablation_table_cells_by_hand():
     assert lines[0] == "| recipe | changes | steps | fit s | sums pass@1 | sums pass@4 | sums T / P |"
     assert lines[2] == "| small | num_train_epochs=5 | 75 | 566 | 0.500 ± 0.025 | 0.812 | 0.36 / 1.00 |"
     assert lines[3] == "| *greedy* | reference | - | - | 0.333 ± 0.000 | - | - |"
+    report["config"]["baseline"] = "greedy"
+    interval = {"mean": 0.167, "low": 0.05, "high": 0.3}
+    report["recipes"]["small"]["vs_baseline"] = {"sums": {"pass@1": interval}}
+    lines = ablation_table(report).splitlines()
+    assert lines[0].endswith("| sums T / P | sums pass@1 - greedy |")
+    assert lines[2].endswith("| 0.36 / 1.00 | +0.167 [+0.050, +0.300] |")
+    assert lines[3].endswith("| - | - | - |") and lines[3].count("|") == lines[0].count("|")

@@ -9,6 +9,7 @@ reference decodings and the recipes (overrides of the fit options):
     tasks:
       products: {task: reasoning_gym:products, options: {min_digits: 1, max_digits: 1}}
     references: [greedy, default, "static:0.1,1.0"]
+    baseline: autodeco     # optional: one of the references; each recipe's pass@1 minus its, paired
     recipes:
       released: {}
       no-drop: {easy_token_drop: 0.0}
@@ -17,7 +18,9 @@ Every recipe is fitted into `out/fits/NAME` (skipped when its heads exist with t
 a killed fit resumes from its last checkpoint) and evaluated with the `autodeco` method on every
 task into `out/eval/TASK` (one resumable cache per task, keyed by the heads' weights). The hidden-
 state cache is built once and hard-linked into the other recipes' folders (its fingerprint is
-checked at use). Output: `out/ablation.json` and `out/ablation.md`.
+checked at use). Output: `out/ablation.json` and `out/ablation.md`. With a `baseline` (a reference
+decoding, e.g. `autodeco` with the registry's heads), each recipe also gets, per task, the paired
+bootstrap interval of its pass@1 minus the baseline's over the same problems (`compare.paired`).
 
 Choose the recipe on *validation* problems (a dataset seed that is neither the evaluation seed 0
 nor the training seed 1000), so the recipe is never tuned on the problems it is reported on.
@@ -34,13 +37,14 @@ from pathlib import Path
 
 import yaml
 
+from autodeco_lp.evaluation.compare import paired
 from autodeco_lp.evaluation.runner import EvalArgs, run_eval
 from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.training.args import FitArgs
 from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
 from autodeco_lp.training.resume import list_checkpoints
 
-SECTIONS = ("out", "fit", "eval", "tasks", "references", "recipes")
+SECTIONS = ("out", "fit", "eval", "tasks", "references", "baseline", "recipes")
 
 
 def read_recipes(path: Path) -> dict:
@@ -57,6 +61,12 @@ def read_recipes(path: Path) -> dict:
             f"`--config` {str(path)!r}: unknown keys {unknown}, missing keys {missing}; known: {', '.join(SECTIONS)}"
         )
 
+    baseline = config.get("baseline")
+    if baseline is not None and baseline not in (config.get("references") or []):
+        raise ValueError(
+            f"`--config` {str(path)!r}: baseline {baseline!r} is not one of the references "
+            f"{config.get('references') or []}; add it to references"
+        )
     known = {f.name for f in fields(FitArgs)}
     for name, overrides in config["recipes"].items():
         bad = sorted(set(overrides or {}) - known)
@@ -123,6 +133,10 @@ def run_ablation(config: dict, progress: bool = True) -> dict:
             )
             scores[task_name] = run_eval(args, task.get("options"), progress)["methods"]["autodeco"]
         report["recipes"][name] = {"fit": fitted, "scores": scores}
+        if config.get("baseline"):
+            report["recipes"][name]["vs_baseline"] = {
+                t: paired(scores[t], report["references"][t][config["baseline"]]) for t in config["tasks"]
+            }
     report["seconds"] = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "ablation.json", lambda p: write_text(p, json.dumps(report, indent=2, sort_keys=True) + "\n"))
@@ -139,22 +153,26 @@ def _pass4(m: dict) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _versus(r: dict, task: str) -> str:
+    d = r["vs_baseline"][task]["pass@1"]
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
 def ablation_table(report: dict) -> str:
-    """Markdown: one row per recipe (per task: pass@1 mean ± std over seeds, pass@4, mean T / P),
-    then the references."""
+    """Markdown: one row per recipe (per task: pass@1 mean ± std over seeds, pass@4, mean T / P, and
+    with a baseline its paired pass@1 difference [95% interval]), then the references."""
     tasks = list(report["config"]["tasks"])
-    head = (
-        "| recipe | changes | steps | fit s | "
-        + " | ".join(f"{t} pass@1 | {t} pass@4 | {t} T / P" for t in tasks)
-        + " |"
-    )
-    lines = [head, "|" + "---|" * (4 + 3 * len(tasks))]
+    baseline = report["config"].get("baseline")
+    columns = ["pass@1", "pass@4", "T / P"] + ([f"pass@1 - {baseline}"] if baseline else [])
+    head = "| recipe | changes | steps | fit s | " + " | ".join(f"{t} {c}" for t in tasks for c in columns) + " |"
+    lines = [head, "|" + "---|" * (4 + len(columns) * len(tasks))]
     for name, r in report["recipes"].items():
         changes = ", ".join(f"{k}={v}" for k, v in r["fit"]["overrides"].items()) or "(shared options)"
         cells = []
         for t in tasks:
             m = r["scores"][t]
             cells += [_score(m), _pass4(m), f"{m.get('mean_temperature', 0):.2f} / {m.get('mean_top_p', 0):.2f}"]
+            cells += [_versus(r, t)] if baseline else []
         lines.append(
             f"| {name} | {changes} | {r['fit']['steps']} | {r['fit']['seconds']:.0f} | " + " | ".join(cells) + " |"
         )
@@ -163,6 +181,6 @@ def ablation_table(report: dict) -> str:
         cells = []
         for t in tasks:
             m = report["references"][t].get(method)
-            cells += [_score(m) if m else "-", _pass4(m) if m else "-", "-"]
+            cells += [_score(m) if m else "-", _pass4(m) if m else "-", "-"] + (["-"] if baseline else [])
         lines.append(f"| *{method}* | reference | - | - | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
