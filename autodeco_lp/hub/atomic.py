@@ -132,9 +132,8 @@ def atomic_write(path: Path, write: Writer) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        os.chmod(tmp, file_mode())
         write(tmp)
-        os.chmod(tmp, file_mode())  # a writer may have replaced the file
+        os.chmod(tmp, file_mode())  # mkstemp makes it owner-only, and a writer may have replaced it
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

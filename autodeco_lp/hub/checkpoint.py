@@ -79,11 +79,7 @@ def save_heads(config: AutoDecoConfig, state_dict: dict[str, torch.Tensor], save
     _refuse_other_layouts(folder, (OFFICIAL_INDEX_NAME, LEGACY_BIN_NAME), "native")
     official = folder / OFFICIAL_CONFIG_NAME
     if official.is_file():
-        try:
-            is_release = json.loads(official.read_text(encoding="utf-8")).get("model_type") == "autodeco"
-        except (ValueError, AttributeError):
-            is_release = False
-        if is_release:
+        if _is_autodeco_config(official):
             _refuse_other_layouts(folder, (OFFICIAL_CONFIG_NAME,), "native")
     # Over an existing save the old config is moved away first, then the weights are replaced, then
     # the new config is put in place: a kill at any point leaves the old or the new weights, each
@@ -163,17 +159,22 @@ def _refuse_other_layouts(folder: Path, names: tuple[str, ...], layout: str) -> 
         )
 
 
+def _is_autodeco_config(path: Path) -> bool:
+    """Whether the JSON file at `path` is an AutoDeco export's `config.json` (`model_type` autodeco);
+    unreadable or not a mapping: False."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type") == "autodeco"
+    except (ValueError, AttributeError):
+        return False
+
+
 def _refuse_foreign_release_files(folder: Path) -> None:
     """`config.json` / `model.safetensors` are common names (a base model's files): replace them only
     when they are an AutoDeco export's."""
     config_path, weights_path = folder / OFFICIAL_CONFIG_NAME, folder / OFFICIAL_WEIGHTS_NAME
     _refuse_other_layouts(folder, (CONFIG_NAME, WEIGHTS_NAME, OFFICIAL_INDEX_NAME, LEGACY_BIN_NAME), "lightweight")
     if config_path.is_file():
-        try:
-            ours = json.loads(config_path.read_text(encoding="utf-8")).get("model_type") == "autodeco"
-        except (ValueError, AttributeError):
-            ours = False
-        if not ours:
+        if not _is_autodeco_config(config_path):
             raise ValueError(
                 f"{config_path} exists and is not an AutoDeco config (model_type 'autodeco'); exporting here "
                 "would replace it. Export into another folder."

@@ -311,7 +311,7 @@ class Trainer:
             main=accelerator.is_main_process,
         )
         accelerator.wait_for_everyone()  # every process checked the folder before the main one writes to it
-        outputs.prepare(overwrite=args.overwrite_output_dir)
+        outputs.prepare()
         accelerator.wait_for_everyone()
 
         model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, device=device)

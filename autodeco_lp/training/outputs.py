@@ -40,10 +40,11 @@ def _is_output_name(name: str) -> bool:
 class OutputDir:
     """`--output-dir` as this run may use it: `claim` checks it, `register` records what we write."""
 
-    def __init__(self, path: Path, written: set[str], write_manifest: bool) -> None:
+    def __init__(self, path: Path, written: set[str], write_manifest: bool, overwrite: bool = False) -> None:
         self.path = path
         self.written = written
         self.write_manifest = write_manifest  # the main process keeps the manifest
+        self.overwrite = overwrite  # --overwrite-output-dir: `prepare` drops an earlier run's checkpoints
 
     @classmethod
     def claim(cls, path: Path, *, resume: bool, overwrite: bool, init_heads: str | None, main: bool) -> OutputDir:
@@ -72,7 +73,7 @@ class OutputDir:
                         f"`--output-dir` {str(path)!r} holds an earlier run's {earlier}. Pass "
                         f"--resume-from-checkpoint to continue it, {_OURS_HINT}."
                     )
-        return cls(path, written, write_manifest=main)
+        return cls(path, written, write_manifest=main, overwrite=overwrite)
 
     @staticmethod
     def _is_our_cache(path: Path) -> bool:
@@ -91,12 +92,12 @@ class OutputDir:
                 f"{manifest} (the record of what autodeco-fit wrote) cannot be read: {exc}; {_OURS_HINT}."
             ) from exc
 
-    def prepare(self, overwrite: bool) -> None:
+    def prepare(self) -> None:
         """Create the folder; with --overwrite-output-dir drop an earlier run's checkpoints (main process)."""
         if not self.write_manifest:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        if overwrite:
+        if self.overwrite:
             for old in self.path.iterdir():
                 if _CHECKPOINT.match(old.name) and old.is_dir():
                     shutil.rmtree(old)
