@@ -70,11 +70,17 @@ def ablation_command(config_path: str) -> None:
 @click.argument("run_a")
 @click.argument("run_b")
 @click.option("--methods", default=None, help="Comma-separated methods to compare (default: every method in both).")
-def compare_command(run_a: str, run_b: str, methods: str | None) -> None:
-    """A - B for the same methods in two runs on the same problems, paired over problems.
+@click.option(
+    "--against",
+    default=None,
+    help="Comma-separated methods of RUN_B to compare each of RUN_A's --methods with (default: the same ones).",
+)
+def compare_command(run_a: str, run_b: str, methods: str | None, against: str | None) -> None:
+    """A - B for methods of two runs on the same problems, paired over problems.
 
     \b
     autodeco eval compare results-bf16/ results-fp32/ --methods greedy,autodeco
+    autodeco eval compare refit/ results/ --methods autodeco --against autodeco,static:0.1,1.0
 
     RUN_A and RUN_B are `autodeco eval` --out folders (or their results.json). For changes that
     should not move the numbers (dtype, engine, batch size) or should (refitted heads).
@@ -83,7 +89,7 @@ def compare_command(run_a: str, run_b: str, methods: str | None) -> None:
         (_, a), (_, b) = read_report(run_a, "RUN_A"), read_report(run_b, "RUN_B")
         # Split only: compare_reports checks the names against both runs (oracle-test is no --methods name).
         names = split_methods(methods) if methods else None
-        comparison = compare_reports(a, b, names)
+        comparison = compare_reports(a, b, names, split_methods(against) if against else None)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"A = {run_a}, B = {run_b}: paired over {a['settings'].get('problems_evaluated')} problems")

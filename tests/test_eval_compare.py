@@ -89,3 +89,21 @@ def test_cli_compares_methods_eval_adds_by_itself(tmp_path):
     )
     assert out.exit_code == 0, out.output
     assert "| oracle-test | pass@1 | +0.000 |" in out.output
+
+
+def test_against_pairs_each_method_of_a_with_other_methods_of_b(tmp_path):
+    refit = _report({"autodeco": [1.0] * 30 + [0.0] * 10})
+    base = _report({"autodeco": [1.0] * 20 + [0.0] * 20, "static:0.1,1.0": [1.0] * 30 + [0.0] * 10})
+    result = compare_reports(refit, base, ["autodeco"], ["autodeco", "static:0.1,1.0"])
+    assert list(result) == ["autodeco - autodeco", "autodeco - static:0.1,1.0"]
+    assert result["autodeco - autodeco"]["pass@1"]["mean"] == pytest.approx(0.25)
+    assert result["autodeco - static:0.1,1.0"]["pass@1"]["mean"] == 0
+    with pytest.raises(ValueError, match=r"`--against` meanshift not in run B; it has: autodeco, static:0.1,1.0"):
+        compare_reports(refit, base, ["autodeco"], ["meanshift"])
+    for name, report in (("a", refit), ("b", base)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    argv = ["eval", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--methods", "autodeco"]
+    out = CliRunner().invoke(cli, [*argv, "--against", "static:0.1,1.0,autodeco"])
+    assert out.exit_code == 0, out.output
+    assert "| autodeco - static:0.1,1.0 | pass@1 | +0.000 |" in out.output
+    assert "| autodeco - autodeco | pass@1 | +0.250 |" in out.output

@@ -1,10 +1,11 @@
-"""`autodeco eval compare A B`: the same methods in two runs on the same problems, paired.
+"""`autodeco eval compare A B`: methods of two runs on the same problems, paired.
 
 For a change that should not move results (another dtype, engine, batch size, library version),
 or one that should (refitted heads). Both runs must have evaluated the same task, problem seed
 and number of problems (their per-problem lists are then paired by index); each method present in
-both gets the paired bootstrap interval of `A - B` in pass@1 over problems (`stats.paired_bootstrap`),
-and in pass@k for each k both have per problem. Samples per problem may differ between the runs:
+both (or each of A's against each of B's `--against` methods) gets the paired bootstrap interval of
+`A - B` in pass@1 over problems (`stats.paired_bootstrap`), and in pass@k for each k both have per
+problem. Samples per problem may differ between the runs:
 each per-problem pass@1 is an unbiased estimate whatever its sample count.
 """
 
@@ -48,11 +49,16 @@ def paired(a: dict, b: dict) -> dict:
     }
 
 
-def compare_reports(a: dict, b: dict, methods: list[str] | None = None) -> dict[str, dict]:
-    """`{method: {"pass@1": interval, "pass@k": {k: interval}}}` for A - B, paired over problems.
+def compare_reports(
+    a: dict, b: dict, methods: list[str] | None = None, against: list[str] | None = None
+) -> dict[str, dict]:
+    """`{name: {"pass@1": interval, "pass@k": {k: interval}}}` for A - B, paired over problems.
 
-    `methods`: which to compare (default: every method in both, in A's order). Raises ValueError
-    when the runs evaluated different problems or a requested method is missing from one of them.
+    `methods`: which of A's methods to compare (default: every method in both, in A's order).
+    `against`: B's methods to compare each of them with (e.g. refitted heads' `autodeco` in A
+    against B's static settings); the names are then "A_METHOD - B_METHOD". Default: the same
+    method in B, named by itself. Raises ValueError when the runs evaluated different problems or
+    a requested method is missing.
     """
     for key in SAME_PROBLEMS:
         if a["settings"].get(key) != b["settings"].get(key):
@@ -60,18 +66,30 @@ def compare_reports(a: dict, b: dict, methods: list[str] | None = None) -> dict[
                 f"the two runs evaluated different problems ({key}: {a['settings'].get(key)!r} vs "
                 f"{b['settings'].get(key)!r}); compare runs of the same --task, --dataset-seed and --problems"
             )
-    common = [m for m in a["methods"] if m in b["methods"]]
-    names = methods if methods is not None else common
-    missing = [m for m in names if m not in common]
-    if missing:
-        raise ValueError(f"`--methods` {', '.join(missing)} not in both runs; both have: {', '.join(common)}")
-    old = [m for m in names if "per_problem" not in a["methods"][m] or "per_problem" not in b["methods"][m]]
+    if against is None:
+        common = [m for m in a["methods"] if m in b["methods"]]
+        names = methods if methods is not None else common
+        missing = [m for m in names if m not in common]
+        if missing:
+            raise ValueError(f"`--methods` {', '.join(missing)} not in both runs; both have: {', '.join(common)}")
+        pairs = {name: (name, name) for name in names}
+    else:
+        names = methods if methods is not None else list(a["methods"])
+        for option, wanted, run in (("--methods", names, a), ("--against", against, b)):
+            missing = [m for m in wanted if m not in run["methods"]]
+            if missing:
+                raise ValueError(
+                    f"`{option}` {', '.join(missing)} not in run {'A' if run is a else 'B'}; it has: "
+                    f"{', '.join(run['methods'])}"
+                )
+        pairs = {f"{x} - {y}": (x, y) for x in names for y in against}
+    old = sorted({m for x, y in pairs.values() for m, run in ((x, a), (y, b)) if "per_problem" not in run["methods"][m]})
     if old:
         raise ValueError(
             f"{', '.join(old)}: no per-problem results in one of the runs (written before they existed); rerun "
             "that `autodeco eval` with the same --out: its cache answers without generating"
         )
-    return {name: paired(a["methods"][name], b["methods"][name]) for name in names}
+    return {name: paired(a["methods"][x], b["methods"][y]) for name, (x, y) in pairs.items()}
 
 
 def comparison_table(comparison: dict[str, dict]) -> str:
