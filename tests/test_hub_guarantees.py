@@ -310,7 +310,7 @@ _READER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     target = Path(sys.argv[1])
-    deadline = time.time() + 30
+    deadline = time.time() + 100  # builders import transformers first: slow on a loaded machine
     while not (target / "model.safetensors").is_file():
         assert time.time() < deadline, "never built"
         time.sleep(0.02)
