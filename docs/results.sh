@@ -10,6 +10,9 @@
 # scale-chain_sum: the same protocol on one-digit chain sums (docs/results.md, its at-scale section).
 # scale-long-screen: greedy on validation problems for 9 candidate longer tasks (~10 min); scale-long: the
 #   scale protocol with 160 new tokens on the two chosen, on the vllm backend (in progress).
+# scale-data: >= 6,000 rejection-sampled rows (T = 0.5) and the T = 1.0 rows of the same problems (~35 min on vllm),
+#   the ablation at that scale on validation problems (docs/ablation-scale.yaml, ~45 min) and the refitted shipped recipe
+#   on the scale sections' problems (~15 min; after scale and scale-chain_sum).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -161,18 +164,16 @@ if [[ $SECTION == scale-data || $SECTION == all ]]; then
     done
     # The key ablation rows at this scale, on 200 validation problems x 16, each paired with the shipped heads.
     $AUTODECO eval ablation --config docs/ablation-scale.yaml
-    # The recipe with the best mean validation pass@1 over the two tasks, on the reported problems (seed 0) with
-    # the scale sections' engine and batch sizes, paired with the shipped heads and the statics there.
-    chosen=$($PYTHON -c 'import json; r = json.load(open("docs/ablation/scale/ablation.json"))["recipes"]
-print(max(r, key=lambda n: sum(s["pass@1"] for s in r[n]["scores"].values())))')
-    echo "chosen on validation: $chosen" | tee docs/ablation/scale/chosen.txt
+    # The shipped recipe refitted on the T = 0.5 rows (small-6k) on the reported problems (seed 0), with the scale
+    # sections' engine, dtype and batch sizes, paired with the shipped heads, MeanShift, the validation choice and greedy there.
     for task in products chain_sum; do
         options=("${ONE_DIGIT[@]}"); batch=256; [[ $task == chain_sum ]] && options+=("${TERMS[@]}") && batch=64
         $AUTODECO eval --backend hf --model smollm2 --max-new-tokens 24 --batch-size $batch --seeds 0 --dtype bfloat16 \
-            --task reasoning_gym:$task "${options[@]}" --problems 200 --samples 16 --heads docs/ablation/scale/fits/$chosen \
+            --task reasoning_gym:$task "${options[@]}" --problems 200 --samples 16 --heads docs/ablation/scale/fits/small-6k \
             --methods autodeco,meanshift --out docs/results/scale/$task-heads-6k
         $AUTODECO eval compare docs/results/scale/$task-heads-6k docs/results/scale/$task --methods autodeco,meanshift \
-            --against autodeco,meanshift,oracle-validation,greedy | tee docs/results/scale/$task-heads-6k/compare.md
+            --against autodeco,meanshift,oracle-validation,greedy,static:0.3,1.0,static:0.5,0.9,static:0.7,0.9 \
+            | tee docs/results/scale/$task-heads-6k/compare.md
     done
 fi
 
