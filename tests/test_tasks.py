@@ -103,6 +103,8 @@ def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
     with pytest.raises(ValueError, match="--samples 1"):
         SampleArgs(task="reasoning_gym:products", out="x.jsonl", temperature=0.0, samples=4)
+    with pytest.raises(ValueError, match=r"`--dtype` has to be one of float32, bfloat16, but is 'fp16'"):
+        SampleArgs(task="reasoning_gym:products", out="x.jsonl", dtype="fp16", backend="hf")
     args = SampleArgs(
         model=str(tiny_model_dir),
         task="reasoning_gym:products",

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from autodeco_lp.evaluation.methods import Decoding
-from autodeco_lp.evaluation.runner import MODEL_DTYPES, VLLM_ROWS_PER_CALL
+from autodeco_lp.evaluation.runner import MODEL_DTYPES, VLLM_ROWS_PER_CALL, check_dtype
 from autodeco_lp.evaluation.vllm_backend import VllmSampler, choose_backend, sample_seed
 from autodeco_lp.hub.atomic import atomic_write
 from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
@@ -98,8 +98,7 @@ class SampleArgs:
             raise ValueError(
                 f"`--temperature` has to be >= 0 and `--top-p` in (0, 1], but are {self.temperature}, {self.top_p}"
             )
-        if self.dtype not in MODEL_DTYPES:
-            raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
+        check_dtype(self.dtype)
         self.backend = choose_backend(self.backend, self.device)
         if self.temperature == 0 and self.samples != 1:
             raise ValueError(

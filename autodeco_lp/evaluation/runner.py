@@ -36,6 +36,12 @@ from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, lo
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def check_dtype(dtype: str) -> None:
+    """`--dtype` (eval and data sample): one of MODEL_DTYPES, else a ValueError naming the choices."""
+    if dtype not in MODEL_DTYPES:
+        raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {dtype!r}")
 VLLM_ROWS_PER_CALL = 256  # sequences per vLLM generate call (vLLM schedules them; this sets the cache granularity)
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)
@@ -120,8 +126,7 @@ class EvalArgs:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         self.seed_list()
         methods = parse_methods(self.methods)
-        if self.dtype not in MODEL_DTYPES:
-            raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {self.dtype!r}")
+        check_dtype(self.dtype)
         self.backend = choose_backend(self.backend, self.device)  # settings record the one chosen
         wants_validation = "oracle-validation" in methods
         if wants_validation and not self.oracle_from:
