@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from autodeco_lp.cli.options import dataclass_options, task_option
-from autodeco_lp.tasks.problems import parse_task_options
 from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
+from autodeco_lp.tasks.problems import parse_task_options
 
 
 @click.group("data")

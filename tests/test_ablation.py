@@ -65,7 +65,10 @@ def test_ablation_fits_each_recipe_scores_it_and_resumes(recipe_file, monkeypatc
     # Each recipe minus the baseline reference, paired over the same problems.
     for name in ("released", "no-drop"):
         versus = report["recipes"][name]["vs_baseline"]["sums"]["pass@1"]
-        expected = report["recipes"][name]["scores"]["sums"]["pass@1"] - report["references"]["sums"]["static:0.5,1.0"]["pass@1"]
+        expected = (
+            report["recipes"][name]["scores"]["sums"]["pass@1"]
+            - report["references"]["sums"]["static:0.5,1.0"]["pass@1"]
+        )
         assert versus["mean"] == pytest.approx(expected) and versus["low"] <= versus["mean"] <= versus["high"]
     table = (out / "ablation.md").read_text()
     assert "| no-drop | dft=False, easy_token_drop=0.0 | 2 |" in table and "| *greedy* | reference |" in table
@@ -90,7 +93,9 @@ def test_recipe_file_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"unknown keys \['recipe'\], missing keys \['tasks', 'recipes'\]"):
         read_recipes(path)
     path.write_text(yaml.safe_dump({"out": "x", "fit": {}, "tasks": {}, "recipes": {}, "baseline": "autodeco"}))
-    with pytest.raises(ValueError, match=r"baseline 'autodeco' is not one of the references \[\]; add it to references"):
+    with pytest.raises(
+        ValueError, match=r"baseline 'autodeco' is not one of the references \[\]; add it to references"
+    ):
         read_recipes(path)
     path.write_text(yaml.safe_dump({"out": "x", "fit": {}, "recipe": {}}))
     from autodeco_lp.cli.main import autodeco

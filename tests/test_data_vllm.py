@@ -40,7 +40,13 @@ def _rows(path: Path) -> list[dict]:
 def test_greedy_rows_equal_the_hf_backends(tmp_path):
     _vllm_sample(tmp_path / "vllm.jsonl", "--problems", "12", "--samples", "1", "--temperature", "0")
     args = SampleArgs(
-        task=TASK, problems=12, samples=1, temperature=0.0, max_new_tokens=24, out=str(tmp_path / "hf.jsonl"), backend="hf"
+        task=TASK,
+        problems=12,
+        samples=1,
+        temperature=0.0,
+        max_new_tokens=24,
+        out=str(tmp_path / "hf.jsonl"),
+        backend="hf",
     )
     sample_training_data(args, OPTIONS, progress=False)
     vllm, hf = _rows(tmp_path / "vllm.jsonl"), _rows(tmp_path / "hf.jsonl")

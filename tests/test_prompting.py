@@ -124,10 +124,10 @@ def test_fewshot_rows_train_without_eos():
 def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, tmp_path, monkeypatch):
     require("reasoning_gym")
     import autodeco_lp.inference.sampling as sampling
-    from autodeco_lp.evaluation.runner import _training_questions
-    from autodeco_lp.tasks.problems import ReasoningGymTask
     from autodeco_lp.evaluation import rejection
     from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
+    from autodeco_lp.evaluation.runner import _training_questions
+    from autodeco_lp.tasks.problems import ReasoningGymTask
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
     newline = tiny_char_tokenizer()("\n", add_special_tokens=False)["input_ids"][0]

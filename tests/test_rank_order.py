@@ -4,7 +4,6 @@ nucleus filter built on it keeps transformers' decisions (ties: the lower token 
 from __future__ import annotations
 
 import hypothesis.strategies as st
-import pytest
 import torch
 from hypothesis import given, settings
 from transformers import TopPLogitsWarper

@@ -63,8 +63,8 @@ def test_data_sample_refuses_the_evaluation_seed():
 def test_data_sample_keeps_only_verified_solutions(tiny_model_dir, tmp_path, monkeypatch):
     """With a verifier that accepts answers ending in a digit, every kept row ends in one and none is lost."""
     require("reasoning_gym")
-    from autodeco_lp.tasks.problems import ReasoningGymTask
     from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
+    from autodeco_lp.tasks.problems import ReasoningGymTask
 
     seen = []
 
@@ -96,9 +96,9 @@ def test_data_sample_at_temperature_zero_keeps_greedy_solutions(tiny_model_dir, 
     require("reasoning_gym")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
     from autodeco_lp.inference.sampling import sample_completions
     from autodeco_lp.tasks.problems import ReasoningGymTask
-    from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
     with pytest.raises(ValueError, match="--samples 1"):

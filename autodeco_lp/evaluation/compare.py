@@ -83,7 +83,9 @@ def compare_reports(
                     f"{', '.join(run['methods'])}"
                 )
         pairs = {f"{x} - {y}": (x, y) for x in names for y in against}
-    old = sorted({m for x, y in pairs.values() for m, run in ((x, a), (y, b)) if "per_problem" not in run["methods"][m]})
+    old = sorted(
+        {m for x, y in pairs.values() for m, run in ((x, a), (y, b)) if "per_problem" not in run["methods"][m]}
+    )
     if old:
         raise ValueError(
             f"{', '.join(old)}: no per-problem results in one of the runs (written before they existed); rerun "

@@ -214,7 +214,10 @@ def _sample_vllm(args: SampleArgs, tokenizer, prompts, bar) -> list:
     try:
         for start in range(0, len(ids), per_call):
             stop = min(start + per_call, len(ids))
-            seeds = [[sample_seed("data:" + decoding.key, args.seed, i, k) for k in range(args.samples)] for i in range(start, stop)]
+            seeds = [
+                [sample_seed("data:" + decoding.key, args.seed, i, k) for k in range(args.samples)]
+                for i in range(start, stop)
+            ]
             completions += sampler.sample(
                 ids[start:stop],
                 decoding,

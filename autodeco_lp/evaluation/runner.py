@@ -42,6 +42,8 @@ def check_dtype(dtype: str) -> None:
     """`--dtype` (eval and data sample): one of MODEL_DTYPES, else a ValueError naming the choices."""
     if dtype not in MODEL_DTYPES:
         raise ValueError(f"`--dtype` has to be one of {', '.join(MODEL_DTYPES)}, but is {dtype!r}")
+
+
 VLLM_ROWS_PER_CALL = 256  # sequences per vLLM generate call (vLLM schedules them; this sets the cache granularity)
 DEFAULT_METHODS = "greedy,default,autodeco,meanshift,oracle-grid,temperature-only,top-p-only"
 PASS_KS = (1, 4, 16)

@@ -28,7 +28,6 @@ from autodeco_lp.inference.sampling import Sample, completion_sample, stop_token
 from autodeco_lp.vllm import hf_overrides, in_process_engines, pop_trace  # imports no vLLM
 from autodeco_lp.vllm.trace import trace_for
 
-
 BACKENDS = ("hf", "vllm")
 
 
