@@ -168,6 +168,48 @@ def test_a_schedule_at_learning_rate_zero_warns(tiny_model_dir, data, checkpoint
         fit(fit_args(tiny_model_dir, data, tmp_path / "o2", init_heads=str(checkpointed), max_steps=1))
 
 
+def test_heads_that_end_pinned_at_a_bound_warn_and_name_the_learning_rate(tiny_model_dir, data, checkpointed, tmp_path):
+    """Heads whose last bias pins T at 2 and P at 0 (the collapse the Gemma3 fit at lr 1e-3 ended in) warn."""
+    from autodeco_lp.inference.heads import AutoDecoHeads
+
+    heads = AutoDecoHeads.from_pretrained(checkpointed)
+    with torch.no_grad():
+        heads.temp_head.mlp[2].bias.fill_(60.0)  # sigmoid(60) = 1: T = 2 whatever the input
+        heads.top_p_head.mlp[2].bias.fill_(-60.0)  # P = 0
+    pinned = tmp_path / "pinned"
+    heads.save_pretrained(pinned)
+    with pytest.warns(UserWarning, match=r"collapsed: mean T 2\.000 is at the ceiling of 2; mean P 0\.000 .*"
+                      r"--learning-rate \(it was 1e-07"):
+        fit(fit_args(tiny_model_dir, data, tmp_path / "out", init_heads=str(pinned), max_steps=2, learning_rate=1e-7))
+    with warnings.catch_warnings():  # heads inside their range do not warn
+        warnings.filterwarnings("error", message=".*collapsed.*")
+        fit(fit_args(tiny_model_dir, data, tmp_path / "o2", init_heads=str(checkpointed), max_steps=2))
+
+
+@pytest.mark.parametrize(
+    ("mean_t", "mean_p", "train_heads", "expected"),
+    [
+        (1.99, 0.5, "both", "at the ceiling of 2"),
+        (0.01, 0.5, "both", "at the floor of 0"),
+        (1.0, 0.005, "both", "mean P 0.005 is at the floor"),
+        (1.0, 1.0, "both", None),  # P = 1 is "do not truncate", not a collapse
+        (1.9, 0.05, "both", None),
+        (1.99, 1.0, "top_p", None),  # the temperature head did not learn: not its fit's fault
+        (1.0, 0.0, "temperature", None),
+    ],
+)
+def test_collapse_warning_bounds(mean_t, mean_p, train_heads, expected):
+    from autodeco_lp.training.args import FitArgs
+    from autodeco_lp.training.loop import collapse_warning
+
+    args = FitArgs(data="train.jsonl", output_dir="out", train_heads=train_heads, learning_rate=1e-3)
+    message = collapse_warning(mean_t, mean_p, args)
+    if expected is None:
+        assert message is None
+    else:
+        assert expected in message and "--learning-rate (it was 0.001" in message
+
+
 def test_non_utf8_training_data_names_file_and_line(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')

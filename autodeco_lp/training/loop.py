@@ -284,6 +284,35 @@ def _lr_is_zero_throughout(scheduler, start: int, total: int) -> bool:
     return all(fn(s) == 0 for s in range(start, total) for fn in lambdas)
 
 
+# A head whose mean output at the end of a fit is this close to a bound decodes greedily: T at its floor or P at
+# its floor keeps only the argmax, and T at its ceiling of 2 flattens the distribution. (P at its ceiling of 1 is
+# not a collapse: it means "do not truncate", what the shipped SmolLM2 heads learned; docs/results.md.)
+COLLAPSE_MARGIN = 0.02
+
+
+def collapse_warning(mean_temperature: float, mean_top_p: float, args: FitArgs) -> str | None:
+    """A message when a trained head ended pinned at a bound of its range, else None.
+
+    Saturated sigmoids pass no gradient, so such heads never recover. Where we saw it (Gemma3-270m at lr 1e-3,
+    effective batch 32; docs/results.md, second family) a lower learning rate kept both heads inside their range.
+    """
+    pinned = []
+    if args.train_heads in ("both", "temperature"):
+        if mean_temperature >= 2.0 - 2 * COLLAPSE_MARGIN:
+            pinned.append(f"mean T {mean_temperature:.3f} is at the ceiling of 2")
+        elif mean_temperature <= 2 * COLLAPSE_MARGIN:
+            pinned.append(f"mean T {mean_temperature:.3f} is at the floor of 0")
+    if args.train_heads in ("both", "top_p") and mean_top_p <= COLLAPSE_MARGIN:
+        pinned.append(f"mean P {mean_top_p:.3f} is at the floor of 0 (only the argmax survives)")
+    if not pinned:
+        return None
+    return (
+        f"the heads collapsed: {'; '.join(pinned)}, so decoding with them is greedy (or uniform) and a saturated "
+        f"head gets no gradient to recover. Lower --learning-rate (it was {args.learning_rate:g}; the first "
+        "Gemma3-270m heads collapsed at 1e-3, the registry's were fitted at 3e-5) and check the fit's metrics.jsonl."
+    )
+
+
 class Trainer:
     """One fit, as named steps; `fit(args)` is `Trainer(args, command).train()`."""
 
@@ -695,6 +724,9 @@ class Trainer:
             cache_seconds=self.cache_seconds,
         )
         self.save_final(result)
+        message = collapse_warning(result.mean_temperature, result.mean_top_p, run.args)
+        if message and run.main:
+            warnings.warn(message, stacklevel=3)
         return result
 
 
