@@ -5,7 +5,8 @@
 
 Teacher-forces the rows through the frozen base model once (`diagnose.training_positions`), runs
 every heads folder on the same positions (`diagnose.head_statistics`) and prints, per heads, the
-mean and standard deviation of T and P, and for every pair the mean |dT|, mean |dP| and the
+mean, standard deviation and 5 / 50 / 95% quantiles of T and P (whether a head varies inside its
+range or sits at a bound), and for every pair the mean |dT|, mean |dP| and the
 correlation of T across positions. Used by issue 14 to judge whether heads fitted with
 `--soft-top-p topk` match heads fitted with the exact loss within the seed-to-seed spread:
 compare the (exact, exact) pair of two seeds with the (exact, topk) pairs.
@@ -45,10 +46,12 @@ def main() -> None:
         name: head_statistics(AutoDecoHeads.from_pretrained(path), hidden, labels, lm_head) for name, path in args.heads
     }
     print(f"model={args.model} data={args.data} rows={args.max_rows} positions={hidden.shape[0]}")
+    levels = torch.tensor([0.05, 0.5, 0.95])
     for name, s in stats.items():
+        t_q, p_q = (" / ".join(f"{v:.3f}" for v in x.quantile(levels).tolist()) for x in (s.temperature, s.top_p))
         print(
-            f"{name:>12}: T mean {s.temperature.mean():.4f} std {s.temperature.std():.4f}   "
-            f"P mean {s.top_p.mean():.4f} std {s.top_p.std():.4f}"
+            f"{name:>12}: T mean {s.temperature.mean():.4f} std {s.temperature.std():.4f} (5/50/95%: {t_q})   "
+            f"P mean {s.top_p.mean():.4f} std {s.top_p.std():.4f} (5/50/95%: {p_q})"
         )
     for (a, sa), (b, sb) in itertools.combinations(stats.items(), 2):
         corr = torch.corrcoef(torch.stack([sa.temperature, sb.temperature]))[0, 1]

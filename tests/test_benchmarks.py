@@ -3,6 +3,8 @@ benchmarks, not in tests)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import run_bench
@@ -47,6 +49,12 @@ def test_compare_heads_finds_no_difference_between_the_same_heads():
     args = ["--data", f"{heads}/train.jsonl", "--max-rows", "3", "--heads", f"a={heads}", f"b={heads}"]
     out = run_bench("compare_heads.py", *args, timeout=600)
     assert "a vs b: mean |dT| 0.0000   mean |dP| 0.0000   corr(T) 1.0000" in out.stdout, out.stdout
+    # Each heads' line carries its 5 / 50 / 95% quantiles of T (in (0, 2)) and P (in (0, 1)), in order.
+    quantiles = re.findall(r"\(5/50/95%: ([\d.]+) / ([\d.]+) / ([\d.]+)\)", out.stdout)
+    assert len(quantiles) == 4, out.stdout
+    for index, triple in enumerate(quantiles):
+        low, mid, high = map(float, triple)
+        assert 0.0 <= low <= mid <= high <= (2.0 if index % 2 == 0 else 1.0), out.stdout
 
 
 @pytest.mark.integration
