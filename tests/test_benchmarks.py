@@ -47,7 +47,12 @@ def test_bench_sort_runs_at_a_tiny_size():
 def test_compare_heads_finds_no_difference_between_the_same_heads():
     heads = "heads/smollm2-135m-instruct"
     args = ["--data", f"{heads}/train.jsonl", "--max-rows", "3", "--heads", f"a={heads}", f"b={heads}"]
+    args += ["--by-token", "3"]
     out = run_bench("compare_heads.py", *args, timeout=600)
+    # Per gold token: the same heads give the same means, and the base probability is a probability.
+    line = r"^gold .* \(base p ([\d.]+)\): a (T [\d.]+ P [\d.]+)   b (T [\d.]+ P [\d.]+)$"
+    per_token = re.findall(line, out.stdout, re.M)
+    assert len(per_token) == 3 and all(0 <= float(p) <= 1 and a == b for p, a, b in per_token), out.stdout
     assert "a vs b: mean |dT| 0.0000   mean |dP| 0.0000   corr(T) 1.0000" in out.stdout, out.stdout
     # Each heads' line carries its 5 / 50 / 95% quantiles of T (in (0, 2)) and P (in (0, 1)), in order.
     quantiles = re.findall(r"\(5/50/95%: ([\d.]+) / ([\d.]+) / ([\d.]+)\)", out.stdout)

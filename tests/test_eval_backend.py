@@ -35,6 +35,46 @@ def test_completion_sample_stops_before_the_token_that_completes_a_stop_string()
     assert (cut_off.text, cut_off.finished, cut_off.temperature) == ("12", False, None)
 
 
+class _Words:
+    """A tokenizer with multi-character tokens, Gemma3-like: " ", digits, "\n\n" as one token, and "7\nQ"."""
+
+    VOCAB = {3: " ", 4: "2", 5: "8", 6: "\n\n", 7: "\n", 8: "7\nQ"}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.VOCAB[i] for i in ids if not (skip_special_tokens and i < 3))
+
+
+@pytest.mark.parametrize(
+    ("ids", "text", "stop_text"),
+    [
+        ([3, 4, 5, 6], " 28", "\n\n"),  # the model's own end of answer: its "\n\n" token, not "\n"
+        ([3, 4, 7], " 2", "\n"),
+        ([3, 8], " 7", "\nQ"),  # a token that completes the stop string mid-token: the text it adds, from "\n" on
+        ([3, 4, 2], " 2", ""),  # ended at EOS
+        ([3, 4, 5], " 28", ""),  # ran out of tokens
+    ],
+)
+def test_completion_sample_keeps_the_text_of_the_token_that_completed_the_stop_string(ids, text, stop_text):
+    sample = completion_sample(_Words(), ids, {2}, ("\n",))
+    assert (sample.text, sample.stop_text) == (text, stop_text)
+    assert sample.finished == (ids[-1] != 5)
+    assert sample.num_tokens == len(ids) - (1 if ids[-1] != 5 else 0)  # the stop token (or EOS) is not counted
+
+
+def test_fewshot_rows_end_as_the_model_ended_them():
+    """`data sample` rows for few-shot prompts: the sampled stop token's text ("\n\n" on Gemma3), or EOS."""
+    from autodeco_lp.evaluation.rejection import fewshot_ending
+
+    assert fewshot_ending(" 28", completion_sample(_Words(), [3, 4, 5, 6], {2}, ("\n",))) == {
+        "completion": " 28\n\n",
+        "eos": False,
+    }
+    assert fewshot_ending(" 2", completion_sample(_Words(), [3, 4, 2], {2}, ("\n",))) == {
+        "completion": " 2",
+        "eos": True,
+    }
+
+
 def test_sample_seeds_differ_per_sample_problem_seed_and_decoding():
     seeds = {
         sample_seed(key, s, i, j)

@@ -2,8 +2,9 @@
 
 Sample several solutions per problem from the base model itself, keep those the task's verifier
 accepts, write them as chat `messages` rows, or for a base model's few-shot prompts as
-`prompt` + `completion` rows (`"eos": false`: the completion ends at its newline), with a `meta`
-record of task, options, seeds and index, which training ignores.
+`prompt` + `completion` rows (ending with the token that completed the stop newline, as sampled,
+and `"eos": false`; see `fewshot_ending`), with a `meta` record of task, options, seeds and index,
+which training ignores.
 
 Two engines, as `autodeco eval` (`--backend`): hf (`generate`, seeded once per batch) and vllm
 (`VllmSampler`, seeded per sample, so the rows do not depend on the batch size; about 3x the
@@ -27,9 +28,9 @@ from autodeco_lp.evaluation.runner import MODEL_DTYPES, VLLM_ROWS_PER_CALL, chec
 from autodeco_lp.evaluation.vllm_backend import VllmSampler, choose_backend, sample_seed
 from autodeco_lp.hub.atomic import atomic_write
 from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
-from autodeco_lp.inference.sampling import sample_completions
+from autodeco_lp.inference.sampling import Sample, sample_completions
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
-from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, FEWSHOT_STOP, task_prompts
+from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
 
 @dataclass
@@ -118,6 +119,15 @@ class SampleSummary:
     backend: str
 
 
+def fewshot_ending(text: str, sample: Sample) -> dict:
+    """`completion` and `eos` of a kept few-shot row, ending as the model ended it: with the token that completed
+    the stop string (Gemma3-270m ends an answer with its "\n\n" token, p ~0.9-0.99, and gives "\n" ~0.003, so
+    appending "\n" would teach the heads a token the model never samples there), or at EOS."""
+    if sample.stop_text:
+        return {"completion": text + sample.stop_text, "eos": False}
+    return {"completion": text, "eos": True}
+
+
 def sample_training_data(args: SampleArgs, task_options: dict | None = None, progress: bool = True) -> SampleSummary:
     task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
     if args.backend == "vllm":
@@ -165,10 +175,8 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
                 "top_p": args.top_p,
             }
             if prompts.fewshot:
-                # The completion ends with the newline the model stopped at; no EOS is appended,
-                # since a few-shot completion never ends with one at inference.
                 meta["shots"] = args.shots
-                rows.append({"prompt": prompt, "completion": text + FEWSHOT_STOP, "eos": False, "meta": meta})
+                rows.append({"prompt": prompt, **fewshot_ending(text, samples[k]), "meta": meta})
             else:
                 rows.append(
                     {

@@ -38,6 +38,9 @@ class Sample:
     temperature: tuple[float, ...] | None = None
     top_p: tuple[float, ...] | None = None
     finished: bool = True  # ended at EOS or a stop string, not cut off by max_new_tokens
+    # The text the token that completed a stop string added after `text` ("\n\n" where Gemma3 ends a few-shot
+    # answer with its "\n\n" token, not "\n"); "" when the completion ended at EOS or ran out of tokens.
+    stop_text: str = ""
 
     @property
     def num_tokens(self) -> int:
@@ -72,14 +75,15 @@ def stop_token_ids(generation_config) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
-def _cut_at_stop(tokenizer, ids: list[int], stop_strings) -> tuple[int, str, bool]:
-    """(tokens before the one that completes a stop string, text before that stop string, found)."""
+def _cut_at_stop(tokenizer, ids: list[int], stop_strings) -> tuple[int, str, str]:
+    """(tokens before the one that completes a stop string, text before that stop string, the text that
+    token adds from the stop string on; "" when no stop string occurs)."""
     for length in range(1, len(ids) + 1):
         text = tokenizer.decode(ids[:length], skip_special_tokens=True)
         cuts = [text.find(s) for s in stop_strings if s in text]
         if cuts:
-            return length - 1, text[: min(cuts)], True
-    return len(ids), tokenizer.decode(ids, skip_special_tokens=True), False
+            return length - 1, text[: min(cuts)], text[min(cuts) :]
+    return len(ids), tokenizer.decode(ids, skip_special_tokens=True), ""
 
 
 def completion_sample(
@@ -91,15 +95,16 @@ def completion_sample(
     aligned with `ids` (or None), cut to the kept tokens."""
     length = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
     finished = length < len(ids)
+    stop_text = ""
     if stop_strings:
-        length, text, stopped = _cut_at_stop(tokenizer, ids[:length], stop_strings)
-        finished = finished or stopped
+        length, text, stop_text = _cut_at_stop(tokenizer, ids[:length], stop_strings)
+        finished = finished or bool(stop_text)
     else:
         text = tokenizer.decode(ids[:length], skip_special_tokens=True)
     t = p = None
     if temperature is not None:
         t, p = tuple(temperature[:length]), tuple(top_p[:length])
-    return Sample(text, tuple(ids[:length]), t, p, finished)
+    return Sample(text, tuple(ids[:length]), t, p, finished, stop_text)
 
 
 @torch.no_grad()
