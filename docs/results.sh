@@ -3,7 +3,7 @@
 #   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|scale-data|losses|ablation|control|gemma3|all]  (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
-# gemma3: the second model family (~20 min; needs the gemma3 wheels, see the README).
+# gemma3: the second model family (~1.5 h from empty caches; needs the gemma3 wheels, see the README).
 # scale: issue 13's evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
 #   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check
 #   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~25 s).
@@ -66,19 +66,20 @@ GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
 GRID=$GRID,static:0.5,0.9,static:0.7,0.9,static:1.0,0.9,static:1.0,0.7
 # The scale protocol on one task: scale_protocol NAME BATCH_SIZE BACKEND MAX_NEW_TOKENS TASK_ARGS...
 # The grid on 100 validation problems (seed 7) x 4; then 200 problems (seed 0) x 16 samples, bf16, every
-# method, the validation choice and the grid; the frontier.
+# method, the validation choice and the grid; the frontier. SCALE_MODEL (default smollm2) and SCALE_GRID
+# (default $GRID) set the model and the grid.
 # With the hf backend the batch size is part of how samples are seeded (per generate call), so it is fixed
 # per task; the vllm backend seeds each sample (any batch size gives the same completions).
 scale_protocol() {
     local name=$1 batch=$2 backend=$3 tokens=$4
     shift 4
-    local args=(--backend "$backend" --model smollm2 --max-new-tokens "$tokens" --batch-size "$batch" --seeds 0
-                --dtype bfloat16 "$@")
-    local out=docs/results/scale/$name
+    local args=(--backend "$backend" --model "${SCALE_MODEL:-smollm2}" --max-new-tokens "$tokens" --batch-size "$batch"
+                --seeds 0 --dtype bfloat16 "$@")
+    local out=docs/results/scale/$name grid=${SCALE_GRID:-$GRID}
     # Validation first (it is small), so the main run's headline comparisons come before the grid's.
-    $AUTODECO eval "${args[@]}" --problems 100 --samples 4 --dataset-seed 7 --methods "$GRID" --out "$out-validation"
+    $AUTODECO eval "${args[@]}" --problems 100 --samples 4 --dataset-seed 7 --methods "$grid" --out "$out-validation"
     $AUTODECO eval "${args[@]}" --problems 200 --samples 16 --oracle-from "$out-validation" --out "$out" \
-        --methods "greedy,autodeco,meanshift,oracle-validation,default,$GRID"
+        --methods "greedy,autodeco,meanshift,oracle-validation,default,$grid"
     $AUTODECO plot frontier --results "$out" --k 16 --out "$out/frontier.png"
 }
 
@@ -237,12 +238,24 @@ fi
 
 if [[ $SECTION == gemma3 || $SECTION == all ]]; then
     # Second architecture family: the Gemma3-270m base model, few-shot prompts (3 shots), answers end at a newline.
+    # Issue 13 part 6. The learning rate, chosen on validation problems (docs/ablation-gemma3.yaml, ~25 min): the first
+    # heads (lr 1e-3, batch 32) collapsed to greedy decoding. The ablation fits the first heads' rows (train-v1.jsonl),
+    # whose completions end with an appended "\n" that Gemma3 does not sample there (fixed since in `data sample`).
+    $AUTODECO eval ablation --config docs/ablation-gemma3.yaml
+    # Per-position T and P of each recipe's heads on those rows: inside their range or at a bound, and per gold token.
+    $PYTHON benchmarks/compare_heads.py --model gemma3 --data docs/ablation/gemma3/train-v1.jsonl --max-rows 192 --by-token 4 \
+        --heads $(for lr in 1e-3 3e-4 1e-4 3e-5; do echo lr-$lr=docs/ablation/gemma3/fits/lr-$lr; done) \
+        | tee docs/ablation/gemma3/heads.txt
+    # The registry's heads: rows sampled with the fix (600 problems x 4, ~9 min), the chosen learning rate (3e-5).
     [[ -f heads/gemma-3-270m/train.jsonl ]] || $AUTODECO data sample --backend hf --model gemma3 --task reasoning_gym:products \
-        "${ONE_DIGIT[@]}" --problems 300 --samples 4 --max-new-tokens 8 --out heads/gemma-3-270m/train.jsonl
+        "${ONE_DIGIT[@]}" --problems 600 --samples 4 --max-new-tokens 8 --out heads/gemma-3-270m/train.jsonl
     [[ -f heads/gemma-3-270m/autodeco_heads.safetensors ]] || $FIT --model gemma3 --data heads/gemma-3-270m/train.jsonl \
-        --recipe released --learning-rate 1e-3 --num-train-epochs 5 --max-length 512 --save-steps 20 --output-dir heads/gemma-3-270m
-    $AUTODECO eval --backend hf --model gemma3 --heads heads/gemma-3-270m --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 24 \
-        --samples 4 --seeds 0 --max-new-tokens 8 --batch-size 96 \
-        --methods greedy,default,autodeco,meanshift,static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0 \
-        --out docs/results/gemma3-products
+        --recipe released --learning-rate 3e-5 --num-train-epochs 10 --per-device-train-batch-size 8 \
+        --gradient-accumulation-steps 1 --soft-top-p topk --max-length 512 --save-steps 60 --output-dir heads/gemma-3-270m
+    $PYTHON benchmarks/compare_heads.py --model gemma3 --data heads/gemma-3-270m/train.jsonl --max-rows 214 --by-token 4 \
+        --heads registry=heads/gemma-3-270m v1-lr-3e-5=docs/ablation/gemma3/fits/lr-3e-5 | tee docs/ablation/gemma3/heads-registry.txt
+    # The scale protocol (8 new tokens; hf, see docs/ablation-gemma3.yaml) with a T sweep at P = 1 as its grid, up to
+    # T = 1.5 (hotter is better on this model); a step costs ~5x SmolLM2's here (~60 min from empty caches).
+    SCALE_MODEL=gemma3 SCALE_GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0,static:1.5,1.0 \
+        scale_protocol gemma3-products 64 hf 8 --task reasoning_gym:products "${ONE_DIGIT[@]}"
 fi
