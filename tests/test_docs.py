@@ -36,6 +36,7 @@ def test_readme_headline_row_matches_results_json(task):
         ("<!-- scale-table -->", "products"),
         ("<!-- scale-table chain_sum -->", "chain_sum"),
         ("<!-- scale-table products-long -->", "products-long"),
+        ("<!-- scale-table gemma3-products -->", "gemma3-products"),
     ],
 )
 def test_readme_scale_table_matches_results_json(marker, task):
