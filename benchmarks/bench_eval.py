@@ -16,6 +16,14 @@ thread count the process started with. Configurations run interleaved per repeat
 x batch size), after one warm-up call each; reports the median tokens/s and the ratio to the
 first configuration. bf16 changes the numbers a model produces:
 docs/results.md measures its agreement with fp32 on the task (`autodeco eval --dtype bfloat16`).
+
+`--hf-compile` adds `hf+compile` rows: the same hf calls with a static KV cache
+(`cache_implementation="static"`) and the model's forward compiled by `generate` itself
+(`CompileConfig`, inductor, mode "default"; on a CPU `generate` compiles only when told to, through
+`CompileConfig._compile_all_devices`). Its warm-up makes the full `--new-tokens` (the static
+cache's shape is part of the compiled graph) and is where compilation happens, so the timed calls
+are steady-state; the compile time itself is printed apart. Before timing, one greedy call per
+dtype and batch size checks that compiled and eager decoding produce the same tokens.
 """
 
 from __future__ import annotations
@@ -45,11 +53,13 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--hf-compile", action="store_true", help="add hf+compile rows (static cache, torch.compile)")
     args = parser.parse_args()
     hf_threads = torch.get_num_threads()
     source = model_source(args.model).path
     tokenizer = load_tokenizer(source)
-    hf = "hf" in args.backends  # the vllm rows need no HF model
+    backends = [*args.backends, *(["hf+compile"] if args.hf_compile else [])]
+    hf = "hf" in args.backends or args.hf_compile  # the vllm rows need no HF model
     models = {dtype: load_model(args.model, dtype=MODEL_DTYPES[dtype])[0] for dtype in args.dtypes} if hf else {}
     raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
     samplers, vllm_threads = {}, None
@@ -68,7 +78,7 @@ def main() -> None:
             sampler.engine(STATIC)  # start it now, not inside the timed calls
             samplers[dtype] = sampler
         vllm_threads = torch.get_num_threads()
-    configs = list(itertools.product(args.backends, args.dtypes, args.batch_sizes))
+    configs = list(itertools.product(backends, args.dtypes, args.batch_sizes))
 
     def timed(backend: str, dtype: str, batch: int, new_tokens: int) -> float:
         texts = _texts(tokenizer, batch)
@@ -84,10 +94,24 @@ def main() -> None:
         torch.set_num_threads(hf_threads)
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw)
         # The static path `autodeco eval` samples through (sample_completions: StaticNucleus).
-        return timed_generate(models[dtype], enc, StaticNucleus(STATIC.temperature, STATIC.top_p), new_tokens, 0)[0]
+        nucleus = StaticNucleus(STATIC.temperature, STATIC.top_p)
+        extra = COMPILED if backend == "hf+compile" else {}
+        return timed_generate(models[dtype], enc, nucleus, new_tokens, 0, **extra)[0]
 
-    for config in configs:
-        timed(*config, 2)  # warm-up
+    if args.hf_compile:  # compiled and eager greedy decoding agree, token for token
+        for dtype, batch in itertools.product(args.dtypes, args.batch_sizes):
+            enc = tokenizer(_texts(tokenizer, batch), return_tensors="pt", padding=True, add_special_tokens=raw)
+            greedy = dict(do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+            eager = models[dtype].generate(**enc, **greedy)
+            compiled = models[dtype].generate(**enc, **greedy, **COMPILED)
+            same = int((eager == compiled).all(dim=1).sum())
+            print(f"hf+compile {dtype} batch {batch}: greedy identical to eager in {same} of {batch} rows")
+    for backend, dtype, batch in configs:
+        compiled = backend == "hf+compile"
+        start = time.perf_counter()
+        timed(backend, dtype, batch, args.new_tokens if compiled else 2)  # warm-up (and compilation)
+        if compiled:
+            print(f"hf+compile {dtype} batch {batch}: warm-up with compilation {time.perf_counter() - start:.0f} s")
     times: dict[tuple, list[float]] = {c: [] for c in configs}
     for _ in range(args.repeats):
         for config in configs:
@@ -98,10 +122,22 @@ def main() -> None:
     for (backend, dtype, batch), ts in times.items():
         rate = batch * args.new_tokens / statistics.median(ts)
         base = base or rate
-        print(f"{backend:>4} {dtype:>9} batch {batch:>4}: {rate:7.1f} tok/s   x{rate / base:.2f}")
+        print(f"{backend:>10} {dtype:>9} batch {batch:>4}: {rate:7.1f} tok/s   x{rate / base:.2f}")
 
 
 STATIC = Decoding("static", 0.7, 1.0)
+
+
+def _compiled() -> dict:
+    """`generate` options for a static KV cache with a compiled forward, on any device."""
+    from transformers import CompileConfig  # noqa: PLC0415
+
+    config = CompileConfig(mode="default")  # "reduce-overhead" means CUDA graphs
+    config._compile_all_devices = True  # generate compiles on a CPU only when told to (transformers 5.x)
+    return {"cache_implementation": "static", "compile_config": config}
+
+
+COMPILED = _compiled()
 
 
 def _texts(tokenizer, batch: int) -> list[str]:

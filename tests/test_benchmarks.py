@@ -36,6 +36,16 @@ def test_bench_eval_runs_at_a_tiny_size(tiny_model_dir):
         assert line in out.stdout, out.stdout
 
 
+def test_bench_eval_compiled_rows_agree_with_eager(tiny_model_dir):
+    """--hf-compile: a static cache with a compiled forward decodes the same greedy tokens as eager
+    decoding (the bench checks it before timing) and gets its own rows."""
+    args = ["--model", str(tiny_model_dir), "--dtypes", "float32", "--batch-sizes", "2", "--new-tokens", "3"]
+    out = run_bench("bench_eval.py", *args, "--repeats", "1", "--hf-compile", timeout=600)
+    assert "hf+compile float32 batch 2: greedy identical to eager in 2 of 2 rows" in out.stdout, out.stdout
+    assert re.search(r"hf\+compile   float32 batch    2: +[\d.]+ tok/s", out.stdout), out.stdout
+    assert re.search(r"  hf   float32 batch    2: +[\d.]+ tok/s", out.stdout), out.stdout
+
+
 def test_bench_sort_runs_at_a_tiny_size():
     args = ["--vocab", "300", "--batch-sizes", "1", "3", "--repeats", "2"]
     out = run_bench("bench_sort.py", *args, timeout=300)

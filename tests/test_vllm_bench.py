@@ -33,5 +33,5 @@ def test_bench_eval_times_the_vllm_backend_beside_hf():
     out = run_bench("bench_eval.py", *args, "--new-tokens", "3", "--repeats", "1", timeout=600)
     rates = [float(line.split()[4]) for line in out.stdout.splitlines() if " batch " in line]
     assert len(rates) == 2 and min(rates) > 0, out.stdout
-    assert "  hf   float32 batch    2:" in out.stdout and "vllm   float32 batch    2:" in out.stdout, out.stdout
+    assert "hf   float32 batch    2:" in out.stdout and "vllm   float32 batch    2:" in out.stdout, out.stdout
     assert "vllm_threads=" in out.stdout, out.stdout

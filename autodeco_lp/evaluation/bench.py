@@ -90,8 +90,9 @@ class BenchRow:
 STATIC_TEMPERATURE, STATIC_TOP_P = 0.8, 0.9
 
 
-def timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[float, int | None]:
-    """One generate call; `processor` None = transformers' warpers at the static T and P."""
+def timed_generate(model, enc, processor, new_tokens: int, seed: int, **generate_kwargs) -> tuple[float, int | None]:
+    """One generate call; `processor` None = transformers' warpers at the static T and P.
+    `generate_kwargs` go to `generate` as they are (e.g. a static cache and its compile config)."""
     if processor is None:
         sampling = dict(temperature=STATIC_TEMPERATURE, top_p=STATIC_TOP_P)
     else:
@@ -110,6 +111,7 @@ def timed_generate(model, enc, processor, new_tokens: int, seed: int) -> tuple[f
         min_new_tokens=new_tokens,
         logits_processor=[processor] if processor is not None else None,
         **sampling,
+        **generate_kwargs,
     )
     if cuda:
         torch.cuda.synchronize()
