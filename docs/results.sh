@@ -44,15 +44,14 @@ PYTHON=${PYTHON:-.venv/bin/python}
 # the mean generated tokens and how many completions reached LIMIT new tokens.
 answer_stats() {
     $PYTHON - "$@" <<'PY'
-import collections, json, pathlib, sys
+import collections, pathlib, sys
+from autodeco_lp.evaluation.store import ResultStore  # the harness's own reader: one record per problem
 limit = int(sys.argv[1])
 for folder in map(pathlib.Path, sys.argv[2:]):
     by_key = collections.defaultdict(list)
     for cache in folder.glob("cache-*.jsonl"):
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                by_key[record["key"].split("@")[0]].append(record)
+        for record in ResultStore(cache).records.values():
+            by_key[record["key"].split("@")[0]].append(record)
     for key, records in sorted(by_key.items()):
         tokens = [n for r in records for n in r["tokens"]]
         correct = [c for r in records for c in r["correct"]]
@@ -93,11 +92,11 @@ if [[ $SECTION == scale || $SECTION == all ]]; then
         --methods greedy,static:0.5,1.0,autodeco > docs/results/scale/bf16-vs-fp32.md
     # How many greedy completions bf16 changes, and which precision the correctness flips favour.
     $PYTHON - <<'PY' | tee docs/results/scale/bf16-greedy-changes.txt
-import json, pathlib
+import pathlib
+from autodeco_lp.evaluation.store import ResultStore
 def greedy(run):
-    lines = (pathlib.Path("docs/results/scale") / run).glob("cache-*.jsonl")
-    rows = [json.loads(line) for cache in lines for line in cache.read_text().splitlines() if line.strip()]
-    return {r["index"]: r for r in rows if r["key"] == "greedy"}
+    caches = (pathlib.Path("docs/results/scale") / run).glob("cache-*.jsonl")
+    return {r["index"]: r for cache in caches for r in ResultStore(cache).records.values() if r["key"] == "greedy"}
 bf16, fp32 = greedy("products"), greedy("products-fp32")
 same = sum(bf16[i]["texts"] == fp32[i]["texts"] for i in bf16)
 flips = [i for i in bf16 if bf16[i]["correct"] != fp32[i]["correct"]]

@@ -32,6 +32,7 @@ from autodeco_lp.hub.registry import resolve_heads
 from autodeco_lp.inference.heads import AutoDecoHeads
 from autodeco_lp.inference.processor import AutoDeco
 from autodeco_lp.inference.sampling import sample_completions
+from autodeco_lp.jsonl import jsonl_lines
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
@@ -356,7 +357,7 @@ class Evaluator:
 
 def _training_questions(path: Path) -> set[str]:
     seen = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in jsonl_lines(path.read_text(encoding="utf-8")):
         if line.strip():
             row = json.loads(line)
             for message in row.get("messages", []):

@@ -12,13 +12,15 @@ import json
 import os
 from pathlib import Path
 
+from autodeco_lp.jsonl import jsonl_lines
+
 
 class ResultStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: dict[tuple[str, int, int], dict] = {}
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in jsonl_lines(path.read_text(encoding="utf-8")):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autodeco_lp.jsonl import jsonl_lines
+
 
 @dataclass(frozen=True)
 class Example:
@@ -157,7 +159,7 @@ def load_jsonl(path: str | Path, tokenizer, max_length: int, variants=()) -> Dat
     path = Path(path)
     if path.is_file():
         raw = path.read_bytes()
-        lines, digest = _decode_utf8(raw, path).splitlines(), hashlib.sha256(raw).hexdigest()
+        lines, digest = jsonl_lines(_decode_utf8(raw, path)), hashlib.sha256(raw).hexdigest()
     elif path.exists():
         raise ValueError(f"`--data` {str(path)!r} is not a file; pass a JSONL file (see the README's data formats).")
     else:
