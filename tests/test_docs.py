@@ -37,6 +37,7 @@ def test_readme_headline_row_matches_results_json(task):
         ("<!-- scale-table chain_sum -->", "chain_sum"),
         ("<!-- scale-table products-long -->", "products-long"),
         ("<!-- scale-table gemma3-products -->", "gemma3-products"),
+        ("<!-- scale-table basic_arithmetic-long -->", "basic_arithmetic-long"),
     ],
 )
 def test_readme_scale_table_matches_results_json(marker, task):
@@ -63,3 +64,37 @@ def test_readme_scale_table_matches_results_json(marker, task):
         else:
             c = comparisons[f"autodeco - {name}"]
             assert versus == f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]", row
+
+
+def test_results_page_verdict_table_matches_results_json():
+    """docs/results.md's verdict table (between its markers): each row's intervals and frontier verdict are
+    docs/results/scale/RUN/results.json's, and its "goal" cell follows from them by issue 13's rule: in domain,
+    AutoDeco > MeanShift (interval above 0), >= the validation-chosen static - 1 point and above the static
+    frontier; out of domain, no significant loss to the validation-chosen static or to default sampling."""
+    page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    marker = "<!-- verdict-table -->"
+    assert page.count(marker) == 2, marker
+    rows = [line for line in page.split(marker)[1].splitlines() if line.startswith("| `")]
+    assert len(rows) >= 5, rows
+
+    def interval(c: dict) -> str:
+        return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        run, task, pass1, meanshift, best, greedy, default, frontier, goal = cells
+        report = json.loads((ROOT / "docs" / "results" / "scale" / run.strip("`") / "results.json").read_text())
+        comparisons = report["comparisons"]
+        assert pass1 == f"{report['methods']['autodeco']['pass@1']:.3f}", row
+        assert meanshift == interval(comparisons["autodeco - meanshift"]), row
+        assert best == interval(comparisons["autodeco - oracle-validation"]), row
+        assert greedy == interval(comparisons["autodeco - greedy"]), row
+        assert default == interval(comparisons["autodeco - default"]), row
+        verdict = report["frontier"]["candidates"]["autodeco"]["verdict"]
+        assert frontier == verdict, row
+        versus_ms, versus_best = comparisons["autodeco - meanshift"], comparisons["autodeco - oracle-validation"]
+        if "out of domain" in task:
+            met = versus_best["high"] >= 0 and comparisons["autodeco - default"]["high"] >= 0
+        else:
+            met = versus_ms["low"] > 0 and versus_best["mean"] >= -0.01 and verdict.startswith("above")
+        assert goal.startswith("yes" if met else "no"), row
