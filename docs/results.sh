@@ -174,6 +174,20 @@ if [[ $SECTION == scale-data || $SECTION == all ]]; then
         $AUTODECO eval compare docs/results/scale/$task-heads-6k docs/results/scale/$task --methods autodeco,meanshift \
             --against autodeco,meanshift,oracle-validation,greedy,static:0.3,1.0,static:0.5,0.9,static:0.7,0.9 \
             | tee docs/results/scale/$task-heads-6k/compare.md
+        # The refit's frontier verdict: its AutoDeco and MeanShift against the task run's static grid, same problems.
+        $PYTHON - $task <<'PY' | tee docs/results/scale/$task-heads-6k/frontier.txt
+import json, pathlib, sys
+from autodeco_lp.evaluation.frontier import static_frontier
+task, scale = sys.argv[1], pathlib.Path("docs/results/scale")
+methods = json.loads((scale / task / "results.json").read_text())["methods"]
+refit = json.loads((scale / f"{task}-heads-6k" / "results.json").read_text())["methods"]
+frontier = static_frontier({**methods, "autodeco": refit["autodeco"], "meanshift": refit["meanshift"]}, 16)
+for name, v in frontier["candidates"].items():
+    near = v["versus"][v["nearest"]]
+    cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
+    print(f"{task} refit {name}: {v['verdict']}; nearest deciding static {v['nearest']}: "
+          f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
+PY
     done
 fi
 
