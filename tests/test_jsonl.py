@@ -8,7 +8,7 @@ import json
 import pytest
 
 from autodeco_lp.evaluation.store import ResultStore
-from autodeco_lp.jsonl import jsonl_lines
+from autodeco_lp.hub.jsonl import jsonl_lines
 from autodeco_lp.training.data import load_jsonl
 from tests.conftest import tiny_char_tokenizer
 

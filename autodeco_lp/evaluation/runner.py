@@ -27,12 +27,12 @@ from autodeco_lp.evaluation.passk import mean_std, pass_at_k
 from autodeco_lp.evaluation.report import write_reports
 from autodeco_lp.evaluation.store import ResultStore
 from autodeco_lp.evaluation.vllm_backend import VllmSampler, choose_backend, sample_seed
+from autodeco_lp.hub.jsonl import jsonl_lines
 from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
 from autodeco_lp.hub.registry import resolve_heads
 from autodeco_lp.inference.heads import AutoDecoHeads
 from autodeco_lp.inference.processor import AutoDeco
 from autodeco_lp.inference.sampling import sample_completions
-from autodeco_lp.jsonl import jsonl_lines
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from autodeco_lp.jsonl import jsonl_lines
+from autodeco_lp.hub.jsonl import jsonl_lines
 
 
 class ResultStore:

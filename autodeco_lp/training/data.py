@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autodeco_lp.jsonl import jsonl_lines
+from autodeco_lp.hub.jsonl import jsonl_lines
 
 
 @dataclass(frozen=True)
