@@ -29,6 +29,7 @@ dtype and batch size checks that compiled and eager decoding produce the same to
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import statistics
 import time
@@ -95,7 +96,7 @@ def main() -> None:
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=raw)
         # The static path `autodeco eval` samples through (sample_completions: StaticNucleus).
         nucleus = StaticNucleus(STATIC.temperature, STATIC.top_p)
-        extra = COMPILED if backend == "hf+compile" else {}
+        extra = _compiled() if backend == "hf+compile" else {}
         return timed_generate(models[dtype], enc, nucleus, new_tokens, 0, **extra)[0]
 
     if args.hf_compile:  # compiled and eager greedy decoding agree, token for token
@@ -103,14 +104,14 @@ def main() -> None:
             enc = tokenizer(_texts(tokenizer, batch), return_tensors="pt", padding=True, add_special_tokens=raw)
             greedy = dict(do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
             eager = models[dtype].generate(**enc, **greedy)
-            compiled = models[dtype].generate(**enc, **greedy, **COMPILED)
-            same = int((eager == compiled).all(dim=1).sum())
+            with_compile = models[dtype].generate(**enc, **greedy, **_compiled())
+            same = int((eager == with_compile).all(dim=1).sum())
             print(f"hf+compile {dtype} batch {batch}: greedy identical to eager in {same} of {batch} rows")
     for backend, dtype, batch in configs:
-        compiled = backend == "hf+compile"
+        compiling = backend == "hf+compile"
         start = time.perf_counter()
-        timed(backend, dtype, batch, args.new_tokens if compiled else 2)  # warm-up (and compilation)
-        if compiled:
+        timed(backend, dtype, batch, args.new_tokens if compiling else 2)  # warm-up (and compilation)
+        if compiling:
             print(f"hf+compile {dtype} batch {batch}: warm-up with compilation {time.perf_counter() - start:.0f} s")
     times: dict[tuple, list[float]] = {c: [] for c in configs}
     for _ in range(args.repeats):
@@ -128,16 +129,15 @@ def main() -> None:
 STATIC = Decoding("static", 0.7, 1.0)
 
 
+@functools.cache
 def _compiled() -> dict:
-    """`generate` options for a static KV cache with a compiled forward, on any device."""
+    """`generate` options for a static KV cache with a compiled forward, on any device (built once, and
+    only when --hf-compile asks: one CompileConfig object, so generate reuses its compiled forward)."""
     from transformers import CompileConfig  # noqa: PLC0415
 
     config = CompileConfig(mode="default")  # "reduce-overhead" means CUDA graphs
     config._compile_all_devices = True  # generate compiles on a CPU only when told to (transformers 5.x)
     return {"cache_implementation": "static", "compile_config": config}
-
-
-COMPILED = _compiled()
 
 
 def _texts(tokenizer, batch: int) -> list[str]:
