@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from transformers import TopPLogitsWarper
 
-from autodeco_lp.inference.features import hard_top_p_filter, rank_order
+from autodeco_lp.inference.features import _torch_rank_order, hard_top_p_filter, rank_order
 
 SPECIAL = [float("nan"), -float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38]
 
@@ -40,6 +40,18 @@ def test_rank_order_is_torchs_stable_descending_sort(x):
     ascending_values, ascending_order = rank_order(x, descending=False)  # the exact reverse
     assert torch.equal(ascending_order, order.flip(-1))
     torch.testing.assert_close(ascending_values, values.flip(-1), rtol=0, atol=0, equal_nan=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows_with_ties_and_specials())
+def test_the_cuda_and_compiled_path_ranks_exactly_as_the_cpu_path(x):
+    """On CUDA and under torch.compile `rank_order` calls torch.sort(stable=True); checked here on the CPU
+    against the integer-key path, both directions (NaN first, ties by id, -0.0 tied with +0.0)."""
+    for descending in (True, False):
+        values, order = _torch_rank_order(x.float(), descending)
+        expected_values, expected_order = rank_order(x, descending)
+        assert torch.equal(order, expected_order)
+        torch.testing.assert_close(values, expected_values, rtol=0, atol=0, equal_nan=True)
 
 
 def test_rank_order_on_any_layout_dtype_and_shape():

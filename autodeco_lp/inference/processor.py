@@ -4,12 +4,18 @@ It attaches one hook to an unmodified model (see `capture.py`), and at every dec
 1. takes the final hidden state `(rows, H)` and raw logits `(rows, V)` the hook recorded,
 2. predicts `T` and `P` per row with the heads,
 3. returns `hard_top_p_filter(scores / T, P)`: a new tensor, `scores` is never modified.
+
+Steps 2-3 are one function of tensors, `autodeco_step`, with no branch on a device value: on a GPU the
+step queues its kernels and never waits for them (no host-device synchronisation), and it can be
+compiled as one graph (`AutoDeco(..., compile_step=True)`). The trace stays on the model's device
+until it is read.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +50,28 @@ class AutoDecoTrace:
         return list(zip(self.temperature[:, index].tolist(), self.top_p[:, index].tolist()))
 
 
+def autodeco_step(
+    heads: AutoDecoHeads,
+    settings: DecodingSettings,
+    min_tokens_to_keep: int,
+    hidden: torch.Tensor,
+    logits: torch.Tensor,
+    scores: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decoding step of AutoDeco: `(filtered scores, T, P)` from the captured rows and the scores.
+
+    Shapes: hidden `(rows, H)`, logits `(rows, V)` (raw, for the statistics), scores `(rows, V)` (what
+    `generate` hands to the processors) -> `(rows, V)` fp32 (a new tensor), `(rows,)`, `(rows,)` fp32.
+    The only branch is on `settings` (Python values fixed at construction), so a compiled step has one
+    graph per shape.
+    """
+    temperature, top_p = settings.apply(*heads(hidden, logits))  # (rows,) each
+    out = scores.float() / temperature.unsqueeze(-1)  # (rows, V), a new tensor
+    if settings.use_top_p_head:  # without it P = 1 everywhere: nothing to filter, no sort
+        out = hard_top_p_filter(out, top_p, min_tokens_to_keep)
+    return out, temperature, top_p
+
+
 class AutoDeco(LogitsProcessor):
     r"""Per-token temperature and nucleus filtering predicted by AutoDeco heads.
 
@@ -57,8 +85,13 @@ class AutoDeco(LogitsProcessor):
         min_top_p / max_top_p: clamp of the applied P, within [0, 1].
         use_temperature_head: False applies T = 1 (top-p head only).
         use_top_p_head: False applies P = 1 (temperature head only).
-        record_trace: keep the applied T and P of every step in `self.trace`.
+        record_trace: keep the applied T and P of every step in `self.trace` (on the device; copied to
+            the CPU when `trace` is read).
         min_tokens_to_keep: tokens never filtered by the nucleus (>= 1).
+        compile_step: compile the step (heads, statistics, scaling, nucleus) with `torch.compile` as one
+            graph, for GPUs where the eager step is bound by kernel launches. Opt-in: the first calls
+            compile (seconds to minutes); if compiling fails (e.g. no C++ compiler for inductor on a
+            CPU), AutoDeco warns once and runs the eager step. Values agree with eager to fp32 rounding.
 
     Examples:
 
@@ -101,6 +134,7 @@ class AutoDeco(LogitsProcessor):
         use_top_p_head: bool = True,
         record_trace: bool = True,
         min_tokens_to_keep: int = 1,
+        compile_step: bool = False,
     ) -> None:
         if not isinstance(heads, AutoDecoHeads):
             raise TypeError(
@@ -124,6 +158,9 @@ class AutoDeco(LogitsProcessor):
             raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep!r}")
         self.min_tokens_to_keep = min_tokens_to_keep
         self.record_trace = record_trace
+        self.compile_step = check_bool("compile_step", compile_step)
+        # dynamic=None: one graph for the first batch size, one shape-generic graph if another follows.
+        self._step: Callable = torch.compile(autodeco_step) if compile_step else autodeco_step
 
         self._capture = LMHeadCapture(model)
         weight = self._capture.lm_head.weight
@@ -190,7 +227,8 @@ class AutoDeco(LogitsProcessor):
 
     @torch.no_grad()
     def predict(self, hidden: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Applied `(T, P)`, each `(rows,)` fp32: head outputs, scaled, clamped, or 1 for a head off."""
+        """Applied `(T, P)`, each `(rows,)` fp32: head outputs, scaled, clamped, or 1 for a head off
+        (what `autodeco_step` applies, without the filter)."""
         return self.settings.apply(*self.heads(hidden, logits))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -207,13 +245,28 @@ class AutoDeco(LogitsProcessor):
                 f"AutoDeco captured {hidden.shape[0]} rows but generate scores {scores.shape[0]}; "
                 "this decoding mode scores several positions per forward and is not supported."
             )
-        temperature, top_p = self.predict(hidden, logits)
-        out = scores.float() / temperature.unsqueeze(-1)  # (rows, V), a new tensor
-        if self.settings.use_top_p_head:  # without it P = 1 everywhere: nothing to filter, no sort
-            out = hard_top_p_filter(out, top_p, self.min_tokens_to_keep)
+        out, temperature, top_p = self._run_step(hidden, logits, scores)
         if self.record_trace:
-            self._steps.append((temperature, top_p))
+            self._steps.append((temperature, top_p))  # device tensors: no copy, no wait per step
         return out
+
+    @torch.no_grad()
+    def _run_step(self, hidden: torch.Tensor, logits: torch.Tensor, scores: torch.Tensor):
+        """`autodeco_step`, compiled when asked; a compile that fails falls back to eager for good."""
+        try:
+            return self._step(self.heads, self.settings, self.min_tokens_to_keep, hidden, logits, scores)
+        except Exception as exc:  # noqa: BLE001 (any compiler failure: inductor, a missing C++ compiler, ...)
+            if self._step is autodeco_step:
+                raise
+            # Eagerly first: bad input raises its own error here, exactly as without compile_step.
+            result = autodeco_step(self.heads, self.settings, self.min_tokens_to_keep, hidden, logits, scores)
+            self._step = autodeco_step
+            self._warn_once(
+                "compile",
+                f"AutoDeco(compile_step=True) could not compile its step ({type(exc).__name__}: {exc}); "
+                "running it eagerly. Pass compile_step=False to skip the attempt.",
+            )
+            return result
 
     def _start_generation(self) -> None:
         """First step of a generate call: reset the trace, check how generate will use us."""
