@@ -41,6 +41,9 @@ class Sample:
     # The text the token that completed a stop string added after `text` ("\n\n" where Gemma3 ends a few-shot
     # answer with its "\n\n" token, not "\n"); "" when the completion ended at EOS or ran out of tokens.
     stop_text: str = ""
+    # Every token the decoding chose for this completion: `token_ids` plus the EOS or stop-string token
+    # that ended it, when one did (what an on-policy objective scores); () where not recorded.
+    sampled_ids: tuple[int, ...] = ()
 
     @property
     def num_tokens(self) -> int:
@@ -104,7 +107,8 @@ def completion_sample(
     t = p = None
     if temperature is not None:
         t, p = tuple(temperature[:length]), tuple(top_p[:length])
-    return Sample(text, tuple(ids[:length]), t, p, finished, stop_text)
+    sampled = length + 1 if finished else length  # the ending token was chosen by the decoding too
+    return Sample(text, tuple(ids[:length]), t, p, finished, stop_text, tuple(ids[:sampled]))
 
 
 @torch.no_grad()
