@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from autodeco_lp.training import fit
 from autodeco_lp.training.data import load_jsonl
-from autodeco_lp.training.resume import LEGACY_STATE_NAME, STATE_NAME, load_training_state
+from autodeco_lp.training.resume import STATE_NAME
 from tests.conftest import tiny_char_tokenizer
 from tests.test_training_fit import fit_args, heads_state, write_data
 
@@ -50,27 +50,26 @@ def _copy_checkpoint(checkpointed: Path, tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("how", ["torch.save", "raw pickle", "pickle named .safetensors"])
+@pytest.mark.parametrize("how", ["torch.save as training_state.pt", "pickle named .safetensors"])
 def test_resume_never_runs_code_from_a_planted_pickle(tiny_model_dir, data, checkpointed, tmp_path, how):
     folder = _copy_checkpoint(checkpointed, tmp_path)
     marker = tmp_path / "pwned"
     payload = {"step": 2, "optimizer": _PlantsAFile(marker)}
     (folder / STATE_NAME).unlink()
-    if how == "torch.save":
-        torch.save(payload, folder / LEGACY_STATE_NAME)
-    elif how == "raw pickle":
-        (folder / LEGACY_STATE_NAME).write_bytes(pickle.dumps(payload))
+    if how.startswith("torch.save"):  # the name of a pickled state: no version reads it, it is not a checkpoint
+        torch.save(payload, folder / "training_state.pt")
+        match = "is not a complete checkpoint folder"
     else:
         (folder / STATE_NAME).write_bytes(pickle.dumps(payload))
+        match = "not a safetensors file.*restart without --resume-from-checkpoint"
     assert not marker.exists()
-    with pytest.raises(ValueError, match="restart without --resume-from-checkpoint") as info:
+    with pytest.raises(ValueError, match=match) as info:
         fit(fit_args(tiny_model_dir, data, tmp_path / "out", save_steps=2, max_steps=4, resume_from_checkpoint=folder))
     assert not marker.exists(), "loading the checkpoint ran code"
     assert str(folder) in str(info.value)
-    assert "never code" in str(info.value) or "not a safetensors file" in str(info.value)
 
 
-@pytest.mark.parametrize("name, size", [(STATE_NAME, 0), (STATE_NAME, "half"), (LEGACY_STATE_NAME, 0)])
+@pytest.mark.parametrize("name, size", [(STATE_NAME, 0), (STATE_NAME, "half")])
 def test_truncated_or_empty_state_is_a_clear_error_naming_the_file(
     tiny_model_dir, data, checkpointed, tmp_path, name, size
 ):
@@ -93,14 +92,10 @@ def test_truncated_or_empty_state_is_a_clear_error_naming_the_file(
     assert "Aborted!" not in result.output and "PytorchStreamReader" not in result.output
 
 
-def test_state_is_safetensors_and_an_older_pickled_state_still_resumes_exactly(
-    tiny_model_dir, data, checkpointed, tmp_path
-):
+def test_state_is_safetensors_and_a_copied_checkpoint_resumes_exactly(tiny_model_dir, data, checkpointed, tmp_path):
+    """The same run resumed from a copy of its checkpoint elsewhere, into another folder: the same heads."""
     folder = _copy_checkpoint(checkpointed, tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["autodeco_config.json", HEADS_FILE, STATE_NAME]
-    state = load_training_state(folder)  # the old format: the same dict, pickled by torch.save
-    torch.save(state, folder / LEGACY_STATE_NAME)
-    (folder / STATE_NAME).unlink()
     out = tmp_path / "resumed"
     fit(fit_args(tiny_model_dir, data, out, save_steps=2, max_steps=4, resume_from_checkpoint=str(folder)))
     ref, run = heads_state(checkpointed), heads_state(out)
@@ -178,8 +173,11 @@ def test_heads_that_end_pinned_at_a_bound_warn_and_name_the_learning_rate(tiny_m
         heads.top_p_head.mlp[2].bias.fill_(-60.0)  # P = 0
     pinned = tmp_path / "pinned"
     heads.save_pretrained(pinned)
-    with pytest.warns(UserWarning, match=r"collapsed: mean T 2\.000 is at the ceiling of 2; mean P 0\.000 .*"
-                      r"--learning-rate \(it was 1e-07"):
+    with pytest.warns(
+        UserWarning,
+        match=r"collapsed: mean T 2\.000 is at the ceiling of 2; mean P 0\.000 .*"
+        r"--learning-rate \(it was 1e-07",
+    ):
         fit(fit_args(tiny_model_dir, data, tmp_path / "out", init_heads=str(pinned), max_steps=2, learning_rate=1e-7))
     with warnings.catch_warnings():  # heads inside their range do not warn
         warnings.filterwarnings("error", message=".*collapsed.*")
@@ -217,14 +215,23 @@ def test_non_utf8_training_data_names_file_and_line(tmp_path):
         load_jsonl(path, tiny_char_tokenizer(), 64)
 
 
-def test_a_torn_metrics_line_left_by_a_kill_is_dropped_on_resume(tmp_path):
-    from autodeco_lp.training.loop import MetricsLog
-    from autodeco_lp.training.outputs import OutputDir
+@pytest.mark.parametrize("name", ["metrics.jsonl.partial", "metrics.jsonl"])
+def test_a_torn_metrics_line_left_by_a_kill_is_dropped_on_resume(tmp_path, name):
+    """From the running log, or from a finished run's metrics.jsonl when one of its checkpoints is resumed."""
+    from autodeco_lp.training.outputs import MetricsLog, OutputDir
 
     out = tmp_path / "out"
     out.mkdir()
     outputs = OutputDir(out, written=set(), write_manifest=True)
-    outputs.register("metrics.jsonl")
-    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
-    MetricsLog(outputs, resume_step=2, report_to="none", enabled=True)
-    assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+    outputs.register(name)
+    (out / name).write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    log = MetricsLog(outputs, resume_step=2, report_to="none", enabled=True)
+    assert (out / "metrics.jsonl.partial").read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+    log.log({"step": 3, "loss": 1.0})
+    log.finish()
+    assert [line[:10] for line in (out / "metrics.jsonl").read_text().splitlines()] == [
+        '{"step": 1',
+        '{"step": 2',
+        '{"step": 3',
+    ]
+    assert not (out / "metrics.jsonl.partial").exists()

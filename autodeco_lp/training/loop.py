@@ -10,18 +10,17 @@ and needs its own forward to see the parameters used).
 
 `fit(args)` runs a `Trainer`, whose named steps are the run's phases:
 `set_up` (output folder, model, data, heads, optimizer, schedule) -> `resume` (a checkpoint's
-state) -> `prepare_cache` (the hidden-state cache) -> `train_step` + `log` + `save_checkpoint`
-per step -> `save_final` (heads and model card). The run's fixed parts live in `Run`, its
-position in `Progress`; a step's numbers come back as a `StepOutcome`.
+state, refused when the checkpoint belongs to another run) -> `prepare_cache` (the hidden states,
+from `hidden.hidden_states`) -> `train_step` + `log` + `save_checkpoint` per step -> `save_final`
+(heads, model card, then metrics.jsonl). The run's fixed parts live in `Run`, its position in
+`Progress`; a step's numbers come back as a `StepOutcome`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-import shutil
 import sys
 import time
 import warnings
@@ -34,7 +33,6 @@ from accelerate import Accelerator, DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.hub.config import AutoDecoConfig
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.inference.capture import OutputProjection
@@ -42,6 +40,7 @@ from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.training import batches, hidden
 from autodeco_lp.training.args import FitArgs
 from autodeco_lp.training.data import Dataset, load_jsonl
+from autodeco_lp.training.hidden import CACHE_DIR_NAME
 from autodeco_lp.training.losses import (
     LossConfig,
     LossSums,
@@ -51,16 +50,10 @@ from autodeco_lp.training.losses import (
     trainable_parameters,
 )
 from autodeco_lp.training.model_card import write_model_card
-from autodeco_lp.training.outputs import (
-    CACHE_DIR_NAME,
-    CARD_NAME,
-    HEADS_NAMES,
-    METRICS_NAME,
-    TENSORBOARD_DIR_NAME,
-    OutputDir,
-)
+from autodeco_lp.training.outputs import CARD_NAME, HEADS_NAMES, MetricsLog, OutputDir
 from autodeco_lp.training.ranking import DIRECTIONS, control_ranking_sums, load_commands, pick_command, with_command
 from autodeco_lp.training.resume import (
+    check_same_run,
     list_checkpoints,
     load_training_state,
     resolve_resume,
@@ -107,11 +100,9 @@ class Run:
     args: FitArgs  # with `--recipe auto` resolved
     accelerator: Accelerator
     outputs: OutputDir
-    model: torch.nn.Module
-    runner: torch.nn.Module  # the model as forwards run: itself, or its FSDP / DeepSpeed wrapper
-    sharded: bool
-    pad_id: int
+    model: torch.nn.Module  # the base model as forwards run: itself, or its FSDP / DeepSpeed wrapper
     dataset: Dataset
+    cache_spec: hidden.CacheSpec  # the hidden states the steps read: the base model's digest, every example
     projection: OutputProjection
     heads: AutoDecoHeads
     loss_config: LossConfig
@@ -119,7 +110,6 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     schedule: Schedule
-    data_identity: dict
 
     @property
     def device(self) -> torch.device:
@@ -128,6 +118,18 @@ class Run:
     @property
     def main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def identity(self) -> dict:
+        """What makes a step's examples and states this run's: a checkpoint records it, a resume must match it."""
+        return {
+            "data_sha256": self.dataset.sha256,
+            "max_length": self.args.max_length,
+            "examples_per_step": self.schedule.examples_per_step,
+            "seed": self.args.seed,
+            "total_steps": self.schedule.total_steps,
+            "model_sha256": self.cache_spec.model_sha256,
+        }
 
 
 @dataclass
@@ -189,51 +191,6 @@ def _check_heads(args: FitArgs, heads: AutoDecoHeads, projection: OutputProjecti
             )
 
 
-def _metrics_step(line: str) -> float:
-    """The step of one metrics.jsonl line; infinity for a line a kill left torn (or any unreadable one)."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return float("inf")
-
-
-class MetricsLog:
-    """JSONL metrics (and tensorboard) on the main process; a resumed run drops later lines."""
-
-    def __init__(self, outputs: OutputDir, resume_step: int, report_to: str, enabled: bool) -> None:
-        self.path = outputs.path / METRICS_NAME
-        self.enabled = enabled
-        self.writer = None
-        if not enabled:
-            return
-        outputs.register(METRICS_NAME)
-        if self.path.exists():  # ours (OutputDir.claim): keep the lines up to the step resumed from
-            lines = self.path.read_text().splitlines() if resume_step else []
-            kept = [line for line in lines if _metrics_step(line) <= resume_step]  # a torn last line is dropped
-            atomic_write(self.path, lambda tmp: write_text(tmp, "".join(line + "\n" for line in kept)))
-        if report_to == "tensorboard":
-            try:
-                # tensorboard is optional (`--report-to tensorboard`): not a dependency of the package.
-                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
-            except ImportError as exc:
-                raise ValueError(
-                    "`--report-to tensorboard` needs the tensorboard package: pip install tensorboard"
-                ) from exc
-            outputs.register(TENSORBOARD_DIR_NAME)
-            self.writer = SummaryWriter(log_dir=str(outputs.path / TENSORBOARD_DIR_NAME))
-
-    def log(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"train/{key}", value, record["step"])
-            self.writer.flush()
-
-
 def _all_reduce(sums: LossSums, params: dict, accelerator) -> LossSums:
     """Add sums, counts and gradients over processes in one all-reduce of a flat vector."""
     if accelerator.num_processes == 1:
@@ -270,10 +227,9 @@ def _load_data(args: FitArgs, tokenizer):
     return dataclasses.replace(dataset, sha256=digest)
 
 
-def _all_versions(dataset):
+def _all_versions(dataset: Dataset) -> list:
     """Plain examples then every variant: ids i, i + N, i + 2N are the versions of example i."""
-    examples = list(dataset.examples) + [e for version in dataset.variants for e in version]
-    return dataclasses.replace(dataset, examples=examples)
+    return list(dataset.examples) + [e for version in dataset.variants for e in version]
 
 
 def _lr_is_zero_throughout(scheduler, start: int, total: int) -> bool:
@@ -321,7 +277,7 @@ class Trainer:
         self.command = command
         self.run: Run | None = None
         self.progress = Progress()
-        self.cache: hidden.HiddenStateCache | None = None
+        self.states: hidden.HiddenStateCache | hidden.StreamedStates | None = None  # set by `prepare_cache`
         self.cache_seconds = 0.0
 
     # --- set-up ------------------------------------------------------------------------------
@@ -349,14 +305,26 @@ class Trainer:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         dataset = _load_data(args, tokenizer)
 
-        # The loss needs the whole (V, H) lm_head on every process: keep it before any sharding.
+        # The loss needs the whole (V, H) lm_head on every process, and the digest every weight: both before sharding.
         projection = OutputProjection.from_model(model)
-        runner = model
         sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        cache_spec = hidden.CacheSpec(
+            output_dir=outputs.path,
+            examples=_all_versions(dataset),
+            model_sha256=hidden.model_sha256(model),
+            dtype=next(model.parameters()).dtype,
+            hidden_size=projection.hidden_size,
+            pad_id=pad_id,
+            enabled=args.cache,
+            batch_size=args.cache_batch_size,
+            max_bytes=args.cache_max_gb * 1e9,
+            world_size=accelerator.num_processes,
+            sharded=sharded,
+        )
         if sharded:
             bias = projection.bias.clone() if projection.bias is not None else None
             projection = OutputProjection(projection.weight.clone(), bias, projection.softcap)
-            runner = accelerator.prepare_model(model, evaluation_mode=True)  # shards the frozen base
+            model = accelerator.prepare_model(model, evaluation_mode=True)  # shards the frozen base
         heads = _build_heads(args, model, device)
         _check_heads(args, heads, projection)
         loss_config = args.loss_config()
@@ -375,22 +343,13 @@ class Trainer:
             num_warmup_steps=math.ceil(args.warmup_ratio * schedule.total_steps),
             num_training_steps=schedule.total_steps,
         )
-        data_identity = {
-            "data_sha256": dataset.sha256,
-            "max_length": args.max_length,
-            "examples_per_step": schedule.examples_per_step,
-            "seed": args.seed,
-            "total_steps": schedule.total_steps,
-        }
         self.run = Run(
             args=args,
             accelerator=accelerator,
             outputs=outputs,
             model=model,
-            runner=runner,
-            sharded=sharded,
-            pad_id=pad_id,
             dataset=dataset,
+            cache_spec=cache_spec,
             projection=projection,
             heads=heads,
             loss_config=loss_config,
@@ -398,26 +357,22 @@ class Trainer:
             optimizer=optimizer,
             scheduler=scheduler,
             schedule=schedule,
-            data_identity=data_identity,
         )
         return self.run
 
     # --- resume ------------------------------------------------------------------------------
 
     def resume(self) -> None:
-        """Load heads, optimizer, scheduler, RNG and position from `--resume-from-checkpoint`, if given."""
+        """Load heads, optimizer, scheduler, RNG and position from `--resume-from-checkpoint`, if given;
+        a checkpoint of another run (other data, base model, options or heads) is refused, naming what differs."""
         run = self.run
         if not run.args.resume_from_checkpoint:
             return
         path = resolve_resume(run.outputs.path, run.args.resume_from_checkpoint)
         state = load_training_state(path)
-        if state["data"] != run.data_identity:
-            raise ValueError(
-                f"cannot resume exactly from {path}: it was trained with {state['data']}, "
-                f"this run has {run.data_identity}. Use the same --data, --max-length, --seed, batch sizes, "
-                "process count and step budget, or start a new --output-dir."
-            )
-        run.heads.load_state_dict(AutoDecoHeads.from_pretrained(path, device=run.device).state_dict())
+        saved = AutoDecoHeads.from_pretrained(path, device=run.device)
+        check_same_run(path, state, saved.config, run.identity, run.args.to_dict(), run.heads.config)
+        run.heads.load_state_dict(saved.state_dict())
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -438,95 +393,23 @@ class Trainer:
     # --- the hidden-state cache --------------------------------------------------------------
 
     def prepare_cache(self) -> None:
-        """Build (or open) the hidden-state cache; `self.cache` stays None when training streams."""
-        started = time.perf_counter()
-        self.cache = self._open_or_build_cache()
+        """Open or build the hidden-state cache (or stream, under --no-cache or past its budget)."""
+        started, run = time.perf_counter(), self.run
+        self.states = hidden.hidden_states(
+            run.cache_spec,
+            run.model,
+            run.accelerator,
+            register=run.outputs.register,
+            progress=not run.args.disable_tqdm,
+        )
         self.cache_seconds = time.perf_counter() - started
-
-    def _open_or_build_cache(self) -> hidden.HiddenStateCache | None:
-        run, args, accelerator = self.run, self.run.args, self.run.accelerator
-        if not args.cache:
-            if run.sharded:
-                raise ValueError(
-                    "a base model sharded by FSDP / DeepSpeed trains from the hidden-state cache only; drop --no-cache."
-                )
-            return None
-        dataset = _all_versions(run.dataset) if run.dataset.variants else run.dataset
-        output_dir = run.outputs.path
-        dtype = next(run.model.parameters()).dtype
-        hidden_size = run.model.config.get_text_config().hidden_size
-        size = hidden.cache_size_bytes(dataset.num_targets, hidden_size)
-        free = shutil.disk_usage(output_dir).free
-        if size > args.cache_max_gb * 1e9 or size > 0.9 * free:
-            if run.sharded:
-                raise ValueError(
-                    f"the hidden-state cache needs {size / 1e9:.1f} GB; raise --cache-max-gb or free disk space."
-                )
-            warnings.warn(
-                f"the hidden-state cache would take {size / 1e9:.1f} GB (budget --cache-max-gb {args.cache_max_gb}, "
-                f"{free / 1e9:.1f} GB free); streaming through the base model instead.",
-                stacklevel=3,
-            )
-            return None
-        world = accelerator.num_processes
-        fingerprint = {
-            "model": getattr(run.model, "name_or_path", ""),
-            "dtype": str(dtype),
-            "data_sha256": dataset.sha256,
-            "max_length": args.max_length,
-            "examples": len(dataset.examples),
-            "targets": dataset.num_targets,
-            "world_size": world,
-        }
-        folder = output_dir / CACHE_DIR_NAME
-        if hidden.matches(folder, fingerprint):
-            return hidden.HiddenStateCache(folder)
-        build = output_dir / f".{CACHE_DIR_NAME}.build"
-        if run.main:
-            run.outputs.register(CACHE_DIR_NAME, build.name)
-            shutil.rmtree(folder, ignore_errors=True)
-            shutil.rmtree(build, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        rank = accelerator.process_index
-        mine = [i for i in range(len(dataset.examples)) if i % world == rank]
-        most = math.ceil(len(range(0, len(dataset.examples), world)) / args.cache_batch_size)  # rank 0 has the most
-
-        show = run.main and not args.disable_tqdm
-        with tqdm(total=len(mine), desc="caching hidden states", disable=not show, file=sys.stderr) as bar:
-            hidden.build_part(
-                build,
-                run.runner,
-                dataset.examples,
-                mine,
-                f"part-{rank}",
-                run.pad_id,
-                args.cache_batch_size,
-                bar,
-                hidden_size=hidden_size,
-                dtype=dtype,
-                sharded=run.sharded,
-                min_batches=most,
-            )
-        accelerator.wait_for_everyone()
-        if run.main:
-            torch_dtype, _ = hidden.storage_dtype(dtype)
-            meta = {
-                "fingerprint": fingerprint,
-                "parts": [f"part-{r}" for r in range(world)],
-                "storage_dtype": str(torch_dtype).removeprefix("torch."),
-                "hidden_size": hidden_size,
-            }
-            hidden.write_meta(build, meta)
-            build.rename(folder)  # the cache exists only once complete
-        accelerator.wait_for_everyone()
-        return hidden.HiddenStateCache(folder)
 
     # --- one step ----------------------------------------------------------------------------
 
     def _step_inputs(self, ids: list[int], epoch: int, lengths: list[int]):
         """Yield `StepInputs` for this process's examples `ids` of one step."""
-        run, cache = self.run, self.cache
-        if cache is not None:
+        run = self.run
+        if isinstance(self.states, hidden.HiddenStateCache):
             # No padding once cached: one call over all positions; the loss chunks them.
             groups = [ids] if ids else []
         else:
@@ -534,10 +417,7 @@ class Trainer:
                 ids, lengths, run.args.per_device_train_batch_size, run.args.max_tokens_per_batch
             )
         for group in groups:
-            if cache is not None:
-                pairs = [cache[i] for i in group]
-            else:
-                pairs = hidden.supervised_hidden_states(run.model, [run.dataset.examples[i] for i in group], run.pad_id)
+            pairs = self.states.batch(group)
             yield StepInputs(
                 hidden=torch.cat([p[0].to(run.device) for p in pairs]),
                 labels=torch.cat([p[1].to(run.device) for p in pairs]),
@@ -551,16 +431,12 @@ class Trainer:
 
     def _control_sums(self, ids: list[int]) -> LossSums:
         """The ranking loss over this process's rows of the step (rows whose versions all have targets)."""
-        run, cache, dataset = self.run, self.cache, self.run.dataset
+        run, dataset = self.run, self.run.dataset
         n = len(dataset.examples)
         rows = [i for i in ids if all(version[i].num_targets for version in dataset.variants)]
-        triples = []
-        for i in rows:
-            if cache is not None:
-                triples.append(tuple(cache[i + k * n][0] for k in range(1 + len(dataset.variants))))
-            else:
-                examples = [dataset.examples[i]] + [version[i] for version in dataset.variants]
-                triples.append(tuple(p[0] for p in hidden.supervised_hidden_states(run.model, examples, run.pad_id)))
+        # Example i's versions are ids i, i + n, i + 2n (`_all_versions`): one (n_i, H) state per version.
+        versions = range(1 + len(dataset.variants))
+        triples = [tuple(h for h, _ in self.states.batch([i + k * n for k in versions])) for i in rows]
         total, count, grads = control_ranking_sums(
             run.heads,
             triples,
@@ -646,7 +522,7 @@ class Trainer:
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "rng": rng_state(),
-            "data": run.data_identity,
+            "data": run.identity,
             "epoch": outcome.epoch,
             "step_in_epoch": outcome.step_in_epoch + 1,
             "elapsed_seconds": self.progress.elapsed_before + seconds_so_far,
@@ -657,8 +533,11 @@ class Trainer:
             write_checkpoint_folder(run.outputs.path, step, run.heads, state, run.args.save_total_limit)
         run.accelerator.wait_for_everyone()
 
-    def save_final(self, result: FitResult) -> None:
-        """The trained heads and their model card in the output folder (main process)."""
+    def save_final(self, result: FitResult, log: MetricsLog) -> None:
+        """The trained heads, their model card, then metrics.jsonl in the output folder (main process).
+
+        In that order, each replaced whole: a save that fails (a full disk) leaves the earlier heads and
+        metrics.jsonl of the folder as they were (this run's lines stay in metrics.jsonl.partial)."""
         run = self.run
         if run.main:
             run.outputs.register(*HEADS_NAMES, CARD_NAME)
@@ -672,6 +551,7 @@ class Trainer:
                 run.accelerator.num_processes,
                 f"{run.device} ({run.accelerator.distributed_type.value})",
             )
+            log.finish()
         run.accelerator.wait_for_everyone()
 
     # --- the whole run -----------------------------------------------------------------------
@@ -720,10 +600,10 @@ class Trainer:
             mean_temperature=last["mean_temperature"],
             mean_top_p=last["mean_top_p"],
             seconds=self.progress.elapsed_before + time.perf_counter() - started,
-            cached=self.cache is not None,
+            cached=isinstance(self.states, hidden.HiddenStateCache),
             cache_seconds=self.cache_seconds,
         )
-        self.save_final(result)
+        self.save_final(result, log)
         message = collapse_warning(result.mean_temperature, result.mean_top_p, run.args)
         if message and run.main:
             warnings.warn(message, stacklevel=3)
@@ -733,10 +613,10 @@ class Trainer:
 def fit(args: FitArgs, command: str | None = None) -> FitResult:
     """Train AutoDeco heads on a frozen base model; returns the final metrics.
 
-    Writes `output_dir/{checkpoint-N/, metrics.jsonl, hidden_cache/}` during training and the final
-    heads + a model card README.md in `output_dir` at the end.
+    Writes `output_dir/{checkpoint-N/, metrics.jsonl.partial, hidden_cache/}` during training and the final
+    heads, a model card README.md and metrics.jsonl in `output_dir` at the end.
     """
     return Trainer(args, command).train()
 
 
-__all__ = ["FitResult", "Trainer", "fit", "list_checkpoints"]
+__all__ = ["CACHE_DIR_NAME", "FitResult", "Trainer", "fit", "list_checkpoints"]

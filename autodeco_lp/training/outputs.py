@@ -1,4 +1,4 @@
-"""Which files in `--output-dir` a fit may write, and the manifest that records what it wrote.
+"""Which files in `--output-dir` a fit may write, the manifest that records what it wrote, and its metrics log.
 
 `autodeco-fit` writes only the names in `OUTPUT_NAMES` (plus `checkpoint-N/` folders and hidden
 temporary files), and before it creates one it adds the name to `output_dir/.autodeco-fit.json`
@@ -9,26 +9,40 @@ temporary files), and before it creates one it adds the name to `output_dir/.aut
 unless `--overwrite-output-dir` is given. Other files in the folder are never touched. A
 hidden-state cache with its `cache_meta.json` counts as ours: its fingerprint decides whether it is
 reused, and `autodeco eval ablation` hard-links finished caches between runs.
+
+The metrics of a running fit go to `metrics.jsonl.partial`; the final save renames it to
+`metrics.jsonl` after the heads and the model card are written. So a final save that fails (a full
+disk) leaves an earlier run's heads and its `metrics.jsonl` as they were, side by side.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
-from autodeco_lp.hub.atomic import atomic_write, write_text
+from autodeco_lp.hub.atomic import atomic_write, fsync_file, write_text
 from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-from autodeco_lp.training.hidden import META_NAME
+from autodeco_lp.hub.jsonl import jsonl_lines
+from autodeco_lp.training.hidden import BUILD_DIR_NAME, CACHE_DIR_NAME, META_NAME
 
 MANIFEST_NAME = ".autodeco-fit.json"
 METRICS_NAME = "metrics.jsonl"
-CACHE_DIR_NAME = "hidden_cache"
+METRICS_PARTIAL_NAME = f"{METRICS_NAME}.partial"  # the running fit's lines, renamed to METRICS_NAME at the end
 CARD_NAME = "README.md"
 TENSORBOARD_DIR_NAME = "runs"
 HEADS_NAMES = (CONFIG_NAME, WEIGHTS_NAME)
-OUTPUT_NAMES = (*HEADS_NAMES, CARD_NAME, METRICS_NAME, CACHE_DIR_NAME, f".{CACHE_DIR_NAME}.build", TENSORBOARD_DIR_NAME)
+OUTPUT_NAMES = (
+    *HEADS_NAMES,
+    CARD_NAME,
+    METRICS_NAME,
+    METRICS_PARTIAL_NAME,
+    CACHE_DIR_NAME,
+    BUILD_DIR_NAME,
+    TENSORBOARD_DIR_NAME,
+)
 _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 _OURS_HINT = "pass --overwrite-output-dir to replace them, or choose a new --output-dir"
 
@@ -110,3 +124,60 @@ class OutputDir:
         self.written |= set(names)
         text = json.dumps({"written_by": "autodeco-fit", "written": sorted(self.written)}, indent=1) + "\n"
         atomic_write(self.path / MANIFEST_NAME, lambda p: write_text(p, text))
+
+
+def _metrics_step(line: str) -> float:
+    """The step of one metrics line; infinity for a line a kill left torn (or any unreadable one)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+class MetricsLog:
+    """JSONL metrics (and tensorboard) on the main process, into `metrics.jsonl.partial` until `finish`."""
+
+    def __init__(self, outputs: OutputDir, resume_step: int, report_to: str, enabled: bool) -> None:
+        self.outputs = outputs
+        self.path = outputs.path / METRICS_PARTIAL_NAME
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        outputs.register(METRICS_PARTIAL_NAME, METRICS_NAME)
+        # A resumed run keeps the lines up to the step it resumes from: those of the running log, or of a
+        # finished run's metrics.jsonl when one of its checkpoints is resumed. A torn last line is dropped.
+        source = self.path if self.path.exists() else outputs.path / METRICS_NAME
+        lines = jsonl_lines(source.read_text(encoding="utf-8")) if resume_step and source.is_file() else []
+        kept = [line for line in lines if _metrics_step(line) <= resume_step]
+        atomic_write(self.path, lambda tmp: write_text(tmp, "".join(line + "\n" for line in kept)))
+        if report_to == "tensorboard":
+            try:
+                # tensorboard is optional (`--report-to tensorboard`): not a dependency of the package.
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+            except ImportError as exc:
+                raise ValueError(
+                    "`--report-to tensorboard` needs the tensorboard package: pip install tensorboard"
+                ) from exc
+            outputs.register(TENSORBOARD_DIR_NAME)
+            self.writer = SummaryWriter(log_dir=str(outputs.path / TENSORBOARD_DIR_NAME))
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+            self.writer.flush()
+
+    def finish(self) -> None:
+        """Make this run's lines `metrics.jsonl` (one rename); the final save calls it once the heads are saved."""
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            self.writer.close()
+        fsync_file(self.path)
+        os.replace(self.path, self.outputs.path / METRICS_NAME)

@@ -6,10 +6,12 @@ stale temporary folder is ignored and removed by the next save).
 
 The training state is stored in a format that cannot run code when read: `training_state.safetensors`
 holds every tensor (optimizer moments and steps, RNG states as uint8 tensors) and, in its header
-metadata, a JSON document with everything else (step, scheduler, data identity, options). Checkpoints
-written before this format (`training_state.pt`, a pickle) are read only through
-`torch.load(weights_only=True)`, which refuses any object it does not know; a file that needs more
-than that is refused with the way to go on.
+metadata, a JSON document with everything else (step, scheduler, the run's identity, options).
+No pickle is ever read.
+
+A checkpoint continues only the run that wrote it: `check_same_run` compares its identity (data,
+base model weights, batch, seed, step budget), its options and its heads' shape with this run's and
+refuses, naming each difference, before any tensor is loaded.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from safetensors.torch import save_file
 
 from autodeco_lp.hub.atomic import staged_directory
 from autodeco_lp.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, heads_writers
+from autodeco_lp.hub.config import AutoDecoConfig
 
 STATE_NAME = "training_state.safetensors"
-LEGACY_STATE_NAME = "training_state.pt"  # pickled, written before the safetensors format; read-only
 STATE_FORMAT = "autodeco_lp.training_state"
 STATE_VERSION = 1
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -57,21 +59,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def state_file(folder: Path) -> Path | None:
-    """The training state file of a checkpoint folder (current format first), or None."""
-    for name in (STATE_NAME, LEGACY_STATE_NAME):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints, oldest first (a folder counts once its state file exists)."""
     found = []
     if output_dir.is_dir():
         for path in output_dir.iterdir():
             match = _CHECKPOINT.match(path.name)
-            if match and state_file(path) is not None and (path / WEIGHTS_NAME).is_file():
+            if match and (path / STATE_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
                 found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -171,42 +165,12 @@ def _read_safetensors_state(path: Path) -> dict[str, Any]:
         raise TrainingStateError(f"{path} is an incomplete training state ({exc!r}); {_RESTART}.") from exc
 
 
-def _read_legacy_state(path: Path) -> dict[str, Any]:
-    """A `training_state.pt` of an older version: tensors, plain containers and numpy RNG arrays only."""
-    # These numpy names rebuild a plain array and its dtype (numpy's legacy RNG state); torch's
-    # weights-only unpickler still refuses every other global, so nothing in the file can run code.
-    # `numpy._core` from numpy 2, `numpy.core` before; the file may name either (pickled under either).
-    reconstruct = (getattr(np, "_core", None) or np.core).multiarray._reconstruct
-    allowed = [
-        (reconstruct, "numpy.core.multiarray._reconstruct"),
-        (reconstruct, "numpy._core.multiarray._reconstruct"),
-        np.ndarray,
-        np.dtype,
-        type(np.dtype(np.uint32)),
-    ]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle and zip readers raise many kinds; all mean the same here
-        raise TrainingStateError(
-            f"{path} (an older pickled training state) cannot be read safely: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'empty or truncated file'}. Only tensors and plain values "
-            f"are loaded from it, never code; {_RESTART}."
-        ) from exc
-    needed = ("step", "optimizer", "scheduler", "rng", "data", "elapsed_seconds")
-    if not isinstance(state, dict) or any(key not in state for key in needed):
-        raise TrainingStateError(f"{path} is not a training state written by autodeco_lp; {_RESTART}.")
-    return state
-
-
 def load_training_state(folder: Path) -> dict[str, Any]:
     """The training state of checkpoint `folder`, read without running code; TrainingStateError otherwise."""
-    path = state_file(folder)
-    if path is None:
-        raise TrainingStateError(
-            f"{folder} has no {STATE_NAME} (or older {LEGACY_STATE_NAME}); pass a checkpoint-N folder, or {_RESTART}."
-        )
-    return _read_safetensors_state(path) if path.name == STATE_NAME else _read_legacy_state(path)
+    path = folder / STATE_NAME
+    if not path.is_file():
+        raise TrainingStateError(f"{folder} has no {STATE_NAME}; pass a checkpoint-N folder, or {_RESTART}.")
+    return _read_safetensors_state(path)
 
 
 def write_checkpoint_folder(
@@ -238,9 +202,87 @@ def resolve_resume(output_dir: Path, value: str) -> Path:
             )
         return found[-1][1]
     path = Path(value)
-    if state_file(path) is None or not (path / CONFIG_NAME).is_file():
+    if not (path / STATE_NAME).is_file() or not (path / CONFIG_NAME).is_file():
         raise ValueError(
             f"`--resume-from-checkpoint` {value!r} is not a complete checkpoint folder (needs {STATE_NAME} "
             f"and {CONFIG_NAME}); pass a checkpoint-N folder or the flag alone for the latest."
         )
     return path
+
+
+# Options a resumed run may change: where and how often it reports and saves, how it splits a step's
+# examples into micro-batches and processes (`examples_per_step` in the identity is what counts), where
+# it reads the model and data from (their contents are in the identity), and the cache's knobs. Every
+# other option changes what a step computes, so it has to match the checkpoint's.
+FREE_ON_RESUME = frozenset(
+    {
+        "model",
+        "data",
+        "output_dir",
+        "init_heads",
+        "resume_from_checkpoint",
+        "overwrite_output_dir",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_tokens_per_batch",
+        "loss_chunk_size",
+        "use_cpu",
+        "cache",
+        "cache_max_gb",
+        "cache_batch_size",
+        "save_steps",
+        "save_total_limit",
+        "logging_steps",
+        "report_to",
+        "disable_tqdm",
+    }
+)
+# The heads' shape and switches; who wrote them and from where may differ.
+_HEADS_FREE = frozenset({"base_model_name_or_path", "base_model_revision", "library_version"})
+_MISSING = object()
+
+
+def _shown(value: Any) -> str:
+    text = "(not set)" if value is _MISSING else repr(value)
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        text = repr(value[:12] + "...")  # a sha256
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _differences(kind: str, saved: dict[str, Any], current: dict[str, Any], free=frozenset()) -> list[str]:
+    """`kind key: saved -> current` for every key whose value differs (JSON round trip: tuples are lists)."""
+    current = json.loads(json.dumps(current, default=str))
+    keys = sorted((set(saved) | set(current)) - free)
+    return [
+        f"{kind} {key}: {_shown(saved.get(key, _MISSING))} -> {_shown(current.get(key, _MISSING))}"
+        for key in keys
+        if saved.get(key, _MISSING) != current.get(key, _MISSING)
+    ]
+
+
+def check_same_run(
+    path: Path,
+    state: dict[str, Any],
+    saved_heads: AutoDecoConfig,
+    identity: dict[str, Any],
+    options: dict[str, Any],
+    heads: AutoDecoConfig,
+) -> None:
+    """Refuse to continue, from checkpoint `path`, a run other than the one that wrote it.
+
+    `state` is its training state, `saved_heads` its heads' config; `identity`, `options` (`FitArgs.to_dict()`)
+    and `heads` are this run's. The message lists every difference as "checkpoint -> this run".
+    """
+    differences = [
+        *_differences("run", state.get("data") or {}, identity),
+        *_differences("heads", saved_heads.to_dict(), heads.to_dict(), _HEADS_FREE),
+        *_differences("option", state.get("args") or {}, options, FREE_ON_RESUME),
+    ]
+    if differences:
+        raise ValueError(
+            f"cannot resume exactly from {path}: it was written by another run. What differs (checkpoint -> "
+            f"this run): {'; '.join(differences)}. Resume with that run's base model, data and options, or "
+            "drop --resume-from-checkpoint and start a new run (a new --output-dir, or --overwrite-output-dir)."
+        )
