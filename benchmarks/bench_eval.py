@@ -8,7 +8,7 @@ left-padded, sampling at T = 0.7, P = 1 through `StaticNucleus` with no top-k (i
 exactly `--new-tokens` tokens per row (min = max, so every configuration does the same work),
 timed by `evaluation.bench.timed_generate` (CUDA-synchronised on a GPU). The vllm backend
 (`--backends vllm`, needs vLLM) times `autodeco eval --backend vllm`'s own path: its sampler
-(`evaluation.vllm_backend.VllmSampler`, plain engine, per-sample seeds, no chunked prefill) with
+(`engines.vllm_sampler.VllmSampler`, plain engine, per-sample seeds, no chunked prefill) with
 EOS and stop tokens ignored (every call checks it made exactly batch x `--new-tokens` tokens),
 one engine per dtype (engines are started once, before timing), at the torch thread
 count vLLM chose (it sets 1 for serving unless OMP_NUM_THREADS is set); the hf rows run at the
@@ -36,10 +36,8 @@ import time
 
 import torch
 
+from autodeco_lp.engines import BACKENDS, MODEL_DTYPES, Decoding
 from autodeco_lp.evaluation.bench import timed_generate
-from autodeco_lp.evaluation.methods import Decoding
-from autodeco_lp.evaluation.runner import MODEL_DTYPES
-from autodeco_lp.evaluation.vllm_backend import BACKENDS
 from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
 from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
 
@@ -65,7 +63,7 @@ def main() -> None:
     raw = not uses_chat_template(tokenizer)  # a base model: raw prompts need BOS
     samplers, vllm_threads = {}, None
     if "vllm" in args.backends:
-        from autodeco_lp.evaluation.vllm_backend import VllmSampler  # noqa: PLC0415 (optional dependency)
+        from autodeco_lp.engines.vllm_sampler import VllmSampler  # noqa: PLC0415 (optional dependency)
 
         longest = max(
             len(ids) for ids in tokenizer(_texts(tokenizer, len(QUESTIONS)), add_special_tokens=raw)["input_ids"]
@@ -87,7 +85,7 @@ def main() -> None:
             torch.set_num_threads(vllm_threads)
             ids, seeds = tokenizer(texts, add_special_tokens=raw)["input_ids"], [[row] for row in range(batch)]
             start = time.perf_counter()
-            rows = samplers[dtype].sample(ids, STATIC, seeds, max_new_tokens=new_tokens, ignore_eos=True)
+            rows = samplers[dtype].sample_ids(ids, STATIC, seeds, max_new_tokens=new_tokens, ignore_eos=True)
             elapsed = time.perf_counter() - start
             made = sum(sample.num_tokens for row in rows for sample in row)
             assert made == batch * new_tokens, f"vLLM made {made} tokens, not {batch} x {new_tokens}"

@@ -7,6 +7,7 @@ import platform
 import click
 import torch
 
+from autodeco_lp.engines import torch_device
 from autodeco_lp.evaluation.bench import (
     STATIC_TEMPERATURE,
     STATIC_TOP_P,
@@ -56,7 +57,7 @@ def generate(
 
     try:
         sizes = _batch_sizes(batch_sizes)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch_device(device)
         loaded, tokenizer = load_model(model, device=device)
         heads_id = heads or resolve_heads_for_model(loaded)
         rows = bench_generate(loaded, tokenizer, AutoDecoHeads.from_pretrained(heads_id), new_tokens, repeats, sizes)

@@ -9,11 +9,12 @@ import click
 
 from autodeco_lp.cli.options import dataclass_options, task_option
 from autodeco_lp.evaluation.ablation import ablation_table, read_recipes, run_ablation
+from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.compare import compare_reports, comparison_table, read_report
 from autodeco_lp.evaluation.control import ControlArgs, control_table, measure_control
 from autodeco_lp.evaluation.methods import split_methods
 from autodeco_lp.evaluation.report import markdown_table
-from autodeco_lp.evaluation.runner import EvalArgs, run_eval
+from autodeco_lp.evaluation.runner import run_eval
 from autodeco_lp.tasks.problems import parse_task_options
 
 

@@ -6,7 +6,6 @@ import json
 import sys
 
 import click
-import torch
 import transformers
 from transformers.utils import logging as hf_logging
 
@@ -17,6 +16,7 @@ from autodeco_lp.cli.fit import fit_command
 from autodeco_lp.cli.options import dataclass_options
 from autodeco_lp.cli.plot import plot_group
 from autodeco_lp.cli.serve import serve_command
+from autodeco_lp.engines import torch_device
 from autodeco_lp.hub.checkpoint import export_official
 from autodeco_lp.hub.models import load_model, packaged_model, packaged_model_dir
 from autodeco_lp.inference.heads import AutoDecoHeads
@@ -44,8 +44,7 @@ def generate(prompts: tuple[str, ...], **options) -> None:
     """Sample a completion for each PROMPT with AutoDeco deciding T and P at every token."""
     try:
         args = GenerateArgs(**options)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, tokenizer = load_model(args.model, device=device)
+        model, tokenizer = load_model(args.model, device=torch_device(args.device))
         with AutoDeco.from_pretrained(
             model, args.heads, temperature_scale=args.temperature_scale, top_p_scale=args.top_p_scale
         ) as processor:

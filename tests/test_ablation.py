@@ -74,12 +74,12 @@ def test_ablation_fits_each_recipe_scores_it_and_resumes(recipe_file, monkeypatc
     assert "| no-drop | dft=False, easy_token_drop=0.0 | 2 |" in table and "| *greedy* | reference |" in table
     assert "sums pass@1 - static:0.5,1.0" in table.splitlines()[0]
     # Rerunning fits nothing and generates nothing: the same report from the recipe summaries and caches.
-    # Patched where they are looked up: ablation calls `fit`, the evaluation runner `sample_completions`.
+    # Patched where they are looked up: ablation calls `fit`, the hf sampler `sample_completions`.
     import autodeco_lp.evaluation.ablation as ablation
-    import autodeco_lp.evaluation.runner as runner
+    from autodeco_lp.engines import hf_sampler
 
     monkeypatch.setattr(ablation, "fit", lambda *a, **k: pytest.fail("refitted"))
-    monkeypatch.setattr(runner, "sample_completions", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(hf_sampler, "sample_completions", lambda *a, **k: pytest.fail("regenerated"))
     again = run_ablation(config, progress=False)
     assert again["recipes"] == report["recipes"] and again["references"] == report["references"]
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import zlib
 
 import pytest
 
+from autodeco_lp.engines import Seeding, factory
 from autodeco_lp.evaluation import runner
-from autodeco_lp.evaluation.runner import EvalArgs
-from autodeco_lp.evaluation.vllm_backend import sample_seed
+from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.inference.sampling import completion_sample
 
 
@@ -77,14 +78,15 @@ def test_fewshot_rows_end_as_the_model_ended_them():
 
 def test_sample_seeds_differ_per_sample_problem_seed_and_decoding():
     seeds = {
-        sample_seed(key, s, i, j)
+        Seeding(0, key, s).sample_seed(i, j)
         for key in ("greedy", "static:0.500,1.000")
         for s in (0, 1)
         for i in (0, 1)
         for j in (0, 1)
     }
     assert len(seeds) == 16
-    assert sample_seed("autodeco:T=1,P=1", 0, 3, 1) == sample_seed("autodeco:T=1,P=1", 0, 3, 1)
+    # The formula the committed vllm caches were sampled with: a change here changes their completions.
+    assert Seeding(5, "autodeco:T=1,P=1", 0).sample_seed(3, 1) == zlib.crc32(b"autodeco:T=1,P=1|0|3|1")
 
 
 def test_unknown_backend_and_device_with_vllm_are_refused(small_eval):
@@ -121,7 +123,7 @@ def test_vllm_backend_without_vllm_says_how_to_install_it(small_eval, monkeypatc
 def test_vllm_backend_keeps_its_own_cache_and_loads_no_hf_model(small_eval, monkeypatch):
     _vllm_installed(monkeypatch, True)
     hf = runner.Evaluator(EvalArgs(**small_eval), None, progress=False)
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("the vllm backend loaded the HF model"))
+    monkeypatch.setattr(factory, "load_model", lambda *a, **k: pytest.fail("the vllm backend loaded the HF model"))
     vllm = runner.Evaluator(EvalArgs(**{**small_eval, "device": None}, backend="vllm"), None, progress=False)
     assert vllm.model is None and vllm.texts == hf.texts
     assert vllm.store.path != hf.store.path  # completions of one engine never answer for the other's

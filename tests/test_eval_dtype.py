@@ -4,46 +4,54 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from autodeco_lp.engines import factory
 from autodeco_lp.evaluation import runner
-from autodeco_lp.evaluation.runner import EvalArgs, run_eval
+from autodeco_lp.evaluation.args import EvalArgs
+from autodeco_lp.evaluation.runner import run_eval
 
 
 def test_bf16_runs_the_model_in_bf16_and_never_shares_the_fp32_cache(small_eval, monkeypatch):
     dtypes = []
-    real = runner.load_model
+    real = factory.load_model
 
     def spy(*args, **kwargs):
         model, tokenizer = real(*args, **kwargs)
         dtypes.append(next(model.parameters()).dtype)
         return model, tokenizer
 
-    monkeypatch.setattr(runner, "load_model", spy)
+    monkeypatch.setattr(factory, "load_model", spy)
     fp32 = run_eval(EvalArgs(**small_eval, methods="greedy,autodeco"), progress=False)
     bf16 = run_eval(EvalArgs(**small_eval, methods="greedy,autodeco", dtype="bfloat16"), progress=False)
     assert dtypes == [torch.float32, torch.bfloat16]
     assert bf16["settings"]["dtype"] == "bfloat16" and fp32["settings"]["dtype"] == "float32"
-    caches = sorted(p.name for p in (runner.Path(small_eval["out"])).glob("cache-*.jsonl"))
+    caches = sorted(p.name for p in Path(small_eval["out"]).glob("cache-*.jsonl"))
     assert len(caches) == 2  # one per dtype: bf16 completions never answer for fp32 ones
 
 
-def test_fp32_cache_key_is_unchanged_by_the_dtype_option(small_eval):
-    # Caches written before --dtype existed must stay valid for float32: the fingerprint is the one
-    # those versions computed (settings without methods/seeds/out/batch_size/device/shots, + questions).
+def test_cache_key_hashes_every_setting_that_changes_completions_and_nothing_else(small_eval):
     args = EvalArgs(**small_eval, methods="greedy")
     evaluator = runner.Evaluator(args, None, progress=False)
-    # The fields those versions hashed, spelt out (not derived from today's exclusion list, so a new
-    # option that leaks into the fingerprint fails here).
-    hashed = ("model", "heads", "task", "problems", "samples", "dataset_seed", "max_new_tokens", "chat", "exclude_data")
-    old = {k: getattr(args, k) for k in hashed}
-    old.update(task_options={}, questions=[p.question for p in evaluator.problems])
-    digest = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:12]
+    # The settings hashed, spelt out (not derived from the code's exclusion list, so a new option that
+    # leaks into the fingerprint, or one left out of it, fails here).
+    hashed = (
+        "model", "heads", "task", "problems", "samples", "dataset_seed", "max_new_tokens", "chat", "shots",
+        "exclude_data", "dtype", "backend",
+    )  # fmt: skip
+    fingerprint = {k: getattr(args, k) for k in hashed}
+    fingerprint.update(task_options={}, questions=[p.question for p in evaluator.problems])
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     assert evaluator.store.path.name == f"cache-{digest}.jsonl"
-    bf16 = runner.Evaluator(EvalArgs(**small_eval, methods="greedy", dtype="bfloat16"), None, progress=False)
-    assert bf16.store.path.name != evaluator.store.path.name
+    name = evaluator.store.path.name
+    same = dict(methods="greedy,default", seeds="3", batch_size=7, oracle_from=None)
+    assert runner.Evaluator(EvalArgs(**{**small_eval, **same}), None, progress=False).store.path.name == name
+    for other in (dict(dtype="bfloat16"), dict(shots=1), dict(max_new_tokens=3)):
+        changed = EvalArgs(**{**small_eval, "methods": "greedy", **other})
+        assert runner.Evaluator(changed, None, progress=False).store.path.name != name, other
 
 
 def test_unknown_dtype_is_refused_with_the_choices(small_eval):

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import tests.vllm_support  # noqa: F401 (skips without vLLM locally, fails under CI)
+from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.compare import compare_reports
-from autodeco_lp.evaluation.runner import EvalArgs, run_eval
+from autodeco_lp.evaluation.runner import run_eval
 from autodeco_lp.tasks.problems import parse_task_options
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration]

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from autodeco_lp.evaluation import runner
+from autodeco_lp.engines import hf_sampler
+from autodeco_lp.evaluation import oracle
+from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.methods import Decoding, parse_methods
 from autodeco_lp.evaluation.passk import mean_std, pass_at_k
-from autodeco_lp.evaluation.runner import EvalArgs, run_eval, summarise
+from autodeco_lp.evaluation.runner import run_eval
+from autodeco_lp.evaluation.summary import summarise
 from autodeco_lp.tasks.problems import load_task
 from tests.conftest import require
 
@@ -81,7 +84,7 @@ def test_oracle_grid_sweeps_t_at_p1_then_p_at_the_best_t():
         return 1.0
 
     fake = _FakeEvaluator(table)
-    best = runner.oracle_grid(fake, samples=10)
+    best = oracle.oracle_grid(fake, samples=10)
     assert [c for c in fake.calls[:10]] == [(round(0.1 * i, 1), 1.0) for i in range(1, 11)]
     assert [c for c in fake.calls[10:]] == [(0.3, round(0.1 * i, 1)) for i in range(1, 11)]
     assert (best["temperature"], best["top_p"], best["pass@1"]) == (0.3, 0.7, pytest.approx(0.8))
@@ -89,7 +92,7 @@ def test_oracle_grid_sweeps_t_at_p1_then_p_at_the_best_t():
 
 
 def test_oracle_grid_breaks_ties_towards_the_lowest_value():
-    best = runner.oracle_grid(_FakeEvaluator(lambda t, p: 0.5), samples=10)
+    best = oracle.oracle_grid(_FakeEvaluator(lambda t, p: 0.5), samples=10)
     assert (best["temperature"], best["top_p"]) == (0.1, 0.1)
 
 
@@ -139,7 +142,7 @@ def test_eval_reproduces_its_numbers_from_the_cache(small_eval, monkeypatch):
     assert first["methods"]["temperature-only"]["mean_top_p"] == pytest.approx(1.0)
     assert first["methods"]["top-p-only"]["mean_temperature"] == pytest.approx(1.0)
     # A second run (e.g. after a kill) must not generate anything and must give the same numbers.
-    monkeypatch.setattr(runner, "sample_completions", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(hf_sampler, "sample_completions", lambda *a, **k: pytest.fail("regenerated"))
     second = run_eval(EvalArgs(**small_eval, methods=methods), progress=False)
     assert second["methods"] == first["methods"]
 
@@ -184,7 +187,7 @@ def test_plots_write_images(tmp_path):
     from autodeco_lp.evaluation.plots import plot_trace
     from autodeco_lp.inference.textgen import Completion
 
-    grid = runner.oracle_grid(_FakeEvaluator(lambda t, p: t * p), samples=10)
+    grid = oracle.oracle_grid(_FakeEvaluator(lambda t, p: t * p), samples=10)
     line = {
         "pass@1": 0.4,
         "pass@1_std": 0.0,
@@ -266,7 +269,7 @@ def test_oracle_validation_takes_the_best_static_of_the_validation_run(tmp_path)
     }
     folder = _validation_file(tmp_path / "val", methods)
     for where in (folder, folder / "results.json"):
-        chosen = runner.validation_choice(str(where), "task.jsonl", 0)
+        chosen = oracle.validation_choice(str(where), "task.jsonl", 0)
         assert chosen["decoding"] == Decoding("static", 0.3, 0.9)
         assert (chosen["chosen_method"], chosen["validation_pass@1"]) == ("static:0.3,0.9", 0.6)
         assert chosen["chosen_on"] == {
@@ -278,7 +281,7 @@ def test_oracle_validation_takes_the_best_static_of_the_validation_run(tmp_path)
         assert len(chosen["chosen_from"]) == 5
     methods["default"]["pass@1"] = 0.7
     _validation_file(folder, methods)
-    assert runner.validation_choice(str(folder), "task.jsonl", 0)["decoding"] == Decoding("static", 1.0, 1.0)
+    assert oracle.validation_choice(str(folder), "task.jsonl", 0)["decoding"] == Decoding("static", 1.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -302,7 +305,7 @@ def test_oracle_validation_refuses_bad_validation_runs(tmp_path, case, match):
     else:
         _validation_file(folder, {"default": _static(1.0, 1.0, 0.5)}, dataset_seed=0)
     with pytest.raises(ValueError, match=match):
-        runner.validation_choice(str(folder), "task.jsonl", 0)
+        oracle.validation_choice(str(folder), "task.jsonl", 0)
 
 
 def test_oracle_validation_needs_oracle_from_and_the_other_way_round(small_eval):
@@ -323,13 +326,13 @@ def test_oracle_test_is_the_best_static_of_these_problems():
         "meanshift": _static(0.6, 0.9, 0.95),  # static, but read off AutoDeco: not a candidate
     }
     args = SimpleNamespace(task="task.jsonl", dataset_seed=0)
-    best = runner.oracle_test(results, args, problems=6)
+    best = oracle.oracle_test(results, args, problems=6)
     assert (best["temperature"], best["top_p"], best["pass@1"]) == (0.2, 1.0, 0.7)
     assert best["chosen_method"] == "static:0.2,1.0" and best["optimistic"] is True
     assert best["chosen_from"] == ["default", "static:0.5,1.0", "static:0.2,1.0"]
     assert best["chosen_on"] == {"path": None, "task": "task.jsonl", "dataset_seed": 0, "problems": 6}
     del results["default"]
-    assert runner.oracle_test(results, args, problems=6) is None  # 2 statics: no oracle-test
+    assert oracle.oracle_test(results, args, problems=6) is None  # 2 statics: no oracle-test
 
 
 def test_eval_reports_oracles_pass_at_k_intervals_and_the_frontier(small_eval, tmp_path):

@@ -10,6 +10,8 @@ layer or a layer of lower rank; layers of the same rank are independent of each 
     rank  1  inference    (heads, features, capture, processor, sampling, ...)
     rank 1.5 the package root `autodeco_lp/__init__.py`: the public API, re-exports hub and inference
     rank  2  tasks, vllm  (vllm may not exist yet: it is ranked all the same)
+    rank 2.5 engines      (one sampler interface over hf generate and vllm, and the factory that picks one;
+             above tasks and vllm, which it uses, and below training, whose rollouts sample through it)
     rank  3  training
     rank  4  evaluation
     rank  5  cli, and every `__main__.py`: an entry point is run, never imported (checked here),
@@ -40,6 +42,7 @@ LAYERS = {
     "autodeco_lp.inference": ("inference", 1),
     "autodeco_lp.tasks": ("tasks", 2),
     "autodeco_lp.vllm": ("vllm", 2),
+    "autodeco_lp.engines": ("engines", 2.5),
     "autodeco_lp.training": ("training", 3),
     "autodeco_lp.evaluation": ("evaluation", 4),
     "autodeco_lp.cli": ("cli", 5),

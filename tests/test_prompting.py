@@ -124,9 +124,9 @@ def test_fewshot_rows_train_without_eos():
 def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, tmp_path, monkeypatch):
     require("reasoning_gym")
     import autodeco_lp.inference.sampling as sampling
-    from autodeco_lp.evaluation import rejection
+    from autodeco_lp.engines import hf_sampler
+    from autodeco_lp.evaluation.problems import training_questions
     from autodeco_lp.evaluation.rejection import SampleArgs, sample_training_data
-    from autodeco_lp.evaluation.runner import _training_questions
     from autodeco_lp.tasks.problems import ReasoningGymTask
 
     monkeypatch.setattr(ReasoningGymTask, "score", lambda self, problem, completion: 1.0)
@@ -139,9 +139,9 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
                 scores[:, newline] = scores.logsumexp(-1)
                 return scores
 
-        return real(*args, **kwargs, logits_processor=[Boost()])
+        return real(*args, **{**kwargs, "logits_processor": [Boost()]})  # static: the sampler passes None
 
-    monkeypatch.setattr(rejection, "sample_completions", with_newlines)  # where sample_training_data looks it up
+    monkeypatch.setattr(hf_sampler, "sample_completions", with_newlines)  # where the hf sampler looks it up
     args = SampleArgs(
         model=str(tiny_base_model_dir),
         task="reasoning_gym:products",
@@ -165,7 +165,7 @@ def test_data_sample_writes_fewshot_rows_for_a_base_model(tiny_base_model_dir, t
         "reasoning_gym:products", {"min_digits": 1, "max_digits": 1}, dataset_seed=TRAIN_DATASET_SEED, size=3
     )
     # `autodeco eval --exclude-data` recognises the questions inside few-shot prompts.
-    assert {task.problems[r["meta"]["index"]].question for r in rows} <= _training_questions(tmp_path / "d.jsonl")
+    assert {task.problems[r["meta"]["index"]].question for r in rows} <= training_questions(tmp_path / "d.jsonl")
 
 
 def test_gemma3_alias_and_a_clear_error_without_its_wheels(monkeypatch, tmp_path):

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autodeco_lp.evaluation.runner import paired_comparisons
 from autodeco_lp.evaluation.stats import paired_bootstrap
+from autodeco_lp.evaluation.summary import paired_comparisons
 
 
 def test_identical_decodings_give_a_zero_interval_and_a_constant_shift_is_exact():

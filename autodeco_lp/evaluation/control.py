@@ -24,14 +24,13 @@ from pathlib import Path
 
 import torch
 
+from autodeco_lp.engines import Decoding, Seeding, make_sampler
 from autodeco_lp.hub.atomic import atomic_write, write_text
-from autodeco_lp.hub.models import load_model
 from autodeco_lp.hub.registry import resolve_heads_for_model
 from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.heads import AutoDecoHeads
-from autodeco_lp.inference.sampling import sample_completions
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, load_task
-from autodeco_lp.tasks.prompting import task_prompts
+from autodeco_lp.tasks.prompting import Prompts, task_prompts
 from autodeco_lp.training.data import tokenize_row
 from autodeco_lp.training.hidden import supervised_hidden_states
 from autodeco_lp.training.ranking import DIRECTIONS, load_commands, with_command
@@ -97,33 +96,33 @@ def _mean_heads(model, tokenizer, heads, rows: list[dict], batch_size: int = 16)
 
 def measure_control(args: ControlArgs, progress: bool = True) -> dict:
     commands = load_commands(args.commands)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model(args.model, device=device)
-    heads = AutoDecoHeads.from_pretrained(args.heads or resolve_heads_for_model(model)).to(device).eval()
+    # The hf engine: the heads read the model's hidden states over each response (teacher forcing).
+    sampler = make_sampler("hf", args.model, device=args.device)
+    model, tokenizer = sampler.model, sampler.tokenizer
+    heads = AutoDecoHeads.from_pretrained(args.heads or resolve_heads_for_model(model)).to(model.device).eval()
     specs = [s.strip() for s in args.tasks.split(",") if s.strip()]
     if not specs:
         raise ValueError("`--tasks` is empty")
-    questions, texts, fewshot = [], [], False
+    questions, texts = [], []
     for k, spec in enumerate(specs):
         share = args.prompts // len(specs) + (k < args.prompts % len(specs))
         task = load_task(spec, {}, dataset_seed=EVAL_DATASET_SEED, size=share)
         prompts = task_prompts(tokenizer, task, task.problems)
         questions += [p.question for p in task.problems]
         texts += prompts.texts
-        fewshot = prompts.fewshot
-        stop = prompts.stop_strings
-        add_special = prompts.add_special_tokens
-    responses = sample_completions(
-        model,
-        tokenizer,
-        texts,
-        greedy=True,
+    # One model, so every task's prompts have the same style (chat, or few-shot with its stop string).
+    everything = Prompts(texts, prompts.add_special_tokens, prompts.stop_strings)
+    responses = sampler.sample(
+        everything,
+        0,
+        len(texts),
+        Decoding("greedy"),
+        Seeding(0, "control", 0),  # greedy: unused
+        samples=1,
         max_new_tokens=args.max_new_tokens,
         batch_size=32,
-        add_special_tokens=add_special,
-        stop_strings=stop,
     )
-    base_rows = _rows(questions, texts, [r[0].text for r in responses], fewshot)
+    base_rows = _rows(questions, texts, [r[0].text for r in responses], everything.fewshot)
     plain = _mean_heads(model, tokenizer, heads, base_rows)  # (N, 2)
     versions = {"none": plain}
     for direction in DIRECTIONS:

@@ -14,29 +14,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from autodeco_lp.engines.decoding import Decoding
 
 DERIVED = ("meanshift", "oracle-grid", "oracle-validation")
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """One concrete way to decode; `key` names it in the result cache."""
-
-    kind: str  # greedy | static | autodeco
-    temperature: float = 1.0
-    top_p: float = 1.0
-    use_temperature_head: bool = True
-    use_top_p_head: bool = True
-
-    @property
-    def key(self) -> str:
-        if self.kind == "greedy":
-            return "greedy"
-        if self.kind == "static":
-            return f"static:{self.temperature:.3f},{self.top_p:.3f}"
-        return f"autodeco:T={int(self.use_temperature_head)},P={int(self.use_top_p_head)}"
 
 
 BASIC = {

@@ -6,9 +6,10 @@ accepts, write them as chat `messages` rows, or for a base model's few-shot prom
 and `"eos": false`; see `fewshot_ending`), with a `meta` record of task, options, seeds and index,
 which training ignores.
 
-Two engines, as `autodeco eval` (`--backend`): hf (`generate`, seeded once per batch) and vllm
-(`VllmSampler`, seeded per sample, so the rows do not depend on the batch size; about 3x the
-tokens/s here). They draw different samples from the same distribution. It lives beside the
+Two engines, as `autodeco eval` (`--backend`, engines/): hf (`generate`, torch seeded once with
+`--seed` before the first batch) and vllm (each sample seeded from the seed, the problem and the
+sample, so the rows do not depend on the batch size; about 3x the tokens/s here). They draw
+different samples from the same distribution. It lives beside the
 harness because it is one: the same prompts, engines and verifiers, keeping what passes.
 """
 
@@ -20,15 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from autodeco_lp.evaluation.methods import Decoding
-from autodeco_lp.evaluation.runner import MODEL_DTYPES, VLLM_ROWS_PER_CALL, check_dtype
-from autodeco_lp.evaluation.vllm_backend import VllmSampler, choose_backend, sample_seed
+from autodeco_lp.engines import Decoding, Seeding, check_dtype, choose_backend, make_sampler
 from autodeco_lp.hub.atomic import atomic_write
-from autodeco_lp.hub.models import load_model, load_tokenizer, model_source
-from autodeco_lp.inference.sampling import Sample, sample_completions
+from autodeco_lp.inference.sampling import Sample
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS, task_prompts
 
@@ -59,8 +56,12 @@ class SampleArgs:
     )
     top_p: float = field(default=1.0, metadata={"help": "Sampling top-p."})
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens per sampled solution."})
-    batch_size: int = field(
-        default=64, metadata={"help": "Sequences per generate call (hf); vllm takes 256 per call and schedules them."}
+    batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sequences per generate call; default: fill memory (GPU) or 64 (CPU) on hf, 256 on vllm "
+            "(which schedules them itself: its rows do not depend on it)."
+        },
     )
     chat: bool = field(
         default=True,
@@ -93,7 +94,7 @@ class SampleArgs:
                 f"evaluation problems. Pick another (default {TRAIN_DATASET_SEED})."
             )
         for name in ("problems", "samples", "max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
         if not (self.temperature >= 0 and 0 < self.top_p <= 1):
             raise ValueError(
@@ -130,30 +131,23 @@ def fewshot_ending(text: str, sample: Sample) -> dict:
 
 def sample_training_data(args: SampleArgs, task_options: dict | None = None, progress: bool = True) -> SampleSummary:
     task = load_task(args.task, task_options or {}, dataset_seed=args.dataset_seed, size=args.problems)
-    if args.backend == "vllm":
-        model, tokenizer = None, load_tokenizer(model_source(args.model).path)
-    else:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, tokenizer = load_model(args.model, dtype=MODEL_DTYPES[args.dtype], device=device)
-    prompts = task_prompts(tokenizer, task, task.problems, args.chat, args.shots)
-    started = time.perf_counter()
-    with tqdm(total=len(prompts.texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
-        if args.backend == "vllm":
-            completions = _sample_vllm(args, tokenizer, prompts, bar)
-        else:
-            completions = sample_completions(
-                model,
-                tokenizer,
-                prompts.texts,
-                num_samples=args.samples,
-                greedy=args.temperature == 0,
-                temperature=args.temperature,
-                top_p=args.top_p,
+    decoding = Decoding("greedy") if args.temperature == 0 else Decoding("static", args.temperature, args.top_p)
+    # hf: torch seeded once with --seed; vllm: each sample from (--seed, problem, sample), "data:" keeping
+    # these seeds apart from the evaluation's.
+    seeding = Seeding(args.seed, "data:" + decoding.key, args.seed)
+    with make_sampler(args.backend, args.model, dtype=args.dtype, device=args.device) as sampler:
+        prompts = task_prompts(sampler.tokenizer, task, task.problems, args.chat, args.shots)
+        started = time.perf_counter()
+        with tqdm(total=len(prompts.texts), desc="sampling", disable=not progress, file=sys.stderr) as bar:
+            completions = sampler.sample(
+                prompts,
+                0,
+                len(prompts.texts),
+                decoding,
+                seeding,
+                samples=args.samples,
                 max_new_tokens=args.max_new_tokens,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                add_special_tokens=prompts.add_special_tokens,
-                stop_strings=prompts.stop_strings,
+                batch_size=args.batch_size or sampler.default_batch_size(prompts, args.max_new_tokens),
                 progress=bar,
             )
     rows, solved = [], 0
@@ -202,38 +196,3 @@ def sample_training_data(args: SampleArgs, task_options: dict | None = None, pro
         out,
         args.backend,
     )
-
-
-def _sample_vllm(args: SampleArgs, tokenizer, prompts, bar) -> list:
-    """`sample_completions`' result from vLLM: each sample seeded from (args.seed, problem, sample),
-    VLLM_ROWS_PER_CALL rows per call (progress between calls)."""
-    greedy = args.temperature == 0
-    decoding = Decoding("greedy") if greedy else Decoding("static", args.temperature, args.top_p)
-    ids = [tokenizer(t, add_special_tokens=prompts.add_special_tokens)["input_ids"] for t in prompts.texts]
-    sampler = VllmSampler(
-        model_source(args.model).path,
-        tokenizer,
-        heads=lambda: None,  # static decodings only: no AutoDeco engine starts
-        max_model_len=max(map(len, ids)) + args.max_new_tokens,
-        dtype=args.dtype,
-    )
-    per_call = max(1, VLLM_ROWS_PER_CALL // args.samples)
-    completions = []
-    try:
-        for start in range(0, len(ids), per_call):
-            stop = min(start + per_call, len(ids))
-            seeds = [
-                [sample_seed("data:" + decoding.key, args.seed, i, k) for k in range(args.samples)]
-                for i in range(start, stop)
-            ]
-            completions += sampler.sample(
-                ids[start:stop],
-                decoding,
-                seeds,
-                max_new_tokens=args.max_new_tokens,
-                stop_strings=prompts.stop_strings,
-            )
-            bar.update(stop - start)
-    finally:
-        sampler.close()
-    return completions
