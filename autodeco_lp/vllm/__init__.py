@@ -1,10 +1,12 @@
-"""AutoDeco on unmodified vLLM: a `vllm.general_plugins` entry point and one generic model class.
+"""AutoDeco on unmodified vLLM: two entry points, one generic model class, one logits processor.
 
 Installing `autodeco-lp` registers `register()` under `vllm.general_plugins`; vLLM calls it in
 every process it starts. It registers the architecture `AutoDecoForCausalLM` (and the released
 name `AutoDecoModelForCausalLM`) with `vllm.ModelRegistry.register_model`, and the released
-config type `autodeco` with `transformers.AutoConfig.register`. Importing this package does not
-import vLLM.
+config type `autodeco` with `transformers.AutoConfig.register`. It also registers
+`processors.AutoDecoLogitsProcessor` under `vllm.logits_processors`, which both of vLLM's model
+runners (V1 and Model Runner V2) load into every engine: it applies the heads' T and P on AutoDeco
+engines and does nothing on others. Importing this package does not import vLLM.
 
     from vllm import LLM, SamplingParams
     from autodeco_lp.vllm import hf_overrides
@@ -30,12 +32,10 @@ def in_process_engines() -> None:
       (no pickled function to a worker) and an engine can be deleted and replaced;
     - `VLLM_CPU_KVCACHE_SPACE=4`: 4 GiB of KV cache per engine on a CPU (vLLM's default takes most
       of the memory, which a second engine then lacks);
-    - `VLLM_USE_V2_MODEL_RUNNER=0`: the plugin hands T and P to the V1 model runner, which CUDA
-      builds replace by Model Runner V2 unless told not to.
+    Both model runners serve AutoDeco, so the runner is vLLM's own choice.
     """
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
 
 
 def register() -> None:

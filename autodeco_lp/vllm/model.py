@@ -7,7 +7,8 @@ everything but `compute_logits` and `load_weights` is the base model's. Holding 
 
 `compute_logits(hidden (rows, H))` returns the base model's logits unchanged `(rows, V)` (softcap
 and logit scale included, gathered over tensor-parallel ranks) and stages the heads' `(T, P)` for
-vLLM's sampler (`sampling.py`). The heads are plain `nn.Linear`s, replicated on every TP rank
+the AutoDeco logits processor, which applies them in vLLM's sampler (`sampling.py`, `processors.py`).
+The heads are plain `nn.Linear`s, replicated on every TP rank
 (each rank computes them on the same replicated hidden states and gathered logits).
 """
 
@@ -22,9 +23,12 @@ from torch import nn
 from autodeco_lp.hub.checkpoint import head_tensor_name
 from autodeco_lp.hub.registry import find_heads, load_registry
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
+from autodeco_lp.vllm import request_ids
+from autodeco_lp.vllm.interfaces import check_installed
 from autodeco_lp.vllm.options import ARCHITECTURE, RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE, AutoDecoVllmOptions
 from autodeco_lp.vllm.released import base_architecture_for
-from autodeco_lp.vllm.sampling import TraceRecorder, install_sampler_hook, stage
+from autodeco_lp.vllm.sampling import Staged, processors_built, stage
+from autodeco_lp.vllm.trace import TraceRecorder
 
 BASE_PREFIX = "llm."
 
@@ -54,10 +58,10 @@ def check_supported(vllm_config) -> None:
             f"(pipeline_parallel_size={vllm_config.parallel_config.pipeline_parallel_size}); use "
             "--tensor-parallel-size instead."
         )
-    if vllm_config.use_v2_model_runner:
+    if getattr(vllm_config.parallel_config, "enable_batch_sharded_sampling", False):
         raise ValueError(
-            "AutoDeco hands its T and P to the V1 model runner's sampler; this engine uses Model Runner V2. "
-            "Set VLLM_USE_V2_MODEL_RUNNER=0 in the environment of `vllm serve` / your script."
+            "AutoDeco does not support batch-sharded sampling (it computes logits without the model's "
+            "compute_logits, so the heads never run); drop --enable-batch-sharded-sampling."
         )
 
 
@@ -99,16 +103,14 @@ def _heads_source(options: AutoDecoVllmOptions, model_config, raw: dict[str, Any
 class AutoDecoForCausalLM(nn.Module):
     """A vLLM text-generation model: the base model (`self.llm`) + AutoDeco heads (`self.autodeco_heads`)."""
 
-    # How the sampler hook (sampling.py) recognises an AutoDeco model without importing this module.
-    is_autodeco_model = True
-
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__()
         from vllm import ModelRegistry  # noqa: PLC0415 (optional dependency)
         from vllm.model_executor.models.utils import maybe_prefix  # noqa: PLC0415
 
         check_supported(vllm_config)
-        install_sampler_hook()
+        runner = "MRv2" if getattr(vllm_config, "use_v2_model_runner", False) else "V1"
+        check_installed((f"{runner} sampling", "model"))
         model_config = vllm_config.model_config
         hf_config = model_config.hf_config
         options = AutoDecoVllmOptions.from_hf_config(hf_config)
@@ -123,7 +125,10 @@ class AutoDecoForCausalLM(nn.Module):
         self.autodeco_model_name = str(model_config.model)
         self.autodeco_hidden_size = hf_config.get_text_config().hidden_size
         self.autodeco_vocab_size = hf_config.get_text_config().vocab_size
-        self.autodeco_trace = TraceRecorder() if options.record_trace else None
+        self.autodeco_trace = TraceRecorder(options.trace_max_tokens) if options.record_trace else None
+        if options.record_trace:
+            request_ids.install(runner == "MRv2")
+        self.autodeco_checked_processor = False
         # Loaded in load_weights, on the base weights' device; not a parameter vLLM loads.
         self.autodeco_heads: AutoDecoHeads | None = None
 
@@ -147,11 +152,25 @@ class AutoDecoForCausalLM(nn.Module):
         logits = self.llm.compute_logits(hidden_states)
         if logits is None:  # a TP rank that does not receive the gathered logits: it does not sample
             return None
+        if not self.autodeco_checked_processor:
+            self._check_processor()
         with torch.no_grad():
             temperature, top_p = self.autodeco_heads(hidden_states, logits)  # (rows,) each, fp32
             temperature, top_p = self.autodeco_options.settings.apply(temperature, top_p)
-        stage(logits, temperature, top_p, self.autodeco_trace)
+        use_p = self.autodeco_options.settings.use_top_p_head  # off: P = 1, the processor skips the sort
+        stage(Staged(temperature, top_p if use_p else None, self.autodeco_trace))
         return logits
+
+    def _check_processor(self) -> None:
+        """The heads' T and P reach the sampler only through the logits processor: refuse to run without it."""
+        if processors_built() == 0:
+            raise RuntimeError(
+                "AutoDeco: vLLM built no AutoDeco logits processor for this engine, so the heads' T and P would "
+                "never be applied. Install autodeco-lp into this environment (pip install -e .), which registers "
+                "it under the `vllm.logits_processors` entry point, or pass "
+                'logits_processors=["autodeco_lp.vllm.processors:AutoDecoLogitsProcessor"] to the engine.'
+            )
+        self.autodeco_checked_processor = True
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str] | None:
         """Base weights (plain names, or `llm.*` in a merged checkpoint) go to the base model; head

