@@ -77,3 +77,28 @@ def test_bench_loss_runs_on_the_embedded_models_logits():
     args = ["--logits", "smollm2", "--positions", "32", "--vocab", "49152", "300", "--variants", "exact", "topk"]
     out = run_bench("bench_loss.py", *args, "--repeats", "1", "--chunk", "16", timeout=900)
     assert out.stdout.count("topk vs exact:") == 2 and "V=300" in out.stdout, out.stdout
+
+
+def test_bench_gpu_runs_at_a_tiny_size():
+    """The GPU benchmark's three parts on a CPU-sized random model: counts (no arm syncs), generate rows."""
+    args = ["--preset", "small", "--hidden", "32", "--layers", "1", "--vocab", "256", "--batch-sizes", "1", "2"]
+    out = run_bench("bench_gpu.py", *args, "--new-tokens", "2", "--repeats", "1", "--count-steps", "2",
+                    "--step-repeats", "0", timeout=300)  # fmt: skip
+    assert "preset=small hidden=32 layers=1 vocab=256" in out.stdout, out.stdout
+    counts = re.findall(
+        r"^ +[12] +(static|same-filter|autodeco|autodeco\+trace) +[\d.]+ +[\d.]+ +([\d.]+)$", out.stdout, re.M
+    )
+    assert len(counts) == 8 and all(float(syncs) == 0 for _, syncs in counts), out.stdout
+    rows = re.findall(
+        r"^ +([12]) +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+-[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+-[\d.]+ +n/a", out.stdout, re.M
+    )
+    assert rows == ["1", "2"], out.stdout
+
+
+@pytest.mark.integration  # compiles the step with inductor for two batch sizes (~30 s on 2 cores)
+def test_bench_step_times_every_arm_and_the_compiled_step():
+    args = ["--preset", "small", "--hidden", "32", "--layers", "1", "--vocab", "256", "--batch-sizes", "1", "2"]
+    out = run_bench("bench_step.py", *args, "--steps", "2", "--repeats", "2", "--arms", "autodeco", timeout=600)
+    times = re.findall(r"^ +([12]) +[\d.]+" + r" +([\d.]+) +([\d.]+)" * 4 + "$", out.stdout, re.M)
+    assert [t[0] for t in times] == ["1", "2"], out.stdout
+    assert all(float(t[4]) == 1.0 for t in times), out.stdout  # same-filter is the reference column
