@@ -6,7 +6,7 @@ better than *every* static on at least one of the two axes, not just better than
 module takes a report's `methods` (`autodeco eval`'s results.json) and answers that, with paired
 bootstrap intervals over problems (`stats.paired_bootstrap`) so that noise is not read as a win.
 
-Pure functions over the summaries `runner.summarise` writes; the fields read are:
+Pure functions over the summaries `summary.summarise` writes; the fields read are:
 
 - `temperature`, `top_p`: the static setting (None for non-static methods);
 - `pass@1`: mean over seeds of the mean over problems;
