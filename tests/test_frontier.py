@@ -30,7 +30,7 @@ BLOCKS = [0.05 if i % 4 < 2 else -0.05 for i in range(PROBLEMS)]
 
 
 def summary(pass1: float, pass16: float, t: float | None = None, p: float | None = None, noise=ALTERNATING) -> dict:
-    """A method summary as runner.summarise writes it, with per-problem lists of the given means."""
+    """A method summary as summary.summarise writes it, with per-problem lists of the given means."""
     return {
         "temperature": t,
         "top_p": p,
