@@ -1,4 +1,4 @@
-"""What a fit trusts on disk (issue 16): no code runs on resume, no file it did not write is
+"""What a fit trusts on disk: no code runs on resume, no file it did not write is
 replaced, a run that cannot change the heads says so, unreadable data names its file and line."""
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ Row formats (one JSON object per line):
 - `{"text": "..."}`: the loss covers every token after the first.
 Any other keys (e.g. `meta`) are ignored.
 
-Nothing is sliced off: no `[1:]` on the ids (REFERENCE section 3). Position t's hidden state
-predicts token t+1, so the first token of a sequence is never a target, by construction.
+Nothing is sliced off: no `[1:]` on the ids (the authors' trainer drops a real first token that
+way for tokenizers without BOS). Position t's hidden state predicts token t+1, so the first token
+of a sequence is never a target, by construction.
 Sequences longer than `max_length` are truncated at the end. A row with no supervised token
 left after truncation is skipped and counted; a malformed row stops everything with its file and
 line number before any training starts.
