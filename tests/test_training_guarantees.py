@@ -198,7 +198,7 @@ def test_heads_that_end_pinned_at_a_bound_warn_and_name_the_learning_rate(tiny_m
 )
 def test_collapse_warning_bounds(mean_t, mean_p, train_heads, expected):
     from autodeco_lp.training.args import FitArgs
-    from autodeco_lp.training.loop import collapse_warning
+    from autodeco_lp.training.checks import collapse_warning
 
     args = FitArgs(data="train.jsonl", output_dir="out", train_heads=train_heads, learning_rate=1e-3)
     message = collapse_warning(mean_t, mean_p, args)

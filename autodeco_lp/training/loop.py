@@ -39,6 +39,7 @@ from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.training import batches, hidden
 from autodeco_lp.training.args import FitArgs
+from autodeco_lp.training.checks import collapse_warning, no_op_warning
 from autodeco_lp.training.data import Dataset, load_jsonl
 from autodeco_lp.training.hidden import CACHE_DIR_NAME
 from autodeco_lp.training.losses import (
@@ -232,43 +233,6 @@ def _all_versions(dataset: Dataset) -> list:
     return list(dataset.examples) + [e for version in dataset.variants for e in version]
 
 
-def _lr_is_zero_throughout(scheduler, start: int, total: int) -> bool:
-    """True when every step from `start` to `total` runs at learning rate 0 (e.g. one step, all warm-up)."""
-    lambdas = getattr(scheduler, "lr_lambdas", None)
-    if not lambdas or start >= total:
-        return False
-    return all(fn(s) == 0 for s in range(start, total) for fn in lambdas)
-
-
-# A head whose mean output at the end of a fit is this close to a bound decodes greedily: T at its floor or P at
-# its floor keeps only the argmax, and T at its ceiling of 2 flattens the distribution. (P at its ceiling of 1 is
-# not a collapse: it means "do not truncate", what the shipped SmolLM2 heads learned; docs/results.md.)
-COLLAPSE_MARGIN = 0.02
-
-
-def collapse_warning(mean_temperature: float, mean_top_p: float, args: FitArgs) -> str | None:
-    """A message when a trained head ended pinned at a bound of its range, else None.
-
-    Saturated sigmoids pass no gradient, so such heads never recover. Where we saw it (Gemma3-270m at lr 1e-3,
-    effective batch 32; docs/results.md, second family) a lower learning rate kept both heads inside their range.
-    """
-    pinned = []
-    if args.train_heads in ("both", "temperature"):
-        if mean_temperature >= 2.0 - 2 * COLLAPSE_MARGIN:
-            pinned.append(f"mean T {mean_temperature:.3f} is at the ceiling of 2")
-        elif mean_temperature <= 2 * COLLAPSE_MARGIN:
-            pinned.append(f"mean T {mean_temperature:.3f} is at the floor of 0")
-    if args.train_heads in ("both", "top_p") and mean_top_p <= COLLAPSE_MARGIN:
-        pinned.append(f"mean P {mean_top_p:.3f} is at the floor of 0 (only the argmax survives)")
-    if not pinned:
-        return None
-    return (
-        f"the heads collapsed: {'; '.join(pinned)}, so decoding with them is greedy (or uniform) and a saturated "
-        f"head gets no gradient to recover. Lower --learning-rate (it was {args.learning_rate:g}; the first "
-        "Gemma3-270m heads collapsed at 1e-3, the registry's were fitted at 3e-5) and check the fit's metrics.jsonl."
-    )
-
-
 class Trainer:
     """One fit, as named steps; `fit(args)` is `Trainer(args, command).train()`."""
 
@@ -380,15 +344,10 @@ class Trainer:
 
     def warn_if_no_op(self) -> None:
         """Warn when every remaining step runs at learning rate 0: the heads would come out unchanged."""
-        run, total = self.run, self.run.schedule.total_steps
-        if _lr_is_zero_throughout(run.scheduler, self.progress.step, total):
-            warmup = math.ceil(run.args.warmup_ratio * total)
-            warnings.warn(
-                f"every remaining optimizer step ({total - self.progress.step} of {total}) runs at learning rate 0 "
-                f"(--warmup-ratio {run.args.warmup_ratio} makes {warmup} of {total} steps warm-up, which starts "
-                "at 0), so the heads will not change. Raise --max-steps or lower --warmup-ratio.",
-                stacklevel=3,
-            )
+        run = self.run
+        message = no_op_warning(run.scheduler, self.progress.step, run.schedule.total_steps, run.args.warmup_ratio)
+        if message:
+            warnings.warn(message, stacklevel=3)
 
     # --- the hidden-state cache --------------------------------------------------------------
 
