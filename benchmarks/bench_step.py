@@ -62,6 +62,7 @@ NO_KERNEL = {
     "aten::lift_fresh", "aten::alias", "aten::reshape", "aten::contiguous", "aten::empty", "aten::empty_like",
 }  # fmt: skip
 SYNCS = {"aten::_local_scalar_dense", "aten::nonzero"}
+SYNC = "<host reads a device value>"  # the counter key of SYNCS events
 
 
 def add_model_options(parser: argparse.ArgumentParser, preset: str) -> None:
@@ -110,9 +111,12 @@ class Warpers:
 
 def _top_level_ops(prof) -> collections.Counter:
     """Top-level `aten::` events (an operator called by another operator is its implementation), with a
-    no-op `aten::to` (no `_to_copy` below it) counted as a view."""
+    no-op `aten::to` (no `_to_copy` below it) counted as a view, and under `SYNC` the SYNCS events at any
+    depth."""
     counts: collections.Counter = collections.Counter()
     for event in prof.events():
+        if event.name in SYNCS:  # at any depth: `aten::is_nonzero` (an `if tensor:`) reads the value below it
+            counts[SYNC] += 1
         parent = event.cpu_parent
         if not event.name.startswith("aten::") or (parent is not None and parent.name.startswith("aten::")):
             continue
@@ -142,11 +146,12 @@ def count_step(model, batch, processor, steps: int, baseline: collections.Counte
     """Per decode step of `generate`: operators ("ops", "compute") and syncs the processor adds."""
     extra = _profiled_generate(model, batch, processor, steps)
     extra.subtract(baseline)
+    syncs = extra.pop(SYNC, 0)
     ops = sum(extra.values())
     return {
         "ops": ops / steps,
         "compute": (ops - sum(n for name, n in extra.items() if name in NO_KERNEL or name == "view")) / steps,
-        "syncs": sum(extra[name] for name in SYNCS) / steps,
+        "syncs": syncs / steps,
     }
 
 

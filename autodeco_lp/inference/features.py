@@ -137,7 +137,7 @@ def rank_order(values: torch.Tensor, descending: bool = True) -> tuple[torch.Ten
         keys.numpy().sort(axis=-1)  # in place, on the tensor's memory
         order = keys.bitwise_and_(_ID_MASK)  # (..., V) int64
         if not descending:
-            order = order.neg_().add_(_ID_MASK)  # back from MASK - id to the token id
+            order ^= _ID_MASK  # back from MASK - id (= MASK ^ id, as id <= MASK) to the token id
     return values.gather(-1, order), order
 
 

@@ -93,12 +93,20 @@ class DecodingSettings:
 
     def apply(self, temperature: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Applied `(T, P)` from the heads' `(T, P)`, each `(rows,)` fp32: scaled, clamped, or 1 for a head off."""
-        if self.use_temperature_head:
-            temperature = (temperature * self.temperature_scale).clamp(self.min_temperature, self.max_temperature)
-        else:
+        # Operations that cannot change a value are skipped (decided on these Python settings, never on a
+        # tensor): each one is a kernel launch per decoding step on a GPU. `x * 1.0 == x` for every float,
+        # and the top-p head ends in a sigmoid, so its P is already in [0, 1].
+        if not self.use_temperature_head:
             temperature = torch.ones_like(temperature)
-        if self.use_top_p_head:
-            top_p = (top_p * self.top_p_scale).clamp(self.min_top_p, self.max_top_p)
         else:
+            if self.temperature_scale != 1.0:
+                temperature = temperature * self.temperature_scale
+            temperature = temperature.clamp(self.min_temperature, self.max_temperature)
+        if not self.use_top_p_head:
             top_p = torch.ones_like(top_p)
+        else:
+            if self.top_p_scale != 1.0:
+                top_p = top_p * self.top_p_scale
+            if self.top_p_scale != 1.0 or (self.min_top_p, self.max_top_p) != (0.0, 1.0):
+                top_p = top_p.clamp(self.min_top_p, self.max_top_p)
         return temperature, top_p
