@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from autodeco_lp import AutoDecoHeads
-from autodeco_lp.hub import checkpoint as ckpt
+from autodeco_lp.hub import checkpoint, files, source
 from autodeco_lp.hub.checkpoint import export_official
 from tests.conftest import HIDDEN, VOCAB, bf16_state, random_heads, same_heads
 
@@ -81,7 +81,7 @@ def test_crash_during_save_leaves_the_good_checkpoint(tmp_path, monkeypatch):
         Path(filename).write_bytes(b"half a file")
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr(ckpt, "save_file", crash)
+    monkeypatch.setattr(checkpoint, "save_file", crash)  # the native save's writer, looked up in checkpoint.py
     with pytest.raises(KeyboardInterrupt):
         random_heads(seed=2).save_pretrained(tmp_path / "h")
     with pytest.raises(KeyboardInterrupt):
@@ -144,10 +144,10 @@ def test_merged_sharded_release_reads_only_head_tensors(tmp_path, monkeypatch):
     _write_json(tmp_path / "model.safetensors.index.json", {"metadata": {}, "weight_map": weight_map})
     _write_json(tmp_path / "config.json", _released_config())
     opened = []
-    real = ckpt._read_safetensors
+    real = files.read_safetensors
     monkeypatch.setattr(
-        ckpt,
-        "_read_safetensors",
+        files,
+        "read_safetensors",
         lambda path, keep=lambda k: True: (opened.append(Path(path).name), real(path, keep))[1],
     )
     assert same_heads(heads, AutoDecoHeads.from_pretrained(tmp_path), atol=1e-2)
@@ -246,7 +246,7 @@ def test_hub_repo_from_offline_cache_in_a_subprocess(tmp_path):
         try:
             AutoDecoHeads.from_pretrained("me/tiny-heads")  # no 'main' ref cached
         except ValueError as exc:
-            assert "nothing loadable" in str(exc), exc
+            assert "holds no heads of 'me/tiny-heads'" in str(exc) and "HF_HUB_OFFLINE" in str(exc), exc
         else:
             raise AssertionError("expected a ValueError")
         print("ok")
@@ -257,6 +257,12 @@ def test_hub_repo_from_offline_cache_in_a_subprocess(tmp_path):
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
+def _fake_hub(monkeypatch, fake_download) -> None:
+    """A reachable Hub: the repo probe answers, files come from `fake_download` (looked up in hub/source.py)."""
+    monkeypatch.setattr(source.HfApi, "repo_info", lambda self, repo_id, **kwargs: object())
+    monkeypatch.setattr(source, "hf_hub_download", fake_download)
+
+
 def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
     from huggingface_hub.errors import EntryNotFoundError
 
@@ -264,13 +270,13 @@ def test_hub_fetches_only_needed_files(tmp_path, monkeypatch):
     files = _merged_release(tmp_path / "release", heads)
     asked = []
 
-    def fake_download(repo_id, filename, revision=None, cache_dir=None, token=None):
+    def fake_download(repo_id, filename, revision=None, cache_dir=None, token=None, local_files_only=False):
         asked.append(filename)
         if filename not in files:
             raise EntryNotFoundError(f"{filename} not in {repo_id}")
         return str(files[filename])
 
-    monkeypatch.setattr(ckpt, "hf_hub_download", fake_download)  # looked up in hub/checkpoint.py
+    _fake_hub(monkeypatch, fake_download)
     assert same_heads(heads, AutoDecoHeads.from_pretrained("org/heads", revision="abc"), atol=1e-2)
     assert "model-00001-of-00002.safetensors" not in asked
     assert "model-00002-of-00002.safetensors" in asked
@@ -287,14 +293,14 @@ def test_hub_loads_a_loose_export_asking_for_each_file_once(tmp_path, monkeypatc
     )
     asked = []
 
-    def fake_download(repo_id, filename, revision=None, cache_dir=None, token=None):
+    def fake_download(repo_id, filename, revision=None, cache_dir=None, token=None, local_files_only=False):
         asked.append(filename)
         path = tmp_path / "release" / filename
         if not path.is_file():
             raise EntryNotFoundError(f"{filename} not in {repo_id}")
         return str(path)
 
-    monkeypatch.setattr(ckpt, "hf_hub_download", fake_download)
+    _fake_hub(monkeypatch, fake_download)
     loaded = AutoDecoHeads.from_pretrained("org/heads", base_model_name_or_path="org/base")
     assert same_heads(heads, loaded)
     assert sorted(asked) == sorted(set(asked)), asked  # the layout probe and the load share fetched files
