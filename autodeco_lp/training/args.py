@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from autodeco_lp.training.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_DROP, LossConfig
+from autodeco_lp.training.outcome_config import OUTCOME_LEARNING_RATE, OutcomeConfig
 from autodeco_lp.training.ranking import load_commands
 
 TRAIN_HEADS = ("both", "temperature", "top_p")
@@ -42,6 +43,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "small": SMALL_RECIPE,
 }
+OBJECTIVES = ("likelihood", "outcome")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard")
 
@@ -53,6 +55,13 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 @dataclass
 class FitArgs:
     # What to train on.
+    objective: str = field(
+        default="likelihood",
+        metadata=_help(
+            "likelihood (the released objective: next-token loss on --data) or outcome (on-policy policy gradient "
+            "on --task's verifier; the options marked 'Outcome objective'; see docs/outcome.md)."
+        ),
+    )
     recipe: str = field(
         default="auto",
         metadata=_help(
@@ -157,7 +166,10 @@ class FitArgs:
         ),
     )
     learning_rate: float | None = field(
-        default=None, metadata=_help("Peak AdamW learning rate. Default: from --recipe.")
+        default=None,
+        metadata=_help(
+            f"Peak AdamW learning rate. Default: from --recipe; {OUTCOME_LEARNING_RATE} for --objective outcome."
+        ),
     )
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1."))
@@ -214,6 +226,8 @@ class FitArgs:
         default="none", metadata=_help("Also log to: none or tensorboard (needs the tensorboard package).")
     )
     disable_tqdm: bool = field(default=False, metadata=_help("Hide the progress bar."))
+    # The outcome objective's own options (flags of their own; see OutcomeConfig).
+    outcome: OutcomeConfig = field(default_factory=OutcomeConfig, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         """Checks the options' values only: no file is read here (see `check_environment`)."""
@@ -223,7 +237,15 @@ class FitArgs:
             for name, value in RECIPES[self.recipe].items():  # explicit options win
                 if getattr(self, name) is None:
                     setattr(self, name, value)
-        if self.data is None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"`--objective` has to be one of {', '.join(OBJECTIVES)}, but is {self.objective!r}")
+        if isinstance(self.outcome, dict):  # from a YAML / JSON config
+            self.outcome = OutcomeConfig(**self.outcome)
+        if self.objective == "outcome":
+            self.outcome.check()
+            if self.learning_rate is None:
+                self.learning_rate = OUTCOME_LEARNING_RATE
+        elif self.data is None:
             raise ValueError("`--data` is required: a JSONL training file (see `autodeco data sample`).")
         if self.output_dir is None:
             raise ValueError("`--output-dir` is required: where checkpoints and the final heads go.")
@@ -323,9 +345,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"`--config` {str(path)!r} cannot be read: {exc}") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"`--config` {str(path)!r} has to hold a mapping of option: value")
-    known = {f.name for f in dataclasses.fields(FitArgs)}
+    known = {f.name for f in dataclasses.fields(FitArgs)} - {"outcome"}
+    outcome_known = {f.name for f in dataclasses.fields(OutcomeConfig)}
     fields = {str(k).replace("-", "_"): v for k, v in raw.items()}
-    unknown = sorted(set(fields) - known)
+    unknown = sorted(set(fields) - known - outcome_known)
     if unknown:
-        raise ValueError(f"`--config` {str(path)!r} has unknown options {unknown}; known options: {sorted(known)}")
+        raise ValueError(
+            f"`--config` {str(path)!r} has unknown options {unknown}; known options: {sorted(known | outcome_known)}"
+        )
     return fields
+
+
+def split_outcome_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Flat option values (CLI or config file) -> `FitArgs` keyword arguments, the outcome objective's
+    options gathered into `outcome=OutcomeConfig(...)`."""
+    outcome_names = {f.name for f in dataclasses.fields(OutcomeConfig)}
+    outcome = {k: v for k, v in values.items() if k in outcome_names}
+    rest = {k: v for k, v in values.items() if k not in outcome_names}
+    return {**rest, "outcome": OutcomeConfig(**outcome)}

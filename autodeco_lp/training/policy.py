@@ -24,15 +24,15 @@ import torch
 
 from autodeco_lp.inference.features import MIN_TEMPERATURE, rank_order, scale_by_temperature
 
-# logit(P) is clamped to +-LOGIT_CLAMP: a head saturated at P = 1.0 in fp32 has logit 16.6; 15 keeps
-# the CDF arithmetic finite and moves P by less than 1e-6.
-LOGIT_CLAMP = 15.0
+# logit(P) is taken of P clamped to [LOGIT_EPS, 1 - LOGIT_EPS] (|logit| <= 13.8): a head saturated at P = 1.0
+# in fp32 would give an infinite logit, and its gradient is then 0 instead of 0 / 0.
+LOGIT_EPS = 1e-6
 _TINY = 1e-30
 
 
 def top_p_logit(top_p: torch.Tensor) -> torch.Tensor:
-    """`logit(P)`, clamped to +-LOGIT_CLAMP. Shapes: `(...)` -> `(...)`."""
-    return torch.logit(top_p.float()).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+    """`logit(P)` of P clamped to [LOGIT_EPS, 1 - LOGIT_EPS]. Shapes: `(...)` -> `(...)`."""
+    return torch.logit(top_p.float(), eps=LOGIT_EPS)
 
 
 def sample_top_p(top_p: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
