@@ -15,6 +15,7 @@ from autodeco_lp.cli.evaluate import eval_group
 from autodeco_lp.cli.fit import fit_command
 from autodeco_lp.cli.options import dataclass_options
 from autodeco_lp.cli.plot import plot_group
+from autodeco_lp.cli.push import push_command
 from autodeco_lp.cli.serve import serve_command
 from autodeco_lp.engines import torch_device
 from autodeco_lp.hub.checkpoint import export_official
@@ -128,6 +129,7 @@ autodeco.add_command(eval_group)
 autodeco.add_command(bench_group)
 autodeco.add_command(plot_group)
 autodeco.add_command(serve_command)
+autodeco.add_command(push_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,6 +14,7 @@ from torch import nn
 
 from autodeco_lp.hub.checkpoint import read_heads, save_heads
 from autodeco_lp.hub.config import AutoDecoConfig
+from autodeco_lp.hub.publish import push_heads
 from autodeco_lp.inference.features import distribution_statistics
 
 
@@ -119,6 +120,21 @@ class AutoDecoHeads(nn.Module):
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write `autodeco_config.json` + `autodeco_heads.safetensors` atomically."""
         save_heads(self.config, self.state_dict(), save_directory)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload what `save_pretrained` writes, plus a model card README.md, to the Hub repo `repo_id`
+        (created when missing), in one commit through huggingface_hub's `HfApi.upload_folder`.
+
+        Args:
+            repo_id: `org/name` (or `name`, in your own namespace).
+            kwargs: `model_card` (a card file, e.g. the README.md a fit wrote; default: a short card
+                made from the config), `private`, `token`, `revision`, `commit_message`, `create_pr`;
+                see `autodeco_lp.hub.publish.push_heads`.
+
+        Returns:
+            huggingface_hub's `CommitInfo` (`.commit_url`).
+        """
+        return push_heads(self.config, self.state_dict(), repo_id, **kwargs)
 
     @classmethod
     def from_pretrained(

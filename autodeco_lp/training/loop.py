@@ -508,7 +508,8 @@ class Trainer:
                 result,
                 self.command or " ".join(sys.argv),
                 run.accelerator.num_processes,
-                f"{run.device} ({run.accelerator.distributed_type.value})",
+                run.device,
+                run.accelerator.distributed_type.value,
             )
             log.finish()
         run.accelerator.wait_for_everyone()

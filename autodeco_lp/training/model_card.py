@@ -5,12 +5,34 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.hub.models import canonical_model_id
+from autodeco_lp.hub.publish import card_header
 from autodeco_lp.version import __version__
 
 
-def write_model_card(output_dir: Path, args, dataset, result, command: str, world_size: int, device: str) -> None:
+def hardware(world_size: int, device: torch.device | str, distributed_type: str = "NO") -> str:
+    """What the fit ran on, for a reader: `1 x cpu`, `2 x cuda (NVIDIA H200), MULTI_GPU`.
+
+    `distributed_type` is accelerate's `DistributedType` value; "NO" (a single process) is not shown."""
+    device = torch.device(device)
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" and torch.cuda.is_available() else ""
+    mode = f", {distributed_type}" if distributed_type != "NO" else ""
+    return f"{world_size} x {device.type}{name}{mode}"
+
+
+def write_model_card(
+    output_dir: Path,
+    args,
+    dataset,
+    result,
+    command: str,
+    world_size: int,
+    device: torch.device | str,
+    distributed_type: str = "NO",
+) -> None:
     base = canonical_model_id(args.model)
     rows = [
         ("base model", f"`{base}` (frozen)"),
@@ -45,7 +67,7 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
             "high command)",
         ),
         ("hidden-state cache", "yes" if result.cached else "no (streamed)"),
-        ("training time", f"{result.seconds:.0f} s on {world_size} x {device}"),
+        ("training time", f"{result.seconds:.0f} s on {hardware(world_size, device, distributed_type)}"),
         (
             "final loss (total / temperature / top-p)",
             f"{result.loss:.4f} / {result.temperature_loss:.4f} / {result.top_p_loss:.4f}",
@@ -54,22 +76,10 @@ def write_model_card(output_dir: Path, args, dataset, result, command: str, worl
         ("autodeco_lp version", __version__),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    text = f"""---
-library_name: autodeco_lp
-base_model: {base}
-tags: [autodeco, decoding]
----
-
-# AutoDeco heads for {base}
-
-Two small heads that predict a temperature and a top-p for every token (AutoDeco, Wang et al.,
-ICLR 2026), trained with `autodeco_lp` on a frozen `{base}`.
-
-```python
-from autodeco_lp import AutoDeco
-processor = AutoDeco.from_pretrained(model, "{output_dir.as_posix()}")  # this folder, or its Hub id once uploaded
-model.generate(**inputs, do_sample=True, top_k=None, logits_processor=[processor])
-```
+    # The loading snippet names this folder; `autodeco push` uploads the heads with this card.
+    header = card_header(base, output_dir.as_posix())
+    text = f"""{header}
+Publish them with `autodeco push --heads {output_dir.as_posix()} --repo-id YOU/NAME`, then load them by that id.
 
 | | |
 |---|---|
