@@ -1,4 +1,4 @@
-"""Issue 16, on disk: a checkpoint folder reads only its own files, saves survive a kill at any step,
+"""On disk: a checkpoint folder reads only its own files, saves survive a kill at any step,
 stale temporaries are cleaned, the packaged-model cache survives concurrent builders, the umask is
 respected, and bad files fail with errors that name them."""
 
