@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from autodeco_lp.engines import Decoding, Seeding, make_sampler
 from autodeco_lp.evaluation.args import EvalArgs
-from autodeco_lp.evaluation.cache_key import cache_path
+from autodeco_lp.evaluation.cache_key import cache_path, model_sha256_of, problems_sha256
 from autodeco_lp.evaluation.frontier import static_frontier
 from autodeco_lp.evaluation.methods import BASIC, parse_methods, parse_static
 from autodeco_lp.evaluation.oracle import oracle_grid, oracle_test, validation_choice
@@ -53,8 +53,12 @@ class Evaluator:
         self.texts = self.prompts.texts
         self.batch_size = args.batch_size or self.sampler.default_batch_size(self.prompts, args.max_new_tokens)
         self._heads_digest: str | None = None
-        questions = [p.question for p in self.problems]
-        self.store = ResultStore(cache_path(args.out, asdict(args), task_options, questions))
+        # The cache is found by content: the model's weights and the problems with their gold answers.
+        self.model_sha256 = model_sha256_of(args.model)
+        self.problems_sha256 = problems_sha256(self.task.problems, self.problems)
+        self.store = ResultStore(
+            cache_path(args.out, asdict(args), task_options, self.problems_sha256, self.model_sha256)
+        )
 
     @property
     def heads_id(self) -> str:
@@ -178,6 +182,8 @@ def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = 
             "task_options": task_options or {},
             "problems_evaluated": len(evaluator.problems),
             "heads_resolved": args.heads or "registry",
+            "model_sha256": evaluator.model_sha256,
+            "problems_sha256": evaluator.problems_sha256,
         },
         "methods": results,
     }

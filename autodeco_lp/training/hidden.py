@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from autodeco_lp.hub.atomic import write_text
+from autodeco_lp.hub.digest import model_sha256  # noqa: F401 (the fit's model digest; imported from here)
 from autodeco_lp.training.data import Example
 
 CACHE_DIR_NAME = "hidden_cache"
@@ -147,37 +148,6 @@ def build_part(
 
 def write_meta(staging: Path, meta: dict) -> None:
     write_text(staging / META_NAME, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """The raw bytes of a tensor of any dtype (bf16 included), on the CPU."""
-    flat = tensor.detach().reshape(-1).contiguous().cpu()  # (numel,)
-    return memoryview(flat.view(torch.uint8).numpy())
-
-
-def model_sha256(model) -> str:
-    """sha256 of what decides a model's hidden states: its config and every tensor of its state dict.
-
-    The config is hashed without its private keys (`_name_or_path`, ...), so the same model loaded
-    from another folder has the same digest, and a folder overwritten with another model (or a
-    fine-tune of the same architecture) has another. Each tensor adds its name, dtype, shape and
-    bytes; a tensor tied to an earlier one (`lm_head` and the embeddings) adds only its name. Measured:
-    0.9 s for SmolLM2-135M in fp32 (0.4 s in bf16) on a shared 2-core CPU, about 0.6 GB/s, so about
-    half a minute for an 8B model in bf16.
-    """
-    digest = hashlib.sha256()
-    config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_")}
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    seen: dict[tuple[int, int], str] = {}
-    for name, tensor in model.state_dict().items():
-        key = (tensor.data_ptr(), tensor.numel())
-        if key in seen and tensor.numel():
-            digest.update(f"\n{name} tied to {seen[key]}".encode())
-            continue
-        seen[key] = name
-        digest.update(f"\n{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(_tensor_bytes(tensor))
-    return digest.hexdigest()
 
 
 def examples_sha256(examples: Sequence[Example]) -> str:
