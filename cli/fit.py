@@ -11,7 +11,8 @@ from click.core import ParameterSource
 from autodeco_lp.cli.options import dataclass_options, task_option
 from autodeco_lp.tasks.problems import parse_task_options
 from autodeco_lp.training import fit
-from autodeco_lp.training.args import FitArgs, read_config_file, split_outcome_options
+from autodeco_lp.training.args import FitArgs, read_config_file
+from autodeco_lp.training.losses import LossConfig
 from autodeco_lp.training.outcome_config import OutcomeConfig
 
 
@@ -21,9 +22,11 @@ from autodeco_lp.training.outcome_config import OutcomeConfig
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="YAML file of the same options (snake_case or dash names); flags given on the command line win.",
+    help="YAML (or JSON) file of the same options (snake_case or dash names; `loss:` and `outcome:` blocks may "
+    "hold those options by field name); flags given on the command line win.",
 )
-@dataclass_options(FitArgs, skip=("outcome",))
+@dataclass_options(FitArgs)
+@dataclass_options(LossConfig, defaults_unset=True)  # unset: left to --recipe, then LossConfig's default
 @dataclass_options(OutcomeConfig, skip=("task_options",))
 @task_option
 @click.pass_context
@@ -45,7 +48,7 @@ def fit_command(ctx: click.Context, config_file: str | None, task_options: tuple
             for name, value in from_file.items():
                 if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
                     values[name] = value
-        args = FitArgs(**split_outcome_options(values))
+        args = FitArgs.from_options(values)
         result = fit(args, command=shlex.join(["autodeco-fit", *sys.argv[1:]]))
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

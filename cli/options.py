@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from autodeco_lp.hub.options_file import field_types, flag, option_name
+
 
 def _base_type(annotation: Any) -> Any:
     """`int | None` -> int; `bool` -> bool."""
@@ -16,34 +18,46 @@ def _base_type(annotation: Any) -> Any:
     return args[0] if args else annotation
 
 
-def dataclass_options(config_cls: type, skip: tuple[str, ...] = ()) -> Callable:
-    """Decorate a click command with one `--field-name` option per dataclass field.
+def dataclass_options(config_cls: type, skip: tuple[str, ...] = (), defaults_unset: bool = False) -> Callable:
+    """Decorate a click command with one option per dataclass field (fields with `cli: False` metadata and
+    those in `skip` get none).
 
-    Booleans become `--flag/--no-flag`. Defaults come from the dataclass, so `config_cls(**kwargs)`
-    receives exactly what the user typed or the documented default.
+    The flag is `--field-name`, or the field's `flag` metadata where that differs (`option_name`); the
+    value arrives under the option name. Booleans become `--flag/--no-flag`. Defaults come from the
+    dataclass, so `config_cls(**kwargs)` receives exactly what the user typed or the documented default;
+    with `defaults_unset` every option defaults to None (shown with the dataclass default in the help), so
+    the caller can tell an option the user gave from one left to another source (a recipe).
     """
 
-    hints = typing.get_type_hints(config_cls)  # resolves annotations written under `from __future__`
+    hints = field_types(config_cls)
 
     def decorate(command: Callable) -> Callable:
         for f in reversed(dataclasses.fields(config_cls)):
-            if f.name in skip:
+            if f.name in skip or not f.metadata.get("cli", True):
                 continue
-            flag = "--" + f.name.replace("_", "-")
+            name, flag_text = option_name(f), flag(f)
             kind = _base_type(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else None
             help_text = f.metadata.get("help", "")
+            shown_default = default is not None
+            if defaults_unset:  # click would show None: the dataclass default goes into the help instead
+                text = str(default).lower() if isinstance(default, bool) else str(default)
+                default, shown_default, help_text = None, False, f"{help_text}  [default: {text}]"
             if "flag_value" in f.metadata:  # `--flag` alone means flag_value; `--flag VALUE` also works
                 option = click.option(
-                    flag, f.name, is_flag=False, flag_value=f.metadata["flag_value"], default=default, help=help_text
+                    flag_text, name, is_flag=False, flag_value=f.metadata["flag_value"], default=default, help=help_text
                 )
             elif kind is bool:
                 option = click.option(
-                    f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_text
+                    f"{flag_text}/--no-{flag_text[2:]}",
+                    name,
+                    default=default,
+                    show_default=shown_default if defaults_unset else True,
+                    help=help_text,
                 )
             else:
                 option = click.option(
-                    flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text
+                    flag_text, name, type=kind, default=default, show_default=shown_default, help=help_text
                 )
             command = option(command)
         return command

@@ -185,9 +185,11 @@ def test_chunking_never_changes_the_result(chunk, n, seed):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"alpha": 0}, "`alpha` has to be a positive float, but is 0"),
-        ({"easy_token_drop": 1.5}, r"`easy_token_drop` has to be in \[0, 1\], but is 1.5"),
-        ({"chunk_size": 0}, "`chunk_size`"),
+        ({"alpha": 0}, r"`alpha` \(--alpha\) has to be a positive float, but is 0"),
+        ({"easy_token_drop": 1.5}, r"`easy_token_drop` \(--easy-token-drop\) has to be in \[0, 1\], but is 1.5"),
+        ({"chunk_size": 0}, r"`chunk_size` \(--loss-chunk-size\) has to be a positive int, but is 0"),
+        ({"temperature_weight": -1.0}, r"`temperature_weight` \(--temperature-loss-weight\) has to be >= 0"),
+        ({"control_t_margin": -0.1}, r"`control_t_margin` \(--control-t-margin\) has to be >= 0"),
         ({"train_temperature": False, "train_top_p": False}, "nothing to train"),
     ],
 )
@@ -272,9 +274,9 @@ def test_importance_weighting_needs_sequence_ids_and_a_valid_clip():
         autodeco_loss_sums(
             random_heads(), hidden, labels, lm_head(weight), config=LossConfig(sequence_weighting="importance")
         )
-    with pytest.raises(ValueError, match="`importance_clip` has to be >= 1, but is 0.5"):
+    with pytest.raises(ValueError, match=r"`importance_clip` \(--importance-clip\) has to be >= 1, but is 0.5"):
         LossConfig(sequence_weighting="importance", importance_clip=0.5)
-    with pytest.raises(ValueError, match="`sequence_weighting` has to be one of"):
+    with pytest.raises(ValueError, match="has to be one of none, importance, importance-normalised"):
         LossConfig(sequence_weighting="reward")
 
 

@@ -222,9 +222,9 @@ def test_topk_builds_no_int64_chunk_by_vocabulary_tensor():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"soft_top_p": "sorted"}, "`soft_top_p` has to be one of"),
-        ({"topk_eps": 1.0}, r"`topk_eps` has to be in \[0, 1\)"),
-        ({"topk_eps": -0.1}, r"`topk_eps` has to be in \[0, 1\)"),
+        ({"soft_top_p": "sorted"}, r"`soft_top_p` \(--soft-top-p\) has to be one of exact, topk"),
+        ({"topk_eps": 1.0}, r"`topk_eps` \(--topk-eps\) has to be in \[0, 1\)"),
+        ({"topk_eps": -0.1}, r"`topk_eps` \(--topk-eps\) has to be in \[0, 1\)"),
     ],
 )
 def test_bad_soft_top_p_options_are_refused(kwargs, match):

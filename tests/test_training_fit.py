@@ -55,7 +55,7 @@ def fit_args(model_dir, data, out, **overrides) -> FitArgs:
         save_steps=0,
     )
     options.update(overrides)
-    return FitArgs(**options)
+    return FitArgs.from_options(options)  # flat option names, loss options included (as flags and configs name them)
 
 
 def heads_state(folder) -> dict[str, torch.Tensor]:
@@ -203,9 +203,9 @@ def test_cli_reads_a_yaml_config_and_flags_win(tiny_model_dir, data, tmp_path):
         ),
         (
             ["--data", "x.jsonl", "--output-dir", "o", "--easy-token-drop", "2"],
-            r"`easy_token_drop` has to be in \[0, 1\]",
+            r"`easy_token_drop` \(--easy-token-drop\) has to be in \[0, 1\], but is 2.0",
         ),
-        (["--config", "bad.yaml"], "unknown options \\['lr'\\]"),
+        (["--config", "bad.yaml"], "`--config` 'bad.yaml' has an unknown option 'lr'; known options: adam_beta1"),
     ],
 )
 def test_cli_errors_name_the_option(tmp_path, monkeypatch, args, match):
@@ -230,7 +230,7 @@ def test_example_config_file_is_valid():
     from autodeco_lp.training.args import read_config_file
 
     path = Path(__file__).resolve().parents[1] / "examples" / "fit.yaml"
-    args = FitArgs(**{**read_config_file(path), "data": "x.jsonl", "output_dir": "out"})
+    args = FitArgs.from_options({**read_config_file(path), "data": "x.jsonl", "output_dir": "out"})
     assert args.learning_rate == 1e-3 and args.num_train_epochs == 5
 
 
@@ -289,25 +289,29 @@ def test_importance_weighted_fit_differs_from_the_released_objective(tiny_model_
 
 def test_recipes_fill_only_what_the_user_left_unset(tmp_path):
     from autodeco_lp.training.args import RECIPES, SMALL_MODEL_PARAMETERS
+    from autodeco_lp.training.losses import LossConfig
 
     released = FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="released")
-    assert released.learning_rate == 5e-6 and released.easy_token_drop == 0.6 and released.sequence_weighting == "none"
+    assert released.learning_rate == 5e-6 and released.num_train_epochs == 1.0
+    assert released.loss_config() == LossConfig()  # the released objective: LossConfig's defaults
     small = FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="small", learning_rate=2e-3)
-    assert small.learning_rate == 2e-3 and small.num_train_epochs == RECIPES["small"]["num_train_epochs"]
-    auto = FitArgs(data="d.jsonl", output_dir=str(tmp_path), dft=False)
+    assert small.learning_rate == 2e-3 and small.num_train_epochs == RECIPES["small"].num_train_epochs
+    auto = FitArgs(data="d.jsonl", output_dir=str(tmp_path), loss={"dft": False})
     assert auto.learning_rate is None  # decided once the model's size is known
     with pytest.raises(ValueError, match="call FitArgs.resolved"):
         auto.loss_config()
     tiny, large = auto.resolved(135_000_000), auto.resolved(SMALL_MODEL_PARAMETERS + 1)
-    assert (tiny.recipe, large.recipe) == ("small", "released") and tiny.dft is False and large.dft is False
-    assert tiny.easy_token_drop == RECIPES["small"]["easy_token_drop"] and large.learning_rate == 5e-6
+    assert (tiny.recipe, large.recipe) == ("small", "released")
+    assert tiny.loss_config().dft is False and large.loss_config().dft is False
+    assert (tiny.learning_rate, tiny.num_train_epochs, large.learning_rate) == (1e-3, 5.0, 5e-6)
+    assert tiny.loss["easy_token_drop"] == LossConfig().easy_token_drop  # resolved: every loss option written out
     with pytest.raises(ValueError, match="`--recipe` has to be one of auto, released, small, but is 'big'"):
         FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="big")
 
 
 def test_soft_top_p_option_reaches_the_loss_config(tmp_path):
-    """`--soft-top-p topk` (README, Objective) is what the loss uses; exact is the default."""
-    args = FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="released", soft_top_p="topk")
+    """`--soft-top-p topk` (docs/training.md) is what the loss uses; exact is the default."""
+    args = FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="released", loss={"soft_top_p": "topk"})
     assert args.loss_config().soft_top_p == "topk"
     assert FitArgs(data="d.jsonl", output_dir=str(tmp_path), recipe="released").loss_config().soft_top_p == "exact"
     from autodeco_lp.cli.fit import fit_command

@@ -32,16 +32,15 @@ import json
 import os
 import shutil
 import time
-from dataclasses import fields
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.compare import paired
 from autodeco_lp.evaluation.runner import run_eval
 from autodeco_lp.hub.atomic import atomic_write, write_text
-from autodeco_lp.training.args import FitArgs
+from autodeco_lp.hub.options_file import read_mapping, shown, typed_fields, typed_value
+from autodeco_lp.training.args import OPTIONS, FitArgs, typed_options
 from autodeco_lp.training.loop import CACHE_DIR_NAME, fit
 from autodeco_lp.training.resume import list_checkpoints
 
@@ -49,30 +48,41 @@ SECTIONS = ("out", "fit", "eval", "tasks", "references", "baseline", "recipes")
 
 
 def read_recipes(path: Path) -> dict:
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"`--config` {str(path)!r} could not be read: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ValueError(f"`--config` {str(path)!r} has to be a YAML mapping with keys {', '.join(SECTIONS)}")
+    """The recipe file, every fit option (shared and per recipe) and evaluation option checked against its
+    type (`typed_options`, `typed_fields`), the typed values in their place."""
+    what = f"`--config` {shown(str(path))}"
+    config = read_mapping(path, what)
     unknown = sorted(set(config) - set(SECTIONS))
     missing = [k for k in ("out", "fit", "tasks", "recipes") if k not in config]
     if unknown or missing:
-        raise ValueError(
-            f"`--config` {str(path)!r}: unknown keys {unknown}, missing keys {missing}; known: {', '.join(SECTIONS)}"
-        )
-
+        raise ValueError(f"{what}: unknown keys {unknown}, missing keys {missing}; known: {', '.join(SECTIONS)}")
+    for key, kind in (("fit", dict), ("eval", dict), ("tasks", dict), ("recipes", dict), ("references", list)):
+        if not isinstance(config.get(key) or kind(), kind):
+            raise ValueError(f"{what}: `{key}` has to be a {kind.__name__}, but is {shown(config[key])}")
+    config["out"] = typed_value(config["out"], str, f"{what}, key out")
+    config["fit"] = typed_options(config["fit"] or {}, f"{what}, section fit")
+    config["eval"] = typed_fields(EvalArgs, config.get("eval") or {}, f"{what}, section eval")
+    references = [typed_value(r, str, f"{what}, references") for r in config.get("references") or []]
+    if "references" in config:
+        config["references"] = references
     baseline = config.get("baseline")
-    if baseline is not None and baseline not in (config.get("references") or []):
+    if baseline is not None and baseline not in references:
         raise ValueError(
-            f"`--config` {str(path)!r}: baseline {baseline!r} is not one of the references "
-            f"{config.get('references') or []}; add it to references"
+            f"{what}: baseline {shown(baseline)} is not one of the references {shown(references)}; add it to references"
         )
-    known = {f.name for f in fields(FitArgs)}
+    for name, task in config["tasks"].items():
+        if not isinstance(task, dict) or set(task) - {"task", "options"} or "task" not in task:
+            raise ValueError(f"{what}: task {shown(name)} has to be {{task: NAME, options: {{...}}}}, is {shown(task)}")
+        typed_value(task["task"], str, f"{what}, task {name}")
+        typed_value(task.get("options") or {}, dict[str, Any], f"{what}, task {name} options")
+    known = set(OPTIONS) | {"loss", "outcome"}
     for name, overrides in config["recipes"].items():
-        bad = sorted(set(overrides or {}) - known)
+        if not isinstance(overrides or {}, dict):
+            raise ValueError(f"{what}: recipe {shown(name)} has to be a mapping of fit options, is {shown(overrides)}")
+        bad = sorted({str(k).replace("-", "_") for k in overrides or {}} - known)
         if bad:
             raise ValueError(f"recipe {name!r} sets unknown fit options {bad}; see `autodeco-fit --help`")
+        config["recipes"][name] = typed_options(overrides or {}, f"{what}, recipe {name}")
     return config
 
 
@@ -90,7 +100,8 @@ def _fit_recipe(name: str, shared: dict, overrides: dict, folder: Path, caches: 
                 shutil.copytree(source, folder / CACHE_DIR_NAME, copy_function=os.link)
                 break
     resume = "latest" if folder.is_dir() and list_checkpoints(folder) else None
-    result = fit(FitArgs(**options, resume_from_checkpoint=resume), command=f"autodeco eval ablation (recipe {name})")
+    args = FitArgs.from_options({**options, "resume_from_checkpoint": resume})
+    result = fit(args, command=f"autodeco eval ablation (recipe {name})")
     done = {
         "options": options,
         "overrides": overrides or {},

@@ -1,48 +1,56 @@
 """`FitArgs`: every option of `autodeco-fit`, with its help text. The CLI and `--config fit.yaml`
 both fill this one dataclass; names follow Hugging Face `TrainingArguments` where one exists.
 
-A few options take their default from `--recipe` (`RECIPES`): `released` is the paper's recipe
-(REFERENCE section 1: AdamW at 5e-6 for one epoch, easy-token drop 0.6, DFT on, no sequence
-weighting); `small` is the recipe the ablation in docs/results.md chose for small models trained
-on a few hundred rejection-sampled rows; `auto` (the default) picks `small` for base models under
-`SMALL_MODEL_PARAMETERS` parameters and `released` otherwise. An option given on the command line
-or in `--config` always wins over the recipe.
+The objective's options are `LossConfig`'s fields (training/losses.py: their flags and help live
+there); `FitArgs.loss` holds the ones the user set, and `FitArgs.outcome` the outcome objective's
+(`OutcomeConfig`). `options_to_fit_args` turns flat option names (flags or config keys) into a
+`FitArgs`; `read_config_file` reads and type-checks a config file.
+
+`--recipe` sets the learning rate, the number of epochs and any `LossConfig` overrides (`RECIPES`)
+the user left unset: `released` is the paper's recipe (AdamW at 5e-6 for one epoch, the released
+objective: `LossConfig`'s defaults); `small` is the recipe the ablation in docs/results.md chose for
+small models trained on a few hundred rejection-sampled rows; `auto` (the default) picks `small` for
+base models under `SMALL_MODEL_PARAMETERS` parameters and `released` otherwise, once the base model
+is loaded. An option given on the command line or in `--config` always wins over the recipe.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from autodeco_lp.training.losses import DEFAULT_CHUNK_SIZE, DEFAULT_EASY_TOKEN_DROP, LossConfig
+from autodeco_lp.hub.options_file import field_types, option_name, read_mapping, shown, typed_value
+from autodeco_lp.training.losses import LossConfig
 from autodeco_lp.training.outcome_config import OUTCOME_LEARNING_RATE, OutcomeConfig
 from autodeco_lp.training.ranking import load_commands
 
 TRAIN_HEADS = ("both", "temperature", "top_p")
 SMALL_MODEL_PARAMETERS = 1_000_000_000
-# Chosen by `autodeco eval ablation --config docs/ablation.yaml` (docs/results.md, "Recipe ablation").
-SMALL_RECIPE: dict[str, Any] = {
-    "learning_rate": 1e-3,
-    "num_train_epochs": 5.0,
-    "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
-    "dft": True,
-    "sequence_weighting": "none",
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What `--recipe NAME` sets where the user did not: two optimisation options and `LossConfig` overrides."""
+
+    learning_rate: float
+    num_train_epochs: float
+    loss: Mapping[str, Any] = field(default_factory=dict)  # LossConfig field -> value; empty: its defaults
+
+    def __post_init__(self) -> None:
+        LossConfig(**self.loss)  # an unknown field or a bad value fails at import, not in a user's run
+
+
+RECIPES: dict[str, Recipe] = {
+    "released": Recipe(learning_rate=5e-6, num_train_epochs=1.0),
+    # Chosen by `autodeco eval ablation --config docs/ablation.yaml` (docs/results.md, "Recipe ablation").
+    "small": Recipe(learning_rate=1e-3, num_train_epochs=5.0),
 }
-RECIPES: dict[str, dict[str, Any]] = {
-    "released": {
-        "learning_rate": 5e-6,
-        "num_train_epochs": 1.0,
-        "easy_token_drop": DEFAULT_EASY_TOKEN_DROP,
-        "dft": True,
-        "sequence_weighting": "none",
-    },
-    "small": SMALL_RECIPE,
-}
+# The loss options a user may set: every `LossConfig` field but the two `--train-heads` decides.
+LOSS_OPTIONS = {f.name: f for f in dataclasses.fields(LossConfig) if f.metadata.get("cli", True)}
 OBJECTIVES = ("likelihood", "outcome")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard")
@@ -65,8 +73,9 @@ class FitArgs:
     recipe: str = field(
         default="auto",
         metadata=_help(
-            "Defaults of the options marked 'from --recipe': released (the paper's), small (chosen by our ablation "
-            "for small models), or auto (small below 1B parameters)."
+            "Defaults of --learning-rate and --num-train-epochs (and of any loss option the recipe overrides): "
+            "released (the paper's: 5e-6, 1 epoch), small (chosen by our ablation for small models: 1e-3, 5 epochs), "
+            "or auto (small below 1B parameters, decided once the base model is loaded)."
         ),
     )
     model: str = field(
@@ -94,56 +103,12 @@ class FitArgs:
     mlp_hidden_size: int = field(
         default=256, metadata=_help("Hidden width of both head MLPs (256 in every released checkpoint).")
     )
-    # Objective.
-    alpha: float = field(default=30.0, metadata=_help("Sharpness of the soft top-p mask."))
-    easy_token_drop: float | None = field(
-        default=None,
-        metadata=_help(
-            "Probability of dropping a position whose base argmax is already right from the temperature loss. "
-            "Default: from --recipe."
-        ),
-    )
-    dft: bool | None = field(
-        default=None,
-        metadata=_help(
-            "Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning). Default: from "
-            "--recipe."
-        ),
-    )
-    temperature_loss_weight: float = field(default=1.0, metadata=_help("Weight of the temperature loss in the total."))
-    top_p_loss_weight: float = field(default=1.0, metadata=_help("Weight of the soft top-p loss in the total."))
-    sequence_weighting: str | None = field(
-        default=None,
-        metadata=_help(
-            "none (released objective), importance (weight each sequence by its clipped probability ratio "
-            "heads/base, so training follows task success rather than token likelihood) or importance-normalised "
-            "(the same, self-normalised per step); see losses.py. Default: from --recipe."
-        ),
-    )
-    importance_clip: float = field(default=10.0, metadata=_help("Upper bound of a sequence's importance weight."))
     control_commands: str | None = field(
         default=None,
         metadata=_help(
             "Plain-language control: `default` or a commands JSON file. Every row is also seen with a low- and a "
             "high-diversity command, and a ranking loss orders their mean T and P (see "
-            "autodeco_lp/training/ranking.py)."
-        ),
-    )
-    control_weight: float = field(default=1.0, metadata=_help("Weight of the control ranking loss in the total."))
-    control_t_margin: float = field(default=0.1, metadata=_help("Margin of the ranking loss on the mean temperature."))
-    control_p_margin: float = field(default=0.05, metadata=_help("Margin of the ranking loss on the mean top-p."))
-    top_p_loss_trains_temperature: bool = field(
-        default=True, metadata=_help("Let the top-p loss also move the temperature head (released behaviour).")
-    )
-    loss_chunk_size: int = field(
-        default=DEFAULT_CHUNK_SIZE,
-        metadata=_help("Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab."),
-    )
-    soft_top_p: str = field(
-        default="exact",
-        metadata=_help(
-            "Soft top-p loss: exact (sorts the vocabulary) or topk (sort-free, within 5e-4 nats per position of "
-            "exact; bound derived in autodeco_lp/training/losses.py)."
+            "autodeco_lp/training/ranking.py; its weight and margins are loss options)."
         ),
     )
     # Optimisation.
@@ -226,6 +191,9 @@ class FitArgs:
         default="none", metadata=_help("Also log to: none or tensorboard (needs the tensorboard package).")
     )
     disable_tqdm: bool = field(default=False, metadata=_help("Hide the progress bar."))
+    # The objective's options the user set (LossConfig field -> value; flags of their own, see LossConfig);
+    # `resolved` fills in every other one from the recipe and LossConfig's defaults.
+    loss: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
     # The outcome objective's own options (flags of their own; see OutcomeConfig).
     outcome: OutcomeConfig = field(default_factory=OutcomeConfig, metadata={"cli": False})
 
@@ -234,13 +202,21 @@ class FitArgs:
         if self.recipe != "auto":
             if self.recipe not in RECIPES:
                 raise ValueError(f"`--recipe` has to be one of auto, {', '.join(RECIPES)}, but is {self.recipe!r}")
-            for name, value in RECIPES[self.recipe].items():  # explicit options win
-                if getattr(self, name) is None:
-                    setattr(self, name, value)
+            recipe = RECIPES[self.recipe]
+            if self.learning_rate is None:  # explicit options win
+                self.learning_rate = recipe.learning_rate
+            if self.num_train_epochs is None:
+                self.num_train_epochs = recipe.num_train_epochs
         if self.objective not in OBJECTIVES:
             raise ValueError(f"`--objective` has to be one of {', '.join(OBJECTIVES)}, but is {self.objective!r}")
-        if isinstance(self.outcome, dict):  # from a YAML / JSON config
+        if isinstance(self.outcome, dict):  # from `to_dict()` or a YAML / JSON config
             self.outcome = OutcomeConfig(**self.outcome)
+        unknown = sorted(set(self.loss) - set(LOSS_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"`loss` has unknown options {shown(unknown)}; known: {', '.join(LOSS_OPTIONS)} (LossConfig's fields; "
+                "`--train-heads` decides train_temperature and train_top_p)"
+            )
         if self.objective == "outcome":
             self.outcome.check()
             if self.learning_rate is None:
@@ -254,7 +230,7 @@ class FitArgs:
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"`--{name.replace('_', '-')}` has to be one of {', '.join(allowed)}, "
-                    f"but is {getattr(self, name)!r}"
+                    f"but is {shown(getattr(self, name))}"
                 )
         positive = (
             "max_length",
@@ -279,50 +255,45 @@ class FitArgs:
             raise ValueError("`--save-steps` has to be >= 0 and `--save-total-limit` >= 1")
         if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1:
             raise ValueError(f"`--max-tokens-per-batch` has to be a positive int, but is {self.max_tokens_per_batch}")
-        # While `--recipe auto` is undecided, the objective's explicit options are checked against released defaults.
-        self._build_loss_config(RECIPES["released"])
-        if self.control_commands is not None and min(self.control_t_margin, self.control_p_margin) < 0:
-            raise ValueError(
-                f"`--control-t-margin` / `--control-p-margin` have to be >= 0, but are {self.control_t_margin}, "
-                f"{self.control_p_margin}"
-            )
+        # The loss options are checked now; while `--recipe auto` is undecided, against the released recipe's.
+        self._loss_config(RECIPES["released" if self.recipe == "auto" else self.recipe])
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> FitArgs:
+        """`FitArgs` from flat option values keyed by option name (the flags' names in snake_case, as in a
+        config file): the loss options go to `loss` (None: not given, left to the recipe), the outcome
+        objective's to `outcome`."""
+        kwargs: dict[str, Any] = {"loss": {}, "outcome": {}}
+        for name, value in values.items():
+            block, field_name = OPTIONS.get(name, (None, name))  # an unknown name fails in the constructor
+            if block is None:
+                kwargs[field_name] = value
+            elif value is not None or block == "outcome":
+                kwargs[block][field_name] = value
+        return cls(**kwargs)
 
     def resolved(self, num_parameters: int) -> FitArgs:
-        """These options with `--recipe auto` decided by the base model's size."""
-        if self.recipe != "auto":
-            return self
-        return dataclasses.replace(self, recipe="small" if num_parameters < SMALL_MODEL_PARAMETERS else "released")
+        """These options with `--recipe auto` decided by the base model's size, and every loss option
+        written out in `loss` (the recipe's and LossConfig's defaults for those the user left unset)."""
+        recipe = self.recipe
+        if recipe == "auto":
+            recipe = "small" if num_parameters < SMALL_MODEL_PARAMETERS else "released"
+        config = self._loss_config(RECIPES[recipe])
+        return dataclasses.replace(self, recipe=recipe, loss={name: getattr(config, name) for name in LOSS_OPTIONS})
 
     def trains(self, head: str) -> bool:
         """Whether `--train-heads` trains `head` ("temperature" or "top_p")."""
         return self.train_heads in ("both", head)
 
     def loss_config(self) -> LossConfig:
-        """The objective's switches; `--recipe auto` has to be decided first (`resolved`)."""
-        unresolved = [name for name in ("easy_token_drop", "dft", "sequence_weighting") if getattr(self, name) is None]
-        if unresolved:
-            raise ValueError(f"{unresolved} come from `--recipe auto`: call FitArgs.resolved(num_parameters) first")
-        return self._build_loss_config({})
+        """The objective's options; `--recipe auto` has to be decided first (`resolved`)."""
+        if self.recipe == "auto":
+            raise ValueError("the loss options come from `--recipe auto`: call FitArgs.resolved(num_parameters) first")
+        return self._loss_config(RECIPES[self.recipe])
 
-    def _build_loss_config(self, defaults: dict[str, Any]) -> LossConfig:
-        def value(name):  # an option left to the recipe takes its value from `defaults`
-            return defaults[name] if getattr(self, name) is None else getattr(self, name)
-
-        return LossConfig(
-            alpha=self.alpha,
-            easy_token_drop=value("easy_token_drop"),
-            dft=value("dft"),
-            sequence_weighting=value("sequence_weighting"),
-            importance_clip=self.importance_clip,
-            control_weight=self.control_weight,
-            temperature_weight=self.temperature_loss_weight,
-            top_p_weight=self.top_p_loss_weight,
-            train_temperature=self.trains("temperature"),
-            train_top_p=self.trains("top_p"),
-            top_p_loss_trains_temperature=self.top_p_loss_trains_temperature,
-            chunk_size=self.loss_chunk_size,
-            soft_top_p=self.soft_top_p,
-        )
+    def _loss_config(self, recipe: Recipe) -> LossConfig:
+        heads = {"train_temperature": self.trains("temperature"), "train_top_p": self.trains("top_p")}
+        return LossConfig(**{**recipe.loss, **self.loss, **heads})  # the user's options win over the recipe
 
     def check_environment(self) -> None:
         """The checks that read files or the installation; `fit` runs them where the run starts, before the
@@ -333,33 +304,75 @@ class FitArgs:
             load_commands(self.control_commands)  # a bad file fails before the model loads
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, the `loss` and `outcome` blocks nested; `FitArgs(**args.to_dict())` is `args` again."""
         return dataclasses.asdict(self)
 
 
+def _option_table() -> dict[str, tuple[str | None, str]]:
+    """Option name (a flag's name in snake_case, a config file's key) -> (block of FitArgs or None, field name);
+    a name claimed by two blocks fails at import."""
+    entries = [
+        *((f.name, None, f.name) for f in dataclasses.fields(FitArgs) if f.metadata.get("cli", True)),
+        *((option_name(f), "loss", f.name) for f in LOSS_OPTIONS.values()),
+        *((f.name, "outcome", f.name) for f in dataclasses.fields(OutcomeConfig)),
+    ]
+    table: dict[str, tuple[str | None, str]] = {}
+    for name, block, field_name in entries:
+        if name in table:
+            raise RuntimeError(f"option {name!r} is defined twice: in {table[name][0]} and in {block}")
+        table[name] = (block, field_name)
+    return table
+
+
+OPTIONS = _option_table()
+_OPTION_TYPES = {
+    None: field_types(FitArgs),
+    "loss": field_types(LossConfig),
+    "outcome": field_types(OutcomeConfig),
+}
+_BLOCKS = {"loss": LossConfig, "outcome": OutcomeConfig}
+
+
+def typed_options(raw: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Option values from a config file (or a section of one), each checked against its field's type.
+
+    Keys are option names (snake_case or dashes); a `loss:` or `outcome:` mapping may hold that block's
+    options by field name (as `FitArgs.to_dict()` writes them). Returns option name -> typed value;
+    unknown keys and values of the wrong type are refused naming `what`, the key and the value.
+    """
+    flat: dict[str, tuple[str, Any]] = {}  # option name -> (key as written, value)
+    for key, value in raw.items():
+        key = str(key).replace("-", "_")
+        if key in _BLOCKS:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{what}, key {key} has to be a mapping of {key} options, but is {shown(value)}")
+            names = {f.name: f for f in dataclasses.fields(_BLOCKS[key]) if key != "loss" or f.name in LOSS_OPTIONS}
+            for inner, inner_value in value.items():
+                inner = str(inner).replace("-", "_")
+                if inner not in names:
+                    raise ValueError(
+                        f"{what}, key {key}: unknown option {shown(inner)}; known: {', '.join(sorted(names))}"
+                    )
+                name = option_name(names[inner]) if key == "loss" else inner
+                _add(flat, name, f"{key}.{inner}", inner_value, what)
+        elif key in OPTIONS:
+            _add(flat, key, key, value, what)
+        else:
+            raise ValueError(f"{what} has an unknown option {shown(key)}; known options: {', '.join(sorted(OPTIONS))}")
+    typed = {}
+    for name, (written, value) in flat.items():
+        block, field_name = OPTIONS[name]
+        typed[name] = typed_value(value, _OPTION_TYPES[block][field_name], f"{what}, key {written}")
+    return typed
+
+
+def _add(flat: dict[str, tuple[str, Any]], name: str, written: str, value: Any, what: str) -> None:
+    if name in flat:
+        raise ValueError(f"{what} sets option {name} twice (as {flat[name][0]} and as {written}); keep one")
+    flat[name] = (written, value)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Fields from a YAML (or JSON) file; unknown keys are refused with the list of known ones."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"`--config` {str(path)!r} cannot be read: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"`--config` {str(path)!r} has to hold a mapping of option: value")
-    known = {f.name for f in dataclasses.fields(FitArgs)} - {"outcome"}
-    outcome_known = {f.name for f in dataclasses.fields(OutcomeConfig)}
-    fields = {str(k).replace("-", "_"): v for k, v in raw.items()}
-    unknown = sorted(set(fields) - known - outcome_known)
-    if unknown:
-        raise ValueError(
-            f"`--config` {str(path)!r} has unknown options {unknown}; known options: {sorted(known | outcome_known)}"
-        )
-    return fields
-
-
-def split_outcome_options(values: dict[str, Any]) -> dict[str, Any]:
-    """Flat option values (CLI or config file) -> `FitArgs` keyword arguments, the outcome objective's
-    options gathered into `outcome=OutcomeConfig(...)`."""
-    outcome_names = {f.name for f in dataclasses.fields(OutcomeConfig)}
-    outcome = {k: v for k, v in values.items() if k in outcome_names}
-    rest = {k: v for k, v in values.items() if k not in outcome_names}
-    return {**rest, "outcome": OutcomeConfig(**outcome)}
+    """Typed option values (option name -> value) from a YAML (or JSON) `--config` file."""
+    what = f"`--config` {shown(str(path))}"
+    return typed_options(read_mapping(path, what), what)

@@ -1,166 +1,126 @@
 """AutoDeco training losses, computed in chunks of positions so memory stays O(chunk x V).
 
-The objective (REFERENCE section 1; defaults = the released heads' objective):
-
-- temperature loss, per supervised position i with gold token y_i and raw logits l_i (V,):
-  `w_i * -log softmax(l_i / max(T_i, 1e-2))[y_i]`, over the positions that survive the
-  easy-token drop (a position whose base argmax already equals y_i is dropped with probability
-  `easy_token_drop`); averaged over the surviving positions.
-- top-p loss, per supervised position: `w_i * -log p~_i[y_i]` with
-  `p = softmax(l_i / T_i)`, `m = exp(-alpha * relu(cumsum_desc(p) - P_i))`,
-  `p~ = p * m / (sum(p * m) + eps)`; averaged over all supervised positions. As released, T is
-  not detached here, so the temperature head also learns from this loss.
-- `w_i` is the DFT weight `softmax(l_i)[y_i]` (detached), or 1 with DFT off.
-- total = `temperature_weight * loss_T + top_p_weight * loss_P`; a head that is not trained
-  contributes no loss at all (the released code still added loss_P for "temperature only").
-
-Sequence importance weighting (`sequence_weighting="importance"`, off in the released objective):
-rejection-sampled rows are draws from the base model at T = 1 conditioned on success, so the
-plain likelihood gradient `sum_rows grad log q(y)` is the gradient of the expected success rate
-`sum_x P_x` only where the heads' decoding distribution q equals the base one. Once the heads
-move T and P, the off-policy policy-gradient estimator (importance sampling: Precup et al. 2000;
-the data are RAFT/ReST-style rejection samples: Dong et al. 2023, Gulcehre et al. 2023) weights
-each sequence by `w = prod_t q_t[y_t] / p_t[y_t]` (detached, `q` = the heads' warped distribution
-`p~`, or `softmax(l/T)` when only the temperature head trains; `p` = the base softmax), so the
-objective follows task success instead of token likelihood: sequences the heads make more likely
-count more, which is what sharpens T where the model is usually right, while a correct sequence
-the heads make unlikely loses weight, and with it the objective loses that problem's success.
-`w` is clipped at `importance_clip` (variance control) and replaces the DFT weight; both losses
-use it. "importance-normalised" divides `w` by its mean over the step's sequences first; that
-removes the cost of losing a problem and collapses T towards greedy (measured, docs/results.md).
-
-`log p~[y]` is computed as `log p[y] - alpha * relu(c[y] - P) - log(sum(p * m) + eps)`, which is
-the same number as `log(p~[y])` but never underflows to `-inf`.
-
-Two implementations of the soft top-p term (`LossConfig.soft_top_p`):
-
-- "exact" (default): a full-width stable sort of p (equal probabilities ordered by token id), its
-  cumsum, the mask, the sum. The sort (`features.rank_order`: integer keys, numpy's SIMD sort on a
-  CPU, the same order as torch's stable sort) was a third of the loss's time with `torch.sort`.
-- "topk": sort-free. Write c_i for token i's inclusive cumulative mass in that order, S = sum_i
-  p_i m_i with m_i = exp(-alpha relu(c_i - P)), and ell = -log p_y + alpha relu(c_y - P) + log(S + e0)
-  (e0 = SOFT_TOP_P_EPS).
-  * c_y is a masked O(V) sum: c_y = sum_i p_i [p_i > p_y or (p_i = p_y and i <= y)], exactly the
-    stable sort's order, so p_y and the mask term are the exact path's (up to fp32 summation order).
-  * S: `torch.topk` gives the k most probable tokens; their cumulative masses C_1 <= ... <= C_k are
-    exact (equal probabilities may come in any order there: permuting equal p_i permutes the c_i
-    among them, which leaves sum p_i m_i unchanged), so A = sum_{j <= k} p_(j) m(C_j) is exact.
-    Every other token has c_i in [C_k, 1] and m is non-increasing in c, so its mask lies in
-    [a, b] = [exp(-alpha relu(1 - P)), exp(-alpha relu(C_k - P))], and the tail's share
-    B = sum_tail p_i m_i lies in [R a, R b] with R = 1 - C_k its mass. We use the midpoint
-    S^ = A + R (a + b) / 2.
-  * Bound. |log(S^ + e0) - log(S + e0)| <= log(1 + R (b - a) / (2 (A + R a + e0))) <= rho / 2 with
-    rho = R b / (A + e0), because both S and S^ lie in [A + R a, A + R b] and log is concave
-    (the distance of the midpoint to either end, relative to the lower end). Only this term
-    differs, so per position |ell^ - ell| <= rho / 2, and the weighted loss obeys
-    |loss^ - loss| <= top_p_weight * mean_i(w_i rho_i / 2) <= top_p_weight * max(w) * eps / 2.
-  * k, per row: `TOPK_START`, then x4 (capped at V) for the rows still above the bound, until every
-    row has rho <= eps (`LossConfig.topk_eps`). Every top-k token has m >= b (its c <= C_k), so
-    A >= C_k b and rho <= R / C_k: covering mass 1 - eps gives rho <= eps / (1 - eps) whatever P
-    and alpha, and rho usually falls below eps much earlier, since b decays like exp(-alpha (C_k - P))
-    once the top-k passes P. With eps = 0, k = V and the result is the exact loss.
-  * Gradients: only d log S differs. For P: d log S/dP = alpha (G + D) / S with G the top-k part
-    (exact in both) and the tail part D, D^ both in [0, R b], so |d ell^/dP - d ell/dP| <=
-    alpha (R b / S + |S^ - S| / S) <= 2 alpha rho. For T the error is of the same relative order
-    (tested, tests/test_losses_topk.py), not bounded here.
-  * eps = 1e-3 (`DEFAULT_TOPK_EPS`): the loss moves by at most 5e-4 nats per position (w <= 1 with
-    DFT), against per-position losses of ~0.1-3 nats, and the P-gradient by at most 2e-3 alpha, 0.1%
-    of its range [-alpha, alpha]. On SmolLM2-135M with the shipped heads (T ~ 0.4, P ~ 0.998) it
-    needs k <= 16 for half the positions, <= 256 for 99% (max 2048); eps = 1e-4 doubles those.
-    No (C, V) int64 tensor is built (the token-id order is an int32 (V,) row; top-k ids are (C, k));
-    the (C, V) passes left are the softmax, the masked sum and the top-k selection.
-
-Memory: the base model is frozen, so only the heads need gradients. For each chunk of C
-positions we run forward and backward at once and keep only the gradients, so at most one
-chunk's `(C, V)` intermediates (about 15 fp32 copies: logits, softmaxes, sort values and
-indices, cumsum, mask, statistics) are alive: C = 256, V = 49152 -> ~0.75 GB, against ~12 GB
-for N = 4096 positions done in one piece. Gradients never flow to the hidden states or `lm_head`.
+`LossConfig` holds every option of the objective (the `autodeco-fit` flags are built from its fields).
+The objective, sequence importance weighting, the exact and the sort-free ("topk") soft top-p with its
+error bound and measurements, and the memory budget are derived in docs/design.md ("The training
+objective"); the names below (c_y, S, A, R, a, b, rho) are that page's.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
 
+from autodeco_lp.hub.options_file import flag
 from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.features import DEFAULT_ALPHA, MIN_TEMPERATURE, SOFT_TOP_P_EPS, rank_order
+from autodeco_lp.training.ranking import DEFAULT_P_MARGIN, DEFAULT_T_MARGIN
 
 DEFAULT_EASY_TOKEN_DROP = 0.6
 DEFAULT_CHUNK_SIZE = 256
 SEQUENCE_WEIGHTINGS = ("none", "importance", "importance-normalised")
 SOFT_TOP_P_METHODS = ("exact", "topk")
-# Bound on the tail's relative share rho of the soft top-p normaliser in the "topk" method (module docstring).
+# Bound on the tail's relative share rho of the soft top-p normaliser in the "topk" method (docs/design.md).
 DEFAULT_TOPK_EPS = 1e-3
 # First k tried by the "topk" method; multiplied by 4 (capped at V) until every row of a chunk meets the bound.
 TOPK_START = 256
 
 
+def _option(default: Any, help_text: str, flag: str | None = None, cli: bool = True) -> Any:
+    """A `LossConfig` field: its default, its `autodeco-fit` help, and its flag where that differs from the
+    field's name (the flags are older than the fields, and command lines and config files use them)."""
+    metadata: dict[str, Any] = {"help": help_text, "cli": cli}
+    if flag is not None:
+        metadata["flag"] = flag
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class LossConfig:
-    """Switches of the AutoDeco objective. Defaults reproduce the released heads' objective.
+    """Every option of the AutoDeco objective; the defaults are the released heads' objective.
 
-    Args:
-        alpha: sharpness of the soft top-p mask.
-        easy_token_drop: probability of dropping an "easy" position (base argmax == gold) from
-            the temperature loss.
-        dft: weight each position's loss by the base model's probability of the gold token.
-        temperature_weight / top_p_weight: weights of the two losses in the total.
-        train_temperature / train_top_p: which heads learn. A head that does not learn adds no loss.
-        top_p_loss_trains_temperature: let the top-p loss move the temperature head through T
-            (released behaviour); off detaches T inside the top-p loss.
-        chunk_size: positions per chunk; peak memory grows linearly with it.
-        control_weight: weight of the plain-language control ranking loss (autodeco_lp.training.ranking),
-            when the caller adds one to the sums.
-        sequence_weighting: "none" (released), "importance" or "importance-normalised": weight
-            every position of a sequence by the clipped ratio of its probability under the heads to
-            the base model's (see the module docstring); needs `sequence_ids`.
-        importance_clip: upper bound of that weight.
-        soft_top_p: "exact" (full sort) or "topk" (sort-free, within a proven bound of the exact
-            loss; module docstring).
-        topk_eps: the "topk" method's bound: per position the top-p loss is within `topk_eps / 2`
-            (times its weight) of the exact one. 0 makes k = V: the exact loss.
+    The `autodeco-fit` flags are built from these fields (help in each field's metadata); `--recipe`
+    overrides some of them, and a flag or `--config` entry overrides the recipe. Derivations: docs/design.md.
     """
 
-    alpha: float = DEFAULT_ALPHA
-    easy_token_drop: float = DEFAULT_EASY_TOKEN_DROP
-    dft: bool = True
-    temperature_weight: float = 1.0
-    top_p_weight: float = 1.0
-    train_temperature: bool = True
-    train_top_p: bool = True
-    top_p_loss_trains_temperature: bool = True
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    sequence_weighting: str = "none"
-    importance_clip: float = 10.0
-    control_weight: float = 1.0
-    soft_top_p: str = "exact"
-    topk_eps: float = DEFAULT_TOPK_EPS
+    alpha: float = _option(DEFAULT_ALPHA, "Sharpness of the soft top-p mask exp(-alpha * relu(c - P)).")
+    easy_token_drop: float = _option(
+        DEFAULT_EASY_TOKEN_DROP,
+        "Probability of dropping a position whose base argmax is already the gold token from the temperature loss.",
+    )
+    dft: bool = _option(
+        True, "Weight each token's loss by the base model's probability of it (Dynamic Fine-Tuning, detached)."
+    )
+    temperature_weight: float = _option(
+        1.0, "Weight of the temperature loss in the total.", flag="temperature-loss-weight"
+    )
+    top_p_weight: float = _option(1.0, "Weight of the soft top-p loss in the total.", flag="top-p-loss-weight")
+    # Which heads learn (a head that does not learn adds no loss); `autodeco-fit` sets them from --train-heads.
+    train_temperature: bool = _option(True, "Train the temperature head (from --train-heads).", cli=False)
+    train_top_p: bool = _option(True, "Train the top-p head (from --train-heads).", cli=False)
+    top_p_loss_trains_temperature: bool = _option(
+        True, "Let the top-p loss also move the temperature head through T (released behaviour; off detaches T)."
+    )
+    chunk_size: int = _option(
+        DEFAULT_CHUNK_SIZE,
+        "Positions per loss chunk; peak loss memory is about 60 bytes x chunk x vocab.",
+        flag="loss-chunk-size",
+    )
+    sequence_weighting: str = _option(
+        "none",
+        "none (released objective), importance (weight each sequence by its clipped probability ratio heads/base, "
+        "so training follows task success rather than token likelihood) or "
+        "importance-normalised (the same, self-normalised per step); see docs/design.md.",
+    )
+    importance_clip: float = _option(10.0, "Upper bound (>= 1) of a sequence's importance weight.")
+    control_weight: float = _option(
+        1.0, "Weight of the plain-language control ranking loss in the total (with --control-commands)."
+    )
+    control_t_margin: float = _option(DEFAULT_T_MARGIN, "Margin of the control ranking loss on the mean temperature.")
+    control_p_margin: float = _option(DEFAULT_P_MARGIN, "Margin of the control ranking loss on the mean top-p.")
+    soft_top_p: str = _option(
+        "exact",
+        "Soft top-p loss: exact (sorts the vocabulary) or topk (sort-free, within --topk-eps / 2 nats per position "
+        "of exact; bound derived in docs/design.md).",
+    )
+    topk_eps: float = _option(
+        DEFAULT_TOPK_EPS,
+        "Bound of --soft-top-p topk, in [0, 1): per position its loss is within topk-eps / 2 (times the DFT "
+        "weight) of the exact one; 0 gives the exact loss.",
+    )
 
     def __post_init__(self) -> None:
-        if self.soft_top_p not in SOFT_TOP_P_METHODS:
-            raise ValueError(f"`soft_top_p` has to be one of {SOFT_TOP_P_METHODS}, but is {self.soft_top_p!r}")
-        if not 0.0 <= self.topk_eps < 1.0:
-            raise ValueError(f"`topk_eps` has to be in [0, 1), but is {self.topk_eps}")
-        if self.sequence_weighting not in SEQUENCE_WEIGHTINGS:
-            raise ValueError(
-                f"`sequence_weighting` has to be one of {SEQUENCE_WEIGHTINGS}, but is {self.sequence_weighting!r}"
-            )
-        if not self.importance_clip >= 1.0:
-            raise ValueError(f"`importance_clip` has to be >= 1, but is {self.importance_clip}")
-        if not self.alpha > 0:
-            raise ValueError(f"`alpha` has to be a positive float, but is {self.alpha}")
-        if not 0.0 <= self.easy_token_drop <= 1.0:
-            raise ValueError(f"`easy_token_drop` has to be in [0, 1], but is {self.easy_token_drop}")
-        if self.chunk_size < 1:
-            raise ValueError(f"`chunk_size` has to be a positive int, but is {self.chunk_size}")
-        for name in ("temperature_weight", "top_p_weight", "control_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` has to be >= 0, but is {getattr(self, name)}")
+        checks = (
+            ("soft_top_p", self.soft_top_p in SOFT_TOP_P_METHODS, f"one of {', '.join(SOFT_TOP_P_METHODS)}"),
+            ("topk_eps", 0.0 <= self.topk_eps < 1.0, "in [0, 1)"),
+            (
+                "sequence_weighting",
+                self.sequence_weighting in SEQUENCE_WEIGHTINGS,
+                f"one of {', '.join(SEQUENCE_WEIGHTINGS)}",
+            ),
+            ("importance_clip", self.importance_clip >= 1.0, ">= 1"),
+            ("alpha", self.alpha > 0, "a positive float"),
+            ("easy_token_drop", 0.0 <= self.easy_token_drop <= 1.0, "in [0, 1]"),
+            ("chunk_size", self.chunk_size >= 1, "a positive int"),
+            *((name, getattr(self, name) >= 0, ">= 0") for name in self.NON_NEGATIVE),
+        )
+        for name, ok, requirement in checks:
+            if not ok:
+                raise ValueError(f"{self.named(name)} has to be {requirement}, but is {getattr(self, name)!r}")
         if not (self.train_temperature or self.train_top_p):
-            raise ValueError("nothing to train: set `train_temperature` or `train_top_p`.")
+            raise ValueError("nothing to train: set `train_temperature` or `train_top_p` (`--train-heads`).")
+
+    NON_NEGATIVE = ("temperature_weight", "top_p_weight", "control_weight", "control_t_margin", "control_p_margin")
+
+    @classmethod
+    def named(cls, name: str) -> str:
+        """How messages name field `name`: the field and its `autodeco-fit` flag, e.g.
+        "`chunk_size` (--loss-chunk-size)"."""
+        return f"`{name}` ({flag(next(f for f in fields(cls) if f.name == name))})"
 
 
 @dataclass
@@ -287,7 +247,7 @@ def soft_top_p_gold_log_prob(
     `log p[y] - alpha * relu(c[y] - P) - log(sum(p * m) + e0)` (never underflows to -inf).
 
     Shapes: log_probs `(C, V)` (a log-softmax), top_p `(C,)`, labels `(C,)` -> `(C,)`.
-    `method` "exact" sorts; "topk" is within `eps / 2` of it in every row (module docstring).
+    `method` "exact" sorts; "topk" is within `eps / 2` of it in every row (docs/design.md).
     """
     if method == "topk":
         gold_excess, log_normaliser = _soft_top_p_topk(log_probs, top_p, labels, alpha, eps)
@@ -320,7 +280,7 @@ def _soft_top_p_topk(
     log_probs: torch.Tensor, top_p: torch.Tensor, labels: torch.Tensor, alpha: float, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same pair as `_soft_top_p_exact` without a sort: c_y exact, log S within rho / 2 with
-    rho <= eps in every row (derivation in the module docstring). Shapes as there."""
+    rho <= eps in every row (derivation in docs/design.md). Shapes as there."""
     probs = log_probs.exp()  # (C, V)
     vocab = probs.shape[-1]
     gold_prob = probs.gather(-1, labels[:, None])  # (C, 1)

@@ -34,6 +34,7 @@ def write_model_card(
     distributed_type: str = "NO",
 ) -> None:
     base = canonical_model_id(args.model)
+    loss = args.loss_config()  # `args` has `--recipe auto` resolved
     rows = [
         ("base model", f"`{base}` (frozen)"),
         ("heads trained", args.train_heads),
@@ -52,18 +53,18 @@ def write_model_card(
         ("learning rate / schedule", f"{args.learning_rate} / {args.lr_scheduler_type}, warm-up {args.warmup_ratio}"),
         (
             "objective",
-            f"alpha {args.alpha}, easy-token drop {args.easy_token_drop}, DFT {'on' if args.dft else 'off'}, "
-            f"weights T {args.temperature_loss_weight} / P {args.top_p_loss_weight}, sequence weighting "
-            f"{args.sequence_weighting}"
-            + (f" (clip {args.importance_clip})" if args.sequence_weighting != "none" else ""),
+            f"alpha {loss.alpha}, easy-token drop {loss.easy_token_drop}, DFT {'on' if loss.dft else 'off'}, "
+            f"weights T {loss.temperature_weight} / P {loss.top_p_weight}, sequence weighting "
+            f"{loss.sequence_weighting}"
+            + (f" (clip {loss.importance_clip})" if loss.sequence_weighting != "none" else ""),
         ),
         ("initialised from", f"`{args.init_heads}`" if args.init_heads else f"random (seed {args.seed})"),
         (
             "plain-language control",
             "off"
             if not args.control_commands
-            else f"commands `{args.control_commands}`, ranking weight {args.control_weight}, "
-            f"margins T {args.control_t_margin} / P {args.control_p_margin} (each row also seen with a low and a "
+            else f"commands `{args.control_commands}`, ranking weight {loss.control_weight}, "
+            f"margins T {loss.control_t_margin} / P {loss.control_p_margin} (each row also seen with a low and a "
             "high command)",
         ),
         ("hidden-state cache", "yes" if result.cached else "no (streamed)"),

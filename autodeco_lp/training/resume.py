@@ -227,7 +227,7 @@ FREE_ON_RESUME = frozenset(
         "per_device_train_batch_size",
         "gradient_accumulation_steps",
         "max_tokens_per_batch",
-        "loss_chunk_size",
+        "loss.chunk_size",
         "use_cpu",
         "cache",
         "cache_max_gb",
@@ -262,6 +262,14 @@ def _differences(kind: str, saved: dict[str, Any], current: dict[str, Any], free
     ]
 
 
+def _flat(options: dict[str, Any]) -> dict[str, Any]:
+    """`FitArgs.to_dict()` with its `loss` and `outcome` blocks spread out: {"loss.alpha": 30.0, ...}."""
+    flat = {k: v for k, v in options.items() if k not in ("loss", "outcome")}
+    for block in ("loss", "outcome"):
+        flat.update({f"{block}.{k}": v for k, v in (options.get(block) or {}).items()})
+    return flat
+
+
 def check_same_run(
     path: Path,
     state: dict[str, Any],
@@ -278,7 +286,7 @@ def check_same_run(
     differences = [
         *_differences("run", state.get("data") or {}, identity),
         *_differences("heads", saved_heads.to_dict(), heads.to_dict(), _HEADS_FREE),
-        *_differences("option", state.get("args") or {}, options, FREE_ON_RESUME),
+        *_differences("option", _flat(state.get("args") or {}), _flat(options), FREE_ON_RESUME),
     ]
     if differences:
         raise ValueError(
