@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from autodeco_lp.evaluation.records import read_text, report_error
 from autodeco_lp.evaluation.stats import paired_bootstrap
 
 SAME_PROBLEMS = ("task", "task_options", "dataset_seed", "problems_evaluated")
@@ -22,7 +23,8 @@ SAME_PROBLEMS = ("task", "task_options", "dataset_seed", "problems_evaluated")
 def read_report(path: str | Path, option: str) -> tuple[Path, dict]:
     """`(file, report)` of an `autodeco eval` results.json, or of the one in a folder.
 
-    Raises ValueError naming `option` (the command-line argument it came from) and the fix.
+    Raises ValueError naming `option` (the command-line argument it came from), what is wrong
+    (`records.report_error`: wrong types, shares outside [0, 1], bytes that are not UTF-8) and the fix.
     """
     file = Path(path)
     file = file / "results.json" if file.is_dir() else file
@@ -30,11 +32,12 @@ def read_report(path: str | Path, option: str) -> tuple[Path, dict]:
     if not file.is_file():
         raise ValueError(f"`{option} {path}`: {file} does not exist; {fix}")
     try:
-        report = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        report = json.loads(read_text(file, "an `autodeco eval` results.json"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise ValueError(f"`{option} {path}`: {file} is not an `autodeco eval` results.json ({exc}); {fix}") from exc
-    if not isinstance(report, dict) or not isinstance(report.get("methods"), dict):
-        raise ValueError(f"`{option} {path}`: {file} is not an `autodeco eval` results.json (no methods); {fix}")
+    error = report_error(report)  # every number a reader uses, checked (a hand-edited file is refused)
+    if error:
+        raise ValueError(f"`{option} {path}`: {file} is not an `autodeco eval` results.json ({error}); {fix}")
     report.setdefault("settings", {})
     return file, report
 

@@ -95,7 +95,7 @@ class Evaluator:
             (s, i)
             for s in seeds
             for i in range(0, len(self.problems), per_call)
-            if any(self.store.get(key, s, j) is None for j in range(i, min(i + per_call, len(self.problems))))
+            if any(self._cached(key, s, j, samples) is None for j in range(i, min(i + per_call, len(self.problems))))
         ]
         total = sum(min(start + per_call, len(self.problems)) - start for _, start in todo)
         with tqdm(total=total, desc=label, disable=not todo or not self.progress, file=sys.stderr) as bar:
@@ -118,6 +118,27 @@ class Evaluator:
                 )
                 bar.update(stop - start)
         return {s: [self.store.get(key, s, i) for i in range(len(self.problems))] for s in seeds}
+
+    def _cached(self, key: str, seed: int, index: int, samples: int) -> dict | None:
+        """The cached record of a problem, checked against this run: one per sample, and its `correct`
+        what the task's verifier says of its `texts` (a hand-edited claim is refused, naming file:line)."""
+        record = self.store.get(key, seed, index)
+        if record is None:
+            return None
+        fix = "delete that line (or the cache file) and rerun the same command: it regenerates what is missing"
+        if len(record["correct"]) != samples:
+            raise ValueError(
+                f"{self.store.where(key, seed, index)}: the record of {key}, seed {seed}, problem {index} has "
+                f"{len(record['correct'])} samples, but this run takes {samples} (--samples; greedy: 1); {fix}"
+            )
+        problem = self.problems[index]
+        scored = [int(self.task.score(problem, text) >= 1.0) for text in record["texts"]]
+        if scored != record["correct"]:
+            raise ValueError(
+                f"{self.store.where(key, seed, index)}: the record of {key}, seed {seed}, problem {index} claims "
+                f"correct {record['correct']}, but the task's verifier scores its texts {scored}; {fix}"
+            )
+        return record
 
     def _record(self, key: str, seed: int, index: int, outs) -> dict:
         """One cache line: a problem's samples under one decoding and seed, scored."""
