@@ -83,10 +83,23 @@ class SampleArgs:
         },
     )
 
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace --out if it exists (as autodeco-fit's --overwrite-output-dir); else it is refused."},
+    )
+
     def __post_init__(self) -> None:
         if self.task is None or self.out is None:
             raise ValueError(
                 "`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out train.jsonl"
+            )
+        if Path(self.out).is_dir():
+            raise ValueError(
+                f"`--out {self.out}` is a folder; pass a JSONL file name, e.g. {Path(self.out) / 'train.jsonl'}"
+            )
+        if Path(self.out).exists() and not self.overwrite:
+            raise ValueError(
+                f"`--out {self.out}` exists and would be replaced; pass --overwrite to replace it, or another --out"
             )
         if self.dataset_seed == EVAL_DATASET_SEED:
             raise ValueError(
