@@ -48,7 +48,7 @@ def run_pair(args, data: str, loss: str, tmp: Path) -> dict[bool, tuple[list[flo
             save_steps=0,
             logging_steps=1,
             cache=cache,
-            soft_top_p=loss,
+            loss={"soft_top_p": loss},
             disable_tqdm=True,
         )
         result = fit(fit_args)

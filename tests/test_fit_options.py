@@ -191,3 +191,18 @@ def test_resume_compares_the_loss_options_one_by_one_and_lets_the_chunk_size_cha
     alpha = FitArgs(data="d", output_dir="o", loss={"alpha": 10.0}).resolved(10**6).to_dict()
     with pytest.raises(ValueError, match="option loss.alpha: 30.0 -> 10.0"):
         check_same_run(Path("ckpt"), state, heads, {"rows": 3}, alpha, heads)
+
+
+def test_the_outcome_objective_command_line_is_unchanged(tmp_path, monkeypatch):
+    """The flags of a running outcome fit (it may be resumed with the same command) mean what they meant."""
+    args = parse(
+        [
+            *("--objective", "outcome", "--task", "reasoning_gym:products"),
+            *("--task-option", "min_digits=1", "--task-option", "max_digits=1"),
+            *("--init-heads", "heads/smollm2-135m-instruct", "--output-dir", str(tmp_path), "--rounds", "60"),
+            "--resume-from-checkpoint",
+        ],
+        monkeypatch,
+    )
+    assert args.outcome.task_options == {"min_digits": 1, "max_digits": 1} and args.outcome.rounds == 60
+    assert args.resume_from_checkpoint == "latest" and args.learning_rate == 1e-4 and args.loss == {}
