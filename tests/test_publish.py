@@ -194,7 +194,7 @@ def test_the_model_card_names_the_hardware_plainly():
 
 
 def test_the_fit_card_records_the_hardware_and_how_to_publish(tmp_path):
-    args = FitArgs(model="smollm2", data="d.jsonl", output_dir=str(tmp_path))
+    args = FitArgs(model="smollm2", data="d.jsonl", output_dir=str(tmp_path)).resolved(135_000_000)  # as fit passes it
     dataset = SimpleNamespace(
         source="d.jsonl", sha256="ab" * 32, examples=[1, 2], num_targets=9, skipped_empty=0, truncated=0
     )
