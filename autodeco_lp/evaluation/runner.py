@@ -22,6 +22,7 @@ from autodeco_lp.engines import Decoding, Seeding, make_sampler
 from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.cache_key import cache_path, model_sha256_of, problems_sha256
 from autodeco_lp.evaluation.frontier import static_frontier
+from autodeco_lp.evaluation.merge import earlier_methods, merged_names, out_lock
 from autodeco_lp.evaluation.methods import BASIC, parse_methods, parse_static
 from autodeco_lp.evaluation.oracle import oracle_grid, oracle_test, validation_choice
 from autodeco_lp.evaluation.problems import eval_problems
@@ -155,15 +156,32 @@ class Evaluator:
         }
 
 
+def engine_order(names: list[str]) -> list[str]:
+    """`names` in an order that starts each engine at most once, whatever the order given: the methods
+    decoded with heads first, grouped by which heads take part (on vllm each setting is an engine of its
+    own), then greedy (it runs on whichever engine is up), then every static decoding (vllm's plain
+    engine; MeanShift's setting comes from AutoDeco's summary, which the first group has made). Within a
+    group the given order is kept."""
+    settings = [BASIC[n].heads_setting for n in names if n in BASIC and BASIC[n].heads_setting is not None]
+    order = list(dict.fromkeys(settings))  # heads settings, first appearance first
+
+    def group(name: str) -> tuple[int, int]:
+        if name in BASIC and BASIC[name].heads_setting is not None:
+            return (0, order.index(BASIC[name].heads_setting))
+        return (1, 0) if name == "greedy" else (2, 0)
+
+    return sorted(names, key=group)  # stable: the given order within a group
+
+
 def _run_methods(evaluator: Evaluator, names: list[str], validation: dict | None) -> dict[str, dict]:
-    """Each method's summary, in the order given (MeanShift reads AutoDeco's, running it if needed)."""
+    """Each method's summary, in the order given, computed in `engine_order` (MeanShift reads AutoDeco's
+    summary, running AutoDeco with the other head methods when it was not asked for)."""
     samples = evaluator.args.samples
     results: dict[str, dict] = {}
-    for name in names:
+    needs_autodeco = "meanshift" in names and "autodeco" not in names
+    for name in engine_order([*names, "autodeco"] if needs_autodeco else names):
         if name == "meanshift":
-            auto = results.get("autodeco") or summarise(
-                BASIC["autodeco"], evaluator.run(BASIC["autodeco"], "autodeco"), samples
-            )
+            auto = results["autodeco"]
             d = Decoding("static", round(auto["mean_temperature"], 3), min(1.0, round(auto["mean_top_p"], 3)))
             results[name] = summarise(d, evaluator.run(d, name), samples)
         elif name == "oracle-grid":
@@ -175,41 +193,44 @@ def _run_methods(evaluator: Evaluator, names: list[str], validation: dict | None
         else:
             d = BASIC[name] if name in BASIC else parse_static(name)
             results[name] = summarise(d, evaluator.run(d, name), samples)
-    return results
+    return {name: results[name] for name in names}
 
 
 def run_eval(args: EvalArgs, task_options: dict | None = None, progress: bool = True) -> dict:
     """Evaluate every method; write `results.json` and `results.md` to `args.out`; return the results.
 
-    Besides the requested methods, `methods` gains `oracle-test` (>= 3 statics ran) and the report a
-    `frontier` section (`frontier.static_frontier`: >= 3 statics with per-problem pass@k)."""
+    Besides the requested methods, `methods` gains those of an earlier run on this `--out` with the same
+    settings (`merge.py`), `oracle-test` (>= 3 statics ran) and the report a `frontier` section
+    (`frontier.static_frontier`: >= 3 statics with per-problem pass@k)."""
     names = parse_methods(args.methods)
     # Read the validation results before loading the model: a bad --oracle-from fails at once.
     validation = (
         validation_choice(args.oracle_from, args.task, args.dataset_seed) if "oracle-validation" in names else None
     )
-    evaluator = Evaluator(args, task_options, progress)
-    try:
-        results = _run_methods(evaluator, names, validation)
-    finally:
-        evaluator.close()  # a vLLM engine or the AutoDeco hooks, if any
-    best = oracle_test(results, args, len(evaluator.problems))
-    if best is not None:
-        results["oracle-test"] = best
-    report = {
-        "comparisons": paired_comparisons(results),
-        "settings": {
+    out = Path(args.out)
+    with out_lock(out):  # one run at a time on this --out: one cache writer, results merged
+        evaluator = Evaluator(args, task_options, progress)
+        settings = {
             **asdict(args),
             "task_options": task_options or {},
             "problems_evaluated": len(evaluator.problems),
             "heads_resolved": args.heads or "registry",
             "model_sha256": evaluator.model_sha256,
             "problems_sha256": evaluator.problems_sha256,
-        },
-        "methods": results,
-    }
-    frontier = static_frontier(results)
-    if frontier is not None:
-        report["frontier"] = frontier
-    write_reports(Path(args.out), report)
+        }
+        try:
+            earlier = earlier_methods(out, settings)
+            results = _run_methods(evaluator, merged_names(names, earlier), validation)
+        finally:
+            evaluator.close()  # a vLLM engine or the AutoDeco hooks, if any
+        if "oracle-validation" in earlier and "oracle-validation" not in results:
+            results["oracle-validation"] = earlier["oracle-validation"]  # chosen from its own --oracle-from
+        best = oracle_test(results, args, len(evaluator.problems))
+        if best is not None:
+            results["oracle-test"] = best
+        report = {"comparisons": paired_comparisons(results), "settings": settings, "methods": results}
+        frontier = static_frontier(results)
+        if frontier is not None:
+            report["frontier"] = frontier
+        write_reports(out, report)
     return report
