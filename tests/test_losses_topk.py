@@ -1,6 +1,6 @@
 """The sort-free ("topk") soft top-p loss against the exact (sorted) one.
 
-The bound under test (derived in autodeco_lp/training/losses.py's docstring): per row,
+The bound under test (derived in docs/design.md, "The training objective"): per row,
 `|ell_topk - ell_exact| <= rho / 2 <= eps / 2`, plus fp32 rounding; the P-gradient differs by at
 most `2 alpha eps`; the T-gradient is checked against the tolerance `TEMPERATURE_GRAD_RTOL * eps`
 relative to `1 + |exact gradient|` (measured worst case ~17 eps over 12000 random rows; not derived).
