@@ -18,6 +18,8 @@ records, caches and reports do not care which engine wrote them. What differs:
 from __future__ import annotations
 
 import gc
+import logging
+import os
 from collections.abc import Callable
 
 from autodeco_lp.engines.base import Sampler, Seeding, prompt_token_ids
@@ -29,6 +31,17 @@ from autodeco_lp.vllm import hf_overrides, in_process_engines, pop_trace  # impo
 from autodeco_lp.vllm.trace import trace_for
 
 ROWS_PER_CALL = 256  # default sequences per vLLM generate call (vLLM schedules them; this sets the cache granularity)
+
+
+def quiet_vllm_logs() -> None:
+    """vLLM logs every engine start at INFO (about 100 lines, burying a command's results): keep its
+    warnings and errors only, unless the user set the standard `VLLM_LOGGING_LEVEL` (e.g. INFO brings
+    them back). Set before vLLM is first imported (it reads the variable then) and on its logger (for
+    when it already was)."""
+    if "VLLM_LOGGING_LEVEL" in os.environ:
+        return
+    os.environ["VLLM_LOGGING_LEVEL"] = "WARNING"
+    logging.getLogger("vllm").setLevel(logging.WARNING)
 
 
 class VllmSampler(Sampler):
@@ -52,6 +65,7 @@ class VllmSampler(Sampler):
         **engine_options,
     ) -> None:
         in_process_engines()
+        quiet_vllm_logs()
         import vllm  # noqa: PLC0415 (optional dependency: fails here, before any work, when absent)
         from transformers import AutoConfig, GenerationConfig  # noqa: PLC0415 (transformers' lazy auto classes)
 

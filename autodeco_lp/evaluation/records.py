@@ -30,14 +30,15 @@ def _is_number(value) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
-def read_text(path: Path, what: str) -> str:
-    """A file's text; bytes that are not UTF-8 raise a ValueError naming the file and the line."""
+def read_text(path: Path, what: str, fix: str = "") -> str:
+    """A file's text; bytes that are not UTF-8 raise a ValueError naming the file, the line and `fix`."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 ({exc.reason} at byte {exc.start}): not {what}") from exc
+        message = f"{path}:{line}: not UTF-8 ({exc.reason} at byte {exc.start}): not {what}"
+        raise ValueError(message + (f"; {fix}" if fix else "")) from exc
 
 
 def cache_record_error(record) -> str | None:
@@ -69,7 +70,7 @@ def read_cache(path: Path) -> dict[tuple[str, int, int], tuple[dict, int]]:
     """`{(key, seed, index): (record, line number)}` of a cache file (later lines win). A torn last line
     (a kill mid-write) is ignored; any other line that is not a well-formed record raises a ValueError
     naming `path:line`."""
-    text = read_text(path, "an `autodeco eval` cache")
+    text = read_text(path, "an `autodeco eval` cache", _DELETE_FIX)
     lines = jsonl_lines(text)
     records = {}
     for number, line in enumerate(lines, 1):
