@@ -112,6 +112,8 @@ def test_config_file_loss_options_flat_or_in_a_block_and_cli_wins(tmp_path, monk
         ("task_options: 3", "key task_options has to be a mapping, but is 3 (int)"),
         ("lerning_rate: 1", "has an unknown option 'lerning_rate'; known options: "),
         ("- a\n- b", "has to hold a mapping of option: value, but holds a list"),
+        ("a: " + "[" * 5_000 + "]" * 5_000, "is nested too deeply to be an options file"),
+        ("seed: [1", "cannot be read: while parsing a flow sequence"),
     ],
 )
 def test_config_values_of_the_wrong_type_are_refused_naming_file_key_and_value(tmp_path, text, message):

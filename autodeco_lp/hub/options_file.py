@@ -84,8 +84,11 @@ def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
+        raise ValueError(f"{what} is nested too deeply to be an options file") from exc
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{what} cannot be read: {shown(str(exc))}") from exc
+        reason = " ".join(str(exc).split())  # PyYAML's message spans lines; it names the line and column
+        raise ValueError(f"{what} cannot be read: {reason[: 2 * SHOWN_CHARS]}") from exc
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ValueError(f"{what} has to hold a mapping of option: value, but holds a {type(raw).__name__}")
