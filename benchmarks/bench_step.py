@@ -15,7 +15,7 @@ Counts (torch.profiler, CPU activity): the top-level `aten::` operators of a who
 steps; so the capture hook's slicing counts too. "ops" counts every dispatch, "compute" leaves out
 those that only make views or no-op casts (what launches no kernel on a GPU). "syncs" counts reads of a
 device value by the host (`aten::_local_scalar_dense`: `.item()`, `if tensor:`; `aten::nonzero`); on
-CUDA the arm also runs under `torch.cuda.set_sync_debug_mode("error")`. On a CPU the rank order's
+CUDA each processor call also runs under `torch.cuda.set_sync_debug_mode("error")`. On a CPU the rank order's
 numpy sort is no operator; on CUDA (and compiled) the same step calls `torch.sort` instead.
 
 Timing: median ms per call of each arm's step alone (interleaved, after a warm-up) on captured rows of
@@ -125,20 +125,29 @@ def _top_level_ops(prof) -> collections.Counter:
     return counts
 
 
+class SyncGuard:
+    """A processor run under `torch.cuda.set_sync_debug_mode("error")`: a host-device sync inside it raises.
+    Only around the processor: `generate` itself syncs once per step (its stopping check)."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(self, input_ids, scores):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return self.processor(input_ids, scores)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
 def _profiled_generate(model, batch, processor, steps: int) -> collections.Counter:
     kwargs = dict(do_sample=True, top_k=None, temperature=1.0, top_p=1.0, max_new_tokens=steps, min_new_tokens=steps)
     processors = [processor] if processor is not None else None
-    model.generate(**batch, **kwargs, logits_processor=processors)  # warm-up (and compile, if any)
-    cuda = model.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")  # a sync inside the step raises
-    try:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            model.generate(**batch, **kwargs, logits_processor=processors)
-    finally:
-        if cuda:
-            torch.cuda.set_sync_debug_mode("default")
+    model.generate(**batch, **kwargs, logits_processor=processors)  # warm-up (and compile, if any), unguarded
+    if processor is not None and model.device.type == "cuda":
+        processors = [SyncGuard(processor)]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.generate(**batch, **kwargs, logits_processor=processors)
     return _top_level_ops(prof)
 
 
