@@ -112,7 +112,7 @@ def test_config_file_loss_options_flat_or_in_a_block_and_cli_wins(tmp_path, monk
         ("task_options: 3", "key task_options has to be a mapping, but is 3 (int)"),
         ("lerning_rate: 1", "has an unknown option 'lerning_rate'; known options: "),
         ("- a\n- b", "has to hold a mapping of option: value, but holds a list"),
-        ("a: " + "[" * 5_000 + "]" * 5_000, "is nested too deeply to be an options file"),
+        ("a: " + "[" * 1_500 + "]" * 1_500, "is nested too deeply to be an options file"),
         ("seed: [1", "cannot be read: while parsing a flow sequence"),
     ],
 )
