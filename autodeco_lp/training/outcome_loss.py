@@ -46,13 +46,15 @@ def outcome_backward(
     chunk_size: int = 256,
     reference: AutoDecoHeads | None = None,
     kl_weight: float = 0.0,
+    top_k: int | None = 256,
 ) -> dict[str, float]:
     """Accumulate the gradient of `-sum_n weights_n log pi(tokens_n)` (+ the reference term) into the
     heads' `.grad`, chunk by chunk; returns the loss parts and the mean T and P as floats.
 
     hidden: `(N, H)` the positions' final hidden states; tokens: `(N,)` the tokens the policy chose;
     weights: `(N,)` each position's sample advantage / number of samples; projection: the base
-    model's `lm_head` (the logits are recomputed from `hidden`, no gradient).
+    model's `lm_head` (the logits are recomputed from `hidden`, no gradient); top_k: see
+    `policy.policy_log_prob` (256: 3-5x faster than sorting V = 49152, log pi within 5e-5).
     """
     n = hidden.shape[0]
     device = heads.device
@@ -63,7 +65,9 @@ def outcome_backward(
         with torch.no_grad():
             logits = projection(h)  # (C, V) fp32
         temperature, top_p = heads(h, logits)  # (C,) each, with gradients
-        log_pi = policy_log_prob(logits, temperature, top_p, tokens[start : start + chunk_size].to(device), sigma)
+        log_pi = policy_log_prob(
+            logits, temperature, top_p, tokens[start : start + chunk_size].to(device), sigma, top_k=top_k
+        )
         policy = -(weights[start : start + chunk_size].to(device) * log_pi).sum()
         loss = policy
         if reference is not None and kl_weight > 0:
