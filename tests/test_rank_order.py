@@ -45,13 +45,24 @@ def test_rank_order_is_torchs_stable_descending_sort(x):
 @settings(max_examples=100, deadline=None)
 @given(rows_with_ties_and_specials())
 def test_the_cuda_and_compiled_path_ranks_exactly_as_the_cpu_path(x):
-    """On CUDA and under torch.compile `rank_order` calls torch.sort(stable=True); checked here on the CPU
-    against the integer-key path, both directions (NaN first, ties by id, -0.0 tied with +0.0)."""
+    """Off the CPU (CUDA) `rank_order` calls torch.sort(stable=True); checked here on the CPU against the
+    integer-key path, both directions (NaN first, ties by id, -0.0 tied with +0.0)."""
     for descending in (True, False):
         values, order = _torch_rank_order(x.float(), descending)
         expected_values, expected_order = rank_order(x, descending)
         assert torch.equal(order, expected_order)
         torch.testing.assert_close(values, expected_values, rtol=0, atol=0, equal_nan=True)
+
+
+def test_compiled_rank_order_sorts_the_same_integer_keys_in_one_graph():
+    """Under torch.compile the CPU path keeps numpy's sort as a custom operator: no graph break, same order."""
+    x = torch.tensor([[0.0, -0.0, float("nan"), 1.0, -float("inf"), 1.0, float("inf"), -float("nan")]] * 2)
+    x = torch.cat([x, torch.randn(3, 8)])
+    for descending in (True, False):
+        compiled = torch.compile(lambda v, d=descending: rank_order(v, d), fullgraph=True, backend="aot_eager")
+        values, order = compiled(x)
+        assert torch.equal(order, rank_order(x, descending)[1])
+        torch.testing.assert_close(values, rank_order(x, descending)[0], rtol=0, atol=0, equal_nan=True)
 
 
 def test_rank_order_on_any_layout_dtype_and_shape():
