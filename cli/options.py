@@ -26,7 +26,8 @@ def dataclass_options(config_cls: type, skip: tuple[str, ...] = (), defaults_uns
     value arrives under the option name. Booleans become `--flag/--no-flag`. Defaults come from the
     dataclass, so `config_cls(**kwargs)` receives exactly what the user typed or the documented default;
     with `defaults_unset` every option defaults to None (shown with the dataclass default in the help), so
-    the caller can tell an option the user gave from one left to another source (a recipe).
+    the caller can tell an option the user gave from one left to another source (a recipe). A field without
+    a default is a required option; `choices` metadata (a tuple of strings) makes a `click.Choice`.
     """
 
     hints = field_types(config_cls)
@@ -56,8 +57,12 @@ def dataclass_options(config_cls: type, skip: tuple[str, ...] = (), defaults_uns
                     help=help_text,
                 )
             else:
+                choices = f.metadata.get("choices")
+                # A required option gets no default at all: click 8.3+ takes an explicit None as a given value.
+                missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                given = {"required": True} if missing else {"default": default, "show_default": shown_default}
                 option = click.option(
-                    flag_text, name, type=kind, default=default, show_default=shown_default, help=help_text
+                    flag_text, name, type=click.Choice(choices) if choices else kind, help=help_text, **given
                 )
             command = option(command)
         return command

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from autodeco_lp.cli.options import dataclass_options
 from autodeco_lp.evaluation.compare import read_report
 from autodeco_lp.evaluation.diagnose import head_statistics, top_p_loss_curve, training_positions
+from autodeco_lp.evaluation.plot_args import FrontierPlotArgs, ResultsPlotArgs, TopPPlotArgs, TracePlotArgs
 from autodeco_lp.evaluation.plots import plot_frontier, plot_grid, plot_passk, plot_top_p_diagnosis, plot_trace
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.hub.registry import resolve_heads_for_model
@@ -31,98 +33,84 @@ def plot_group() -> None:
 
 
 @plot_group.command("trace")
-@click.option("--model", default="smollm2", show_default=True)
-@click.option("--heads", default=None, help="Heads folder or Hub id; default: the registry entry for --model.")
-@click.option("--max-new-tokens", default=40, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Image file (.png, .svg, .pdf).")
+@dataclass_options(TracePlotArgs)
 @click.argument("prompt")
-def trace(model: str, heads: str | None, max_new_tokens: int, seed: int, out: str, prompt: str) -> None:
+def trace(prompt: str, **options) -> None:
     """Per-token T and P along one generation (the paper's Figure 5)."""
     try:
-        loaded, tokenizer = load_model(model)
-        with AutoDeco.from_pretrained(loaded, heads) as processor:
+        args = TracePlotArgs(**options)
+        loaded, tokenizer = load_model(args.model)
+        with AutoDeco.from_pretrained(loaded, args.heads) as processor:
             completion = generate_text(
-                loaded, tokenizer, [prompt], processor, max_new_tokens=max_new_tokens, seed=seed
+                loaded, tokenizer, [prompt], processor, max_new_tokens=args.max_new_tokens, seed=args.seed
             )[0]
-        plot_trace(completion, Path(out))
+        plot_trace(completion, Path(args.out))
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {out} ({len(completion.tokens)} tokens)")
+    click.echo(f"wrote {args.out} ({len(completion.tokens)} tokens)")
 
 
-def _plot_results(kind: str, results: str, out: str, k: int | None = None) -> None:
-    report = _report(results)
+def _plot_results(kind: str, args: ResultsPlotArgs | FrontierPlotArgs) -> None:
+    report = _report(args.results)
     if kind == "grid" and "oracle-grid" not in report["methods"]:
         raise click.ClickException(
             "these results have no oracle-grid; run autodeco eval with --methods ...,oracle-grid"
         )
     try:
         if kind == "frontier":
-            plot_frontier(report, Path(out), k)
+            plot_frontier(report, Path(args.out), args.k)
         else:
-            (plot_grid if kind == "grid" else plot_passk)(report, Path(out))
-    except ValueError as exc:
+            (plot_grid if kind == "grid" else plot_passk)(report, Path(args.out))
+    except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {out}")
+    click.echo(f"wrote {args.out}")
+
+
+def _args(config_cls: type, options: dict):
+    try:
+        return config_cls(**options)
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @plot_group.command("grid")
-@click.option(
-    "--results", required=True, help="An `autodeco eval --out` folder (or its results.json) with oracle-grid."
-)
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
-def grid(results: str, out: str) -> None:
-    """The oracle grid's sweeps against AutoDeco and MeanShift (the paper's Figure 3)."""
-    _plot_results("grid", results, out)
+@dataclass_options(ResultsPlotArgs)
+def grid(**options) -> None:
+    """The oracle grid's sweeps against AutoDeco and MeanShift (the paper's Figure 3); the results need
+    an oracle-grid."""
+    _plot_results("grid", _args(ResultsPlotArgs, options))
 
 
 @plot_group.command("passk")
-@click.option("--results", required=True, help="An `autodeco eval --out` folder (or its results.json).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
-def passk(results: str, out: str) -> None:
-    """pass@k curves of every method."""
-    _plot_results("passk", results, out)
+@dataclass_options(ResultsPlotArgs)
+def passk(**options) -> None:
+    """pass@k curves of every method (the results need 2 or more samples per problem)."""
+    _plot_results("passk", _args(ResultsPlotArgs, options))
 
 
 @plot_group.command("frontier")
-@click.option(
-    "--results",
-    required=True,
-    help="An `autodeco eval --out` folder (or its results.json) with static decodings (default, static:T,P, "
-    "oracle-grid).",
-)
-@click.option("--k", default=None, type=int, help="The pass@k axis; default: 16, else the largest k there.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False))
-def frontier(results: str, k: int | None, out: str) -> None:
+@dataclass_options(FrontierPlotArgs)
+def frontier(**options) -> None:
     """pass@1 against pass@k: the static decodings, their Pareto frontier, AutoDeco and the baselines."""
-    _plot_results("frontier", results, out, k)
+    _plot_results("frontier", _args(FrontierPlotArgs, options))
 
 
 @plot_group.command("top-p")
-@click.option("--model", default="smollm2", show_default=True)
-@click.option("--heads", default=None, help="Heads folder or Hub id; default: the registry entry for --model.")
-@click.option("--data", required=True, help="Training JSONL (the rows the heads were fitted on).")
-@click.option("--max-length", default=512, show_default=True)
-@click.option("--max-rows", default=None, type=int, help="Use only the first N rows.")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Image file; a .json with the numbers is written beside it.",
-)
-def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: int | None, out: str) -> None:
+@dataclass_options(TopPPlotArgs)
+def top_p(**options) -> None:
     """Diagnose the top-p head: P against the base entropy, and the loss for a constant P."""
     try:
-        loaded, tokenizer = load_model(model)
-        fitted = AutoDecoHeads.from_pretrained(heads or resolve_heads_for_model(loaded)).eval()
-        hidden, labels = training_positions(loaded, tokenizer, data, max_length, max_rows)
+        args = TopPPlotArgs(**options)
+        loaded, tokenizer = load_model(args.model)
+        fitted = AutoDecoHeads.from_pretrained(args.heads or resolve_heads_for_model(loaded)).eval()
+        hidden, labels = training_positions(loaded, tokenizer, args.data, args.max_length, args.max_rows)
         lm_head = OutputProjection.from_model(loaded)
         stats = head_statistics(fitted, hidden, labels, lm_head)
         values = [round(0.1 * i, 1) for i in range(3, 11)] + [0.95, 0.99, 1.0]
         values = sorted(set(values))
         losses = top_p_loss_curve(fitted, hidden, labels, lm_head, values)
-        plot_top_p_diagnosis(stats, values, losses, Path(out), f"{model}: top-p head on {Path(data).name}")
+        title = f"{args.model}: top-p head on {Path(args.data).name}"
+        plot_top_p_diagnosis(stats, values, losses, Path(args.out), title)
     except (ValueError, TypeError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     low = stats.entropy < 0.5
@@ -136,6 +124,6 @@ def top_p(model: str, heads: str | None, data: str, max_length: int, max_rows: i
         "constant_top_p_loss": dict(zip(map(str, values), losses)),
         "best_constant_top_p": values[min(range(len(values)), key=losses.__getitem__)],
     }
-    Path(out).with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     click.echo(json.dumps(summary, indent=2))
-    click.echo(f"wrote {out}")
+    click.echo(f"wrote {args.out}")

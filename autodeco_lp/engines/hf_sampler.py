@@ -31,13 +31,18 @@ def auto_batch_size(model, prompt_tokens: int, new_tokens: int) -> int:
     for the longest prompt (`prompt_tokens`) plus `new_tokens`; CPU_BATCH_SIZE elsewhere."""
     if not torch.cuda.is_available() or next(model.parameters()).device.type != "cuda":
         return CPU_BATCH_SIZE
-    config = model.config.get_text_config()
     free, _ = torch.cuda.mem_get_info()
+    return int(max(1, min(1024, 0.6 * free // sequence_bytes(model, prompt_tokens, new_tokens))))
+
+
+def sequence_bytes(model, prompt_tokens: int, new_tokens: int) -> int:
+    """Bytes one sequence of `generate` holds: its KV cache (2 x layers x KV heads x head_dim per token, in the
+    model's dtype) for `prompt_tokens + new_tokens` tokens, plus a few `(V,)` fp32 rows (logits, warped scores)."""
+    config = model.config.get_text_config()
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     per_token = 2 * config.num_hidden_layers * heads * head_dim * next(model.parameters()).element_size()
-    per_sequence = per_token * (prompt_tokens + new_tokens) + 8 * config.vocab_size * 4  # KV + a few (V,) fp32 rows
-    return int(max(1, min(1024, 0.6 * free // per_sequence)))
+    return per_token * (prompt_tokens + new_tokens) + 8 * config.vocab_size * 4
 
 
 class HfSampler(Sampler):

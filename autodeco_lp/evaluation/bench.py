@@ -14,12 +14,14 @@ static and autodeco arms on a GPU (on a CPU there is no per-arm allocator peak: 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
+from autodeco_lp.engines.hf_sampler import sequence_bytes
 from autodeco_lp.inference.processor import AutoDeco
 from autodeco_lp.inference.sampling import StaticNucleus, format_prompts, uses_chat_template
 from autodeco_lp.vllm import hf_overrides, in_process_engines
@@ -123,6 +125,7 @@ def bench_generate(
 ) -> list[BenchRow]:
     if repeats < 1 or new_tokens < 1:
         raise ValueError(f"`repeats` and `new_tokens` have to be positive, but are {repeats} and {new_tokens}")
+    check_batches_fit(model, tokenizer, new_tokens, batch_sizes)
     rows = []
     tokenizer.padding_side = "left"
     same_filter = StaticNucleus(STATIC_TEMPERATURE, STATIC_TOP_P)
@@ -146,6 +149,41 @@ def bench_generate(
                     peaks = [max(peaks[0] or 0, ps), max(peaks[1] or 0, pa)]
             rows.append(BenchRow.from_times(batch, new_tokens, static_times, autodeco_times, peaks, filter_times))
     return rows
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory a new allocation can take: free CUDA memory on a GPU; on a CPU the kernel's MemAvailable
+    (free pages plus the caches it can drop), else the free pages."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file counts kB
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_batches_fit(model, tokenizer, new_tokens: int, batch_sizes) -> None:
+    """Refuse, before any batch is built, a batch size whose generate cannot be allocated: its sequences'
+    KV cache and logits (`hf_sampler.sequence_bytes`, longest prompt plus `new_tokens`) against the
+    device's available memory, with the largest batch that would fit."""
+    raw = not uses_chat_template(tokenizer)
+    prompt_tokens = max(
+        len(ids) for ids in tokenizer(format_prompts(tokenizer, PROMPTS), add_special_tokens=raw)["input_ids"]
+    )
+    per_sequence = sequence_bytes(model, prompt_tokens, new_tokens)
+    available = available_bytes(model.device)
+    largest = max(batch_sizes)
+    if largest * per_sequence > available:
+        raise ValueError(
+            f"`--batch-sizes` holds {largest}, whose generate needs about {largest * per_sequence / 2**30:.1f} GiB "
+            f"(KV cache and logits of {largest} sequences of {prompt_tokens + new_tokens} tokens) but "
+            f"{available / 2**30:.1f} GiB is available on {model.device}; pass batch sizes of at most "
+            f"{max(1, available // per_sequence)}"
+        )
 
 
 def format_rows(rows: list[BenchRow]) -> str:

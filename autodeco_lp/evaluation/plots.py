@@ -21,6 +21,7 @@ def _pyplot():
 
 
 def _save(plt, fig, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)  # `--out figures/run1/p.png` on a fresh clone
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -73,13 +74,25 @@ def plot_grid(report: dict, out: Path) -> Path:
 
 
 def plot_passk(report: dict, out: Path) -> Path:
-    """pass@k against k for every method with k > 1 estimates."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    """pass@k against k for every method with k > 1 estimates; a ValueError when no method has one
+    (fewer samples per problem than the smallest k > 1), instead of an empty figure."""
+    curves = {}  # method -> sorted ks, for the methods with a k > 1
     for name, m in report["methods"].items():
         ks = sorted(int(k) for k in m["pass@k"])
         if len(ks) > 1:
-            ax.plot(ks, [m["pass@k"][str(k)] for k in ks], marker="o", label=name)
+            curves[name] = ks
+    if not curves:
+        samples = report["settings"].get("samples", "fewer than 2")
+        raise ValueError(
+            f"no method in these results has pass@k for a k > 1 ({samples} sample(s) per problem; pass@k needs at "
+            "least k samples), so there is no curve to draw; run autodeco eval with --samples 2 or more "
+            "(e.g. --samples 16)"
+        )
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, ks in curves.items():
+        m = report["methods"][name]
+        ax.plot(ks, [m["pass@k"][str(k)] for k in ks], marker="o", label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from autodeco_lp.vllm.options import ARCHITECTURE, RELEASED_ARCHITECTURE, hf_overrides
+from autodeco_lp.vllm.startup import CPU_KV_CACHE_GIB
 from autodeco_lp.vllm.trace import pop_trace
 
 __all__ = ["ARCHITECTURE", "hf_overrides", "in_process_engines", "pop_trace", "register"]
@@ -30,12 +31,13 @@ def in_process_engines() -> None:
 
     - `VLLM_ENABLE_V1_MULTIPROCESSING=0`: engines in this process, so `pop_trace` calls a function
       (no pickled function to a worker) and an engine can be deleted and replaced;
-    - `VLLM_CPU_KVCACHE_SPACE=4`: 4 GiB of KV cache per engine on a CPU (vLLM's default takes most
-      of the memory, which a second engine then lacks);
+    - `VLLM_CPU_KVCACHE_SPACE=4`: 4 GiB of KV cache per engine on a CPU, plain engines included (vLLM's
+      default takes most of the memory, which a second engine then lacks; AutoDeco engines get this
+      bound without it, see `startup.bound_cpu_kv_cache`);
     Both model runners serve AutoDeco, so the runner is vLLM's own choice.
     """
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
 
 
 def register() -> None:

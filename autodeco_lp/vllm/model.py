@@ -28,6 +28,7 @@ from autodeco_lp.vllm.interfaces import check_installed
 from autodeco_lp.vllm.options import ARCHITECTURE, RELEASED_ARCHITECTURE, RELEASED_MODEL_TYPE, AutoDecoVllmOptions
 from autodeco_lp.vllm.released import base_architecture_for
 from autodeco_lp.vllm.sampling import Staged, processors_built, stage
+from autodeco_lp.vllm.startup import bound_cpu_kv_cache, heads_log_line, logger
 from autodeco_lp.vllm.trace import TraceRecorder
 
 BASE_PREFIX = "llm."
@@ -107,8 +108,10 @@ class AutoDecoForCausalLM(nn.Module):
         super().__init__()
         from vllm import ModelRegistry  # noqa: PLC0415 (optional dependency)
         from vllm.model_executor.models.utils import maybe_prefix  # noqa: PLC0415
+        from vllm.platforms import current_platform  # noqa: PLC0415
 
         check_supported(vllm_config)
+        bound_cpu_kv_cache(vllm_config.cache_config, current_platform.is_cpu())  # before the worker sizes it
         runner = "MRv2" if getattr(vllm_config, "use_v2_model_runner", False) else "V1"
         check_installed((f"{runner} sampling", "model"))
         model_config = vllm_config.model_config
@@ -199,6 +202,7 @@ class AutoDecoForCausalLM(nn.Module):
             what=f"the heads {self.autodeco_heads_source!r}",
         )
         object.__setattr__(self, "autodeco_heads", heads.eval())  # kept out of named_parameters()
+        logger.info(heads_log_line(self.autodeco_heads_source, heads.config, self.autodeco_options.settings))
 
     def __getattr__(self, name: str):
         # Everything else (runner hooks such as make_empty_intermediate_tensors) is the base model's.
