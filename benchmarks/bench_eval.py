@@ -1,4 +1,4 @@
-"""Tokens/s of the evaluation harness's generate calls per configuration, in one run (issue 13 part 1).
+"""Tokens/s of the evaluation harness's generate calls per configuration, in one run (HF and vLLM side by side).
 
     .venv/bin/python benchmarks/bench_eval.py [--model smollm2] [--backends hf vllm] \\
         [--dtypes float32 bfloat16] [--batch-sizes 64 256] [--new-tokens 24] [--repeats 2]

@@ -8,7 +8,7 @@ every heads folder on the same positions (`diagnose.head_statistics`) and prints
 mean, standard deviation and 5 / 50 / 95% quantiles of T and P (whether a head varies inside its
 range or sits at a bound), with `--by-token N` the mean T and P per gold token for the N most frequent
 ones, and for every pair the mean |dT|, mean |dP| and the
-correlation of T across positions. Used by issue 14 to judge whether heads fitted with
+correlation of T across positions. Used to judge whether heads fitted with
 `--soft-top-p topk` match heads fitted with the exact loss within the seed-to-seed spread:
 compare the (exact, exact) pair of two seeds with the (exact, topk) pairs.
 """

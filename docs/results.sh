@@ -4,7 +4,7 @@
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~1.5 h from empty caches; needs the gemma3 wheels, see the README).
-# scale: issue 13's evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
+# scale: the at-scale evidence at 200 problems x 16 samples, bf16, with a static grid on validation problems
 #   (problem seed 7) and on the reported ones (problem seed 0), and the bf16-vs-fp32 agreement check
 #   (~70 min on the 2-core CPU from empty caches; the caches are committed, so a rerun takes ~25 s).
 # scale-chain_sum: the same protocol on one-digit chain sums (docs/results.md, its at-scale section).

@@ -68,7 +68,7 @@ def test_readme_scale_table_matches_results_json(marker, task):
 
 def test_results_page_verdict_table_matches_results_json():
     """docs/results.md's verdict table (between its markers): each row's intervals and frontier verdict are
-    docs/results/scale/RUN/results.json's, and its "goal" cell follows from them by issue 13's rule: in domain,
+    docs/results/scale/RUN/results.json's, and its "goal" cell follows from them by the goal's rule: in domain,
     AutoDeco > MeanShift (interval above 0), >= the validation-chosen static - 1 point and above the static
     frontier; out of domain, no significant loss to the validation-chosen static or to default sampling."""
     page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")

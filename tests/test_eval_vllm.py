@@ -1,4 +1,4 @@
-"""`autodeco eval --backend vllm` against the HF backend on the embedded model (issue 13, part 1).
+"""`autodeco eval --backend vllm` against the HF backend on the embedded model.
 
 The backends must agree: identical greedy completions, pass@1 within sampling error (a paired
 bootstrap interval over problems that contains 0) for a static setting and for AutoDeco, and the

@@ -25,7 +25,7 @@ def lm_head(weight, softcap=None) -> OutputProjection:
 
 
 def naive_loss(heads, hidden, labels, weight, uniforms, config: LossConfig, softcap=None) -> torch.Tensor:
-    """REFERENCE section 1 written out over the full (N, V) tensors, no chunks, no log tricks."""
+    """The AutoDeco loss written out over the full (N, V) tensors, no chunks, no log tricks."""
     logits = hidden.float() @ weight.float().T  # (N, V)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap

@@ -13,7 +13,7 @@ Python float), computes in fp32 whatever the input dtype, and never returns NaN 
 finite parameters: `+inf` logits count as the largest float, `NaN` logits as `-inf`, and a row
 whose logits are all `-inf` (everything masked) gives an all-zero distribution instead of NaN.
 
-Conventions (REFERENCE section 1):
+Conventions (the AutoDeco paper's method):
 - temperature scaling divides by `max(T, MIN_TEMPERATURE)`;
 - the hard nucleus filter is transformers' `TopPLogitsWarper` with a per-row p;
 - the soft top-p mask is `exp(-alpha * relu(c - P))` with `c` the inclusive cumulative sum of

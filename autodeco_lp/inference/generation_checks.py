@@ -1,7 +1,7 @@
 """What `generate` is about to do around our processor, read once per generate call.
 
 A `LogitsProcessor` only receives `(input_ids, scores)`. To warn about greedy decoding or about
-warpers that transformers applies *after* us (REFERENCE section 4), we look up the caller's
+warpers that transformers applies *after* us (user processors run before its built-in warpers), we look up the caller's
 frames for the `generation_config` that `generate` resolved (call arguments merged with the
 model's `generation_config` and the global defaults). This runs on the first step of a
 generation only, never on the per-token path. If the frames are not found (the processor is

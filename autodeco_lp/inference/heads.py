@@ -1,4 +1,4 @@
-"""The AutoDeco heads, exactly as released (REFERENCE section 2). No I/O and no generation code.
+"""The AutoDeco heads, exactly as the authors released them (layers, tensor names). No I/O, no generation code.
 
 Tensor names match the released checkpoints:
 `temp_head.mlp.{0,2}.{weight,bias}` and `top_p_head.mlp.{0,2}.{weight,bias}`.
