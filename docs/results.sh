@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md, one section at a time:
-#   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|scale-data|losses|ablation|control|gemma3|all]  (default: main)
+#   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|scale-data|outcome|losses|ablation|control|gemma3|all]  (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~1.5 h from empty caches; needs the gemma3 wheels, see the README).
@@ -13,6 +13,8 @@
 # scale-data: >= 6,000 rejection-sampled rows (T = 0.5) and the T = 1.0 rows of the same problems (~35 min on vllm),
 #   the ablation at that scale on validation problems (docs/ablation-scale.yaml, ~45 min) and the refitted shipped recipe
 #   on the scale sections' problems (~15 min; after scale and scale-chain_sum).
+# outcome: heads trained on the outcome (autodeco-fit --objective outcome, from the shipped heads, on training problems),
+#   checkpoints chosen on validation problems, then AutoDeco on the scale section's products problems (after scale).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -189,6 +191,68 @@ for name, v in frontier["candidates"].items():
           f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
 PY
     done
+fi
+
+if [[ $SECTION == outcome || $SECTION == all ]]; then
+    # Outcome-trained heads, two fits from the shipped heads on training problems (seed 1000), 32 problems x 8 samples
+    # per round, lr 1e-3, a checkpoint per round: reward pass@1 (group-mean baseline) and pass@4 (leave-one-out).
+    # ROUNDS_PASS1 / ROUNDS_PASS4: how far each fit ran in its session (resumable: rerun to continue).
+    out=docs/ablation/outcome
+    declare -A rounds=([pass1]=${ROUNDS_PASS1:-10} [pass4]=${ROUNDS_PASS4:-8})
+    declare -A reward=([pass1]="--reward pass@1" [pass4]="--reward pass@k --pass-k 4")
+    for fit in pass1 pass4; do
+        resume=(); [[ -d $out/$fit/checkpoint-1 ]] && resume=(--resume-from-checkpoint)
+        OMP_NUM_THREADS=1 $FIT --objective outcome --model smollm2 --bf16 --task reasoning_gym:products "${ONE_DIGIT[@]}" \
+            --init-heads $HEADS --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
+            --max-new-tokens 24 --rollout-batch-size 64 --learning-rate 1e-3 --save-total-limit 100 \
+            --output-dir $out/$fit "${resume[@]}"
+    done
+    # The choice, on validation problems (seed 7, 100 x 4, the scale protocol's settings), fixed before any test run:
+    # the shipped heads and each fit's checkpoints at half and at the end; the best validation pass@1 wins (ties: the
+    # shipped heads, then fewer rounds).
+    common=(--backend hf --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --dtype bfloat16
+            --task reasoning_gym:products "${ONE_DIGIT[@]}")
+    candidates=(shipped)
+    for fit in pass1 pass4; do
+        candidates+=("$fit/checkpoint-$(( ${rounds[$fit]} / 2 ))" "$fit/checkpoint-${rounds[$fit]}")
+    done
+    for c in "${candidates[@]}"; do
+        heads=$out/$c; [[ $c == shipped ]] && heads=$HEADS
+        $AUTODECO eval "${common[@]}" --problems 100 --samples 4 --dataset-seed 7 --heads "$heads" --methods autodeco \
+            --out "$out/validation/${c//\//-}"
+    done
+    $PYTHON - $out "${candidates[@]}" <<'PY' | tee $out/chosen.txt
+import json, pathlib, sys
+out, candidates = pathlib.Path(sys.argv[1]), sys.argv[2:]
+def score(c):
+    report = json.loads((out / "validation" / c.replace("/", "-") / "results.json").read_text())
+    return report["methods"]["autodeco"]["pass@1"]
+for c in candidates:
+    print(f"validation pass@1 {score(c):.4f}  {c}")
+best = max(candidates, key=lambda c: (round(score(c), 12), -candidates.index(c)))
+print(f"chosen: {best}")
+PY
+    chosen=$(tail -1 $out/chosen.txt | cut -d' ' -f2)
+    if [[ $chosen != shipped ]]; then
+        mkdir -p $out/heads && cp $out/$chosen/autodeco_{config.json,heads.safetensors} $out/heads/
+        $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/heads --methods autodeco \
+            --out docs/results/scale/products-outcome
+        $AUTODECO eval compare docs/results/scale/products-outcome docs/results/scale/products --methods autodeco \
+            --against autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9 \
+            | tee docs/results/scale/products-outcome/compare.md
+        $PYTHON - <<'PY' | tee docs/results/scale/products-outcome/frontier.txt
+import json, pathlib
+from autodeco_lp.evaluation.frontier import static_frontier
+scale = pathlib.Path("docs/results/scale")
+methods = json.loads((scale / "products" / "results.json").read_text())["methods"]
+outcome = json.loads((scale / "products-outcome" / "results.json").read_text())["methods"]["autodeco"]
+v = static_frontier({**methods, "autodeco": outcome}, 16)["candidates"]["autodeco"]
+near = v["versus"][v["nearest"]]
+cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
+print(f"outcome heads: {v['verdict']}; nearest deciding static {v['nearest']}: "
+      f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
+PY
+    fi
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then

@@ -1,4 +1,5 @@
-"""The README's headline table is the numbers docs/results/*/results.json hold (no hand-copied drift)."""
+"""The result tables of README.md and docs/results.md are the numbers docs/results/**/results.json hold (no
+hand-copied drift)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _row(task: str) -> list[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     match = re.search(rf"^\| {task} \(.*$", readme, re.M)
-    assert match, f"README headline table has no row for {task}"
+    assert match, f"docs/results.md's 24-problem table has no row for {task}"
     return [cell.strip() for cell in match.group(0).strip("|").split("|")][1:]
 
 
@@ -31,20 +32,21 @@ def test_readme_headline_row_matches_results_json(task):
 
 
 @pytest.mark.parametrize(
-    ("marker", "task"),
+    ("page", "marker", "task"),
     [
-        ("<!-- scale-table -->", "products"),
-        ("<!-- scale-table chain_sum -->", "chain_sum"),
-        ("<!-- scale-table products-long -->", "products-long"),
-        ("<!-- scale-table gemma3-products -->", "gemma3-products"),
-        ("<!-- scale-table basic_arithmetic-long -->", "basic_arithmetic-long"),
+        ("README.md", "<!-- scale-table -->", "products"),
+        ("docs/results.md", "<!-- scale-table -->", "products"),
+        ("docs/results.md", "<!-- scale-table chain_sum -->", "chain_sum"),
+        ("docs/results.md", "<!-- scale-table products-long -->", "products-long"),
+        ("docs/results.md", "<!-- scale-table gemma3-products -->", "gemma3-products"),
+        ("docs/results.md", "<!-- scale-table basic_arithmetic-long -->", "basic_arithmetic-long"),
     ],
 )
-def test_readme_scale_table_matches_results_json(marker, task):
-    """Each of the README's at-scale tables (between its markers) is docs/results/scale/TASK/results.json."""
+def test_scale_table_matches_results_json(page, marker, task):
+    """Each at-scale table (between its markers) is docs/results/scale/TASK/results.json."""
     report = json.loads((ROOT / "docs" / "results" / "scale" / task / "results.json").read_text())
     methods, comparisons = report["methods"], report["comparisons"]
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / page).read_text(encoding="utf-8")
     assert readme.count(marker) == 2, marker
     block = readme.split(marker)[1]
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| method")]

@@ -12,6 +12,7 @@ import torch
 from autodeco_lp.engines import factory
 from autodeco_lp.evaluation import runner
 from autodeco_lp.evaluation.args import EvalArgs
+from autodeco_lp.evaluation.cache_key import model_sha256_of, problems_sha256
 from autodeco_lp.evaluation.runner import run_eval
 
 
@@ -37,13 +38,17 @@ def test_cache_key_hashes_every_setting_that_changes_completions_and_nothing_els
     args = EvalArgs(**small_eval, methods="greedy")
     evaluator = runner.Evaluator(args, None, progress=False)
     # The settings hashed, spelt out (not derived from the code's exclusion list, so a new option that
-    # leaks into the fingerprint, or one left out of it, fails here).
+    # leaks into the fingerprint, or one left out of it, fails here); the model and the problems by content.
     hashed = (
-        "model", "heads", "task", "problems", "samples", "dataset_seed", "max_new_tokens", "chat", "shots",
+        "heads", "task", "problems", "samples", "dataset_seed", "max_new_tokens", "chat", "shots",
         "exclude_data", "dtype", "backend",
     )  # fmt: skip
     fingerprint = {k: getattr(args, k) for k in hashed}
-    fingerprint.update(task_options={}, questions=[p.question for p in evaluator.problems])
+    fingerprint.update(
+        task_options={},
+        problems_sha256=problems_sha256(evaluator.task.problems, evaluator.problems),
+        model_sha256=model_sha256_of(args.model),
+    )
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     assert evaluator.store.path.name == f"cache-{digest}.jsonl"
     name = evaluator.store.path.name
