@@ -42,7 +42,8 @@ def test_wheel_builds_and_installs_with_its_data_and_extras(tmp_path):
     code = (
         "import autodeco_lp, autodeco_lp.cli.main; from autodeco_lp.hub.registry import registry_dir; "
         "from autodeco_lp import AutoDecoHeads; "
-        "print(autodeco_lp.__file__); print(AutoDecoHeads.from_pretrained(registry_dir() / 'smollm2-135m-instruct').config.hidden_size)"
+        "print(autodeco_lp.__file__); "
+        "print(AutoDecoHeads.from_pretrained(registry_dir() / 'smollm2-135m-instruct').config.hidden_size)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)}, capture_output=True, text=True
