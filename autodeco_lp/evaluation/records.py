@@ -9,11 +9,10 @@ its `correct` list re-scored from its `texts`).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from autodeco_lp.hub.jsonl import jsonl_lines
+from autodeco_lp.hub.jsonl import jsonl_lines, parse_json
 
 # A cache record's lists, one entry per sample, and what each entry may be.
 _PER_SAMPLE = {
@@ -77,11 +76,11 @@ def read_cache(path: Path) -> dict[tuple[str, int, int], tuple[dict, int]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            record = parse_json(line, f"{path}:{number}")
+        except ValueError as exc:
             if number == len(lines) and not text.endswith("\n"):
                 continue  # the torn last line of a killed run: regenerated
-            raise ValueError(f"{path}:{number}: not a JSON record ({exc}); {_DELETE_FIX}") from exc
+            raise ValueError(f"{exc}; not a JSON record: {_DELETE_FIX}") from exc
         error = cache_record_error(record)
         if error:
             raise ValueError(f"{path}:{number}: not an `autodeco eval` cache record: {error}; {_DELETE_FIX}")

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from autodeco_lp.hub.jsonl import MAX_NESTING
+
 SHOWN_CHARS = 100
 # Nodes (mappings, lists and scalars, counting every alias expansion) a file may hold; option files hold tens.
 MAX_NODES = 100_000
@@ -76,6 +78,23 @@ def _count_nodes(value: Any, budget: int) -> int:
     return budget
 
 
+def _check_nesting(text: str, path: Path, what: str) -> None:
+    """Refuse, naming path:line, a document nested deeper than `MAX_NESTING`: PyYAML's composer recurses
+    once per level (a RecursionError, after ~1 s, at ~1,000), while its event parser does not, so the
+    events are counted first and the walk stops at the first level too deep."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ValueError(
+                    f"{what} is nested too deeply to be an options file: {path}:{event.start_mark.line + 1} "
+                    f"opens a level deeper than {MAX_NESTING}; an options file is a mapping of option: value"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """The top-level mapping of a YAML (or JSON, a subset of YAML) file, checked to be small.
 
@@ -83,9 +102,9 @@ def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
-        raise ValueError(f"{what} is nested too deeply to be an options file") from exc
+        text = path.read_text(encoding="utf-8")
+        _check_nesting(text, path, what)
+        raw = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         reason = " ".join(str(exc).split())  # PyYAML's message spans lines; it names the line and column
         raise ValueError(f"{what} cannot be read: {reason[: 2 * SHOWN_CHARS]}") from exc

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autodeco_lp.hub.jsonl import parse_json
 from autodeco_lp.tasks.prompting import FEWSHOT_DATASET_SEED
 
 EVAL_DATASET_SEED = 0
@@ -142,8 +143,8 @@ class JsonlTask:
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip() or len(self.problems) >= size:
                 continue
+            row = parse_json(line, f"{path}:{number}")  # names path:line itself, deep nesting included
             try:
-                row = json.loads(line)
                 question, raw_answer, choices = row["question"], row["answer"], row.get("choices")
                 if not isinstance(question, str) or (
                     choices is not None
@@ -157,8 +158,6 @@ class JsonlTask:
                 if isinstance(raw_answer, float) and not math.isfinite(raw_answer):
                     raise ValueError(f"`answer` has to be finite, but is {raw_answer!r}")
                 answer = str(raw_answer)
-            except RecursionError as exc:
-                raise ValueError(f"{path}:{number}: a task row is nested too deeply to be a task row") from exc
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(
                     f"{path}:{number}: a task row needs question, answer and optional choices ({exc})"

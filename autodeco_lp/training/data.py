@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autodeco_lp.hub.jsonl import jsonl_lines
+from autodeco_lp.hub.jsonl import jsonl_lines, parse_json
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,8 @@ def load_jsonl(path: str | Path, tokenizer, max_length: int, variants=()) -> Dat
         if not line.strip():
             continue
         rows += 1
+        row = parse_json(line, f"{path}:{number}")  # names path:line itself, deep nesting included
         try:
-            row = json.loads(line)
             example, was_truncated = tokenize_row(row, tokenizer, max_length)
             if example.num_targets == 0:
                 skipped += 1
@@ -180,7 +180,7 @@ def load_jsonl(path: str | Path, tokenizer, max_length: int, variants=()) -> Dat
             for make, version in zip(variants, versions):
                 variant, _ = tokenize_row(make(row, len(examples)), tokenizer, max_length)
                 version.append(variant if variant.num_targets else Example((), ()))
-        except (ValueError, TypeError, KeyError) as exc:  # json.JSONDecodeError is a ValueError
+        except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}:{number}: {exc}") from exc
         truncated += was_truncated
         examples.append(example)
