@@ -14,13 +14,12 @@ The heads are plain `nn.Linear`s, replicated on every TP rank
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from autodeco_lp.hub.checkpoint import head_tensor_name
 from autodeco_lp.hub.registry import find_heads, load_registry
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.vllm import request_ids
@@ -30,8 +29,7 @@ from autodeco_lp.vllm.released import base_architecture_for
 from autodeco_lp.vllm.sampling import Staged, processors_built, stage
 from autodeco_lp.vllm.startup import bound_cpu_kv_cache, heads_log_line, logger
 from autodeco_lp.vllm.trace import TraceRecorder
-
-BASE_PREFIX = "llm."
+from autodeco_lp.vllm.weights import BASE_PREFIX, load_base_weights
 
 
 def _raw_config(model_config) -> dict[str, Any]:
@@ -66,22 +64,38 @@ def check_supported(vllm_config) -> None:
         )
 
 
-def _base_architecture(options: AutoDecoVllmOptions, hf_config, raw: dict[str, Any]) -> str:
-    if options.base_architecture:
-        return options.base_architecture
-    from_config = (getattr(hf_config, "autodeco", None) or {}).get("base_architecture")
-    if from_config:  # set by released.py for a released checkpoint
-        return from_config
+def _own_architecture(raw: dict[str, Any]) -> str | None:
+    """The base architecture the checkpoint's own config.json names (None when it names none)."""
     if raw.get("model_type") == RELEASED_MODEL_TYPE:
-        return base_architecture_for(raw.get("base_model_type") or "", "config.json")
+        try:
+            return base_architecture_for(raw.get("base_model_type") or "", "config.json")
+        except ValueError:  # no transformers architecture for it: `autodeco.base_architecture` has to say
+            return None
     archs = [a for a in raw.get("architectures") or [] if a not in (ARCHITECTURE, RELEASED_ARCHITECTURE)]
-    if not archs:
+    return archs[0] if archs else None
+
+
+def _base_architecture(options: AutoDecoVllmOptions, hf_config, raw: dict[str, Any], supported: Collection[str]) -> str:
+    """The vLLM architecture to wrap; `supported`: the architectures vLLM implements."""
+    own = _own_architecture(raw)
+    # `autodeco.base_architecture` from hf_overrides, else the one released.py set for a released config.
+    chosen = options.base_architecture or (getattr(hf_config, "autodeco", None) or {}).get("base_architecture")
+    # Another architecture with the same parameter names (Gemma for Llama) loads and changes the outputs.
+    # Choosing is still needed for a config whose architecture vLLM lacks (a custom one), and vLLM's
+    # Transformers backend runs the checkpoint's own modeling code, so it fits any architecture.
+    if chosen and own in supported and chosen != own and not chosen.startswith("Transformers"):
+        raise ValueError(
+            f"`autodeco.base_architecture` is {chosen!r}, but the checkpoint's config.json describes a "
+            f"{own!r} model; its weights would load into the wrong architecture and change the outputs. "
+            f"Drop `base_architecture` from hf_overrides (or set it to {own!r})."
+        )
+    if not (chosen or own):
         raise ValueError(
             "AutoDeco cannot tell which architecture to wrap: the model's config.json names none. Pass "
             '`hf_overrides={"architectures": ["AutoDecoForCausalLM"], "autodeco": {"base_architecture": '
             '"LlamaForCausalLM"}}` (the vLLM architecture of the base model).'
         )
-    return archs[0]
+    return chosen or own
 
 
 def _heads_source(options: AutoDecoVllmOptions, model_config, raw: dict[str, Any]) -> str:
@@ -118,7 +132,7 @@ class AutoDecoForCausalLM(nn.Module):
         hf_config = model_config.hf_config
         options = AutoDecoVllmOptions.from_hf_config(hf_config)
         raw = _raw_config(model_config)
-        arch = _base_architecture(options, hf_config, raw)
+        arch = _base_architecture(options, hf_config, raw, ModelRegistry.get_supported_archs())
         base_cls, _ = ModelRegistry.resolve_model_cls([arch], model_config)
         if issubclass(base_cls, AutoDecoForCausalLM):
             raise ValueError(f"`autodeco.base_architecture` has to name the base model's architecture, not {arch!r}.")
@@ -132,6 +146,7 @@ class AutoDecoForCausalLM(nn.Module):
         if options.record_trace:
             request_ids.install(runner == "MRv2")
         self.autodeco_checked_processor = False
+        self.autodeco_check_weights = model_config.quantization is None  # vLLM checks quantized ones itself
         # Loaded in load_weights, on the base weights' device; not a parameter vLLM loads.
         self.autodeco_heads: AutoDecoHeads | None = None
 
@@ -176,16 +191,9 @@ class AutoDecoForCausalLM(nn.Module):
         self.autodeco_checked_processor = True
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str] | None:
-        """Base weights (plain names, or `llm.*` in a merged checkpoint) go to the base model; head
-        tensors in the stream are skipped: the heads are read by `AutoDecoHeads.from_pretrained`."""
-
-        def base_weights():
-            for name, tensor in weights:
-                if head_tensor_name(name) is not None:  # the heads come from read_heads
-                    continue
-                yield (name[len(BASE_PREFIX) :] if name.startswith(BASE_PREFIX) else name), tensor
-
-        loaded = self.llm.load_weights(base_weights())
+        """Base weights (plain names, or `llm.*` in a merged checkpoint) go to the base model, checked
+        complete and unambiguous (`weights.py`); the heads are read by `AutoDecoHeads.from_pretrained`."""
+        loaded = load_base_weights(self.llm, weights, check=self.autodeco_check_weights)
         self._load_heads()
         return None if loaded is None else {BASE_PREFIX + name for name in loaded}
 
