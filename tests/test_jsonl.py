@@ -28,7 +28,11 @@ def test_jsonl_lines_keeps_a_record_with_a_unicode_line_boundary_whole(boundary)
 
 def test_the_result_cache_reads_back_a_completion_with_u2028(tmp_path):
     path = tmp_path / "cache.jsonl"
-    records = [{"key": "static", "seed": 0, "index": i, "texts": [f"a\u2028b{i}"], "correct": [i % 2], "tokens": [3], "mean_t": [None], "mean_p": [None]} for i in range(3)]
+    records = [
+        {"key": "static", "seed": 0, "index": i, "texts": [f"a\u2028b{i}"], "correct": [i % 2], "tokens": [3]}
+        | {"mean_t": [None], "mean_p": [None]}
+        for i in range(3)
+    ]
     ResultStore(path).add(records)
     assert "\u2028" in path.read_text(encoding="utf-8")  # written raw, as before
     again = ResultStore(path)

@@ -53,6 +53,8 @@ def group_advantages(rewards: torch.Tensor, k: int = 1, normalise: bool = False)
         raise ValueError(f"`k` has to be a positive int, but is {k}")
     if not bool(((rewards == 0) | (rewards == 1)).all()):
         raise ValueError(f"`rewards` have to be 0 or 1, but are {rewards.tolist()}")
+    if normalise and k > 1:
+        raise ValueError("`normalise` applies to pass@1 advantages only; pass@k advantages are not std-scaled")
     if k == 1:
         advantages = rewards - rewards.mean()
         if normalise:
@@ -65,3 +67,10 @@ def group_advantages(rewards: torch.Tensor, k: int = 1, normalise: bool = False)
     with_k_minus_1 = _pass_at(g - 1, others, k - 1)
     with_k = _pass_at(g - 1, others, k)
     return ((k / g) * (rewards + (1 - rewards) * with_k_minus_1 - with_k)).float()
+
+
+def round_weights(rewards: torch.Tensor, k: int = 1, normalise: bool = False) -> torch.Tensor:
+    """Each sample's weight in a round's loss, `A_i / samples` (the REINFORCE estimate averages over the
+    round's samples): rewards `(problems, G)` in {0, 1} -> `(problems * G,)` fp32, problem-major."""
+    advantages = torch.stack([group_advantages(group, k, normalise) for group in rewards])  # (problems, G)
+    return (advantages / rewards.numel()).flatten()

@@ -33,14 +33,14 @@ from accelerate import Accelerator, DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from autodeco_lp.hub.config import AutoDecoConfig
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.inference.capture import OutputProjection
-from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
+from autodeco_lp.inference.heads import AutoDecoHeads
 from autodeco_lp.training import batches, hidden
 from autodeco_lp.training.args import FitArgs
 from autodeco_lp.training.checks import collapse_warning, no_op_warning
 from autodeco_lp.training.data import Dataset, load_jsonl
+from autodeco_lp.training.heads_setup import build_heads, check_heads
 from autodeco_lp.training.hidden import CACHE_DIR_NAME
 from autodeco_lp.training.losses import (
     LossConfig,
@@ -160,38 +160,6 @@ class StepOutcome:
     step_in_epoch: int  # of the step just taken, counted from 0
 
 
-def _build_heads(args: FitArgs, model, device) -> AutoDecoHeads:
-    if args.init_heads:
-        return AutoDecoHeads.from_pretrained(args.init_heads, device=device)
-    torch.manual_seed(args.seed)
-    config = AutoDecoConfig(
-        hidden_size=model.get_output_embeddings().weight.shape[1],
-        vocab_size=model.get_output_embeddings().weight.shape[0],
-        enable_temperature_head=args.trains("temperature"),
-        enable_top_p_head=args.trains("top_p"),
-        use_enhanced_features=args.use_enhanced_features,
-        mlp_hidden_size=args.mlp_hidden_size,
-        base_model_name_or_path=getattr(model, "name_or_path", None) or None,
-    )
-    return AutoDecoHeads(config).to(device)
-
-
-def _check_heads(args: FitArgs, heads: AutoDecoHeads, projection: OutputProjection) -> None:
-    check_heads_fit_model(
-        heads.config,
-        projection.hidden_size,
-        projection.vocab_size,
-        args.model,
-        what=f"`--init-heads` {args.init_heads!r}",
-    )
-    needed = {"temperature": heads.temp_head, "top_p": heads.top_p_head}
-    for name, head in needed.items():
-        if args.trains(name) and head is None:
-            raise ValueError(
-                f"`--train-heads {args.train_heads}` but `--init-heads` {args.init_heads!r} has no {name} head."
-            )
-
-
 def _all_reduce(sums: LossSums, params: dict, accelerator) -> LossSums:
     """Add sums, counts and gradients over processes in one all-reduce of a flat vector."""
     if accelerator.num_processes == 1:
@@ -289,8 +257,8 @@ class Trainer:
             bias = projection.bias.clone() if projection.bias is not None else None
             projection = OutputProjection(projection.weight.clone(), bias, projection.softcap)
             model = accelerator.prepare_model(model, evaluation_mode=True)  # shards the frozen base
-        heads = _build_heads(args, model, device)
-        _check_heads(args, heads, projection)
+        heads = build_heads(args, model, device)
+        check_heads(args, heads, projection)
         loss_config = args.loss_config()
         params = trainable_parameters(heads, loss_config)
         optimizer = torch.optim.AdamW(

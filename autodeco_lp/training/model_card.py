@@ -76,6 +76,12 @@ def write_model_card(
         ("mean predicted T / P on the last step", f"{result.mean_temperature:.3f} / {result.mean_top_p:.3f}"),
         ("autodeco_lp version", __version__),
     ]
+    write_card(output_dir, base, rows, command, args.to_dict())
+
+
+def write_card(output_dir: Path, base: str, rows: list[tuple[str, str]], command: str, options: dict) -> None:
+    """README.md next to the heads: the shared header (`hub.publish.card_header`), the run's `rows` as a
+    table, the command and every option. Both objectives' fits write their card through this."""
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     # The loading snippet names this folder; `autodeco push` uploads the heads with this card.
     header = card_header(base, output_dir.as_posix())
@@ -95,7 +101,7 @@ Publish them with `autodeco push --heads {output_dir.as_posix()} --repo-id YOU/N
 ## All options
 
 ```json
-{json.dumps(args.to_dict(), indent=2, sort_keys=True)}
+{json.dumps(options, indent=2, sort_keys=True)}
 ```
 """
     atomic_write(output_dir / "README.md", lambda path: write_text(path, text))

@@ -24,21 +24,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from autodeco_lp.engines.hf_sampler import torch_device
 from autodeco_lp.hub.atomic import atomic_write, write_text
+from autodeco_lp.hub.jsonl import jsonl_lines
 from autodeco_lp.hub.models import canonical_model_id, load_model
 from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.heads import AutoDecoHeads, check_heads_fit_model
 from autodeco_lp.tasks.problems import load_task
 from autodeco_lp.tasks.prompting import task_prompts
-from autodeco_lp.training.advantages import group_advantages
-from autodeco_lp.training.loop import _build_heads, _check_heads
+from autodeco_lp.training.advantages import round_weights
+from autodeco_lp.training.heads_setup import build_heads, check_heads
+from autodeco_lp.training.losses import LossConfig, trainable_parameters
+from autodeco_lp.training.model_card import hardware, write_card
 from autodeco_lp.training.outcome_loss import outcome_backward
-from autodeco_lp.training.outputs import CARD_NAME, HEADS_NAMES, OutputDir
+from autodeco_lp.training.outputs import CARD_NAME, HEADS_NAMES, MetricsLog, OutputDir
 from autodeco_lp.training.resume import load_training_state, resolve_resume, rng_state, write_checkpoint_folder
 from autodeco_lp.training.rollouts import collect_rollouts
 
 ROUNDS_NAME = "rounds.jsonl"
-OUTCOME_METRICS_NAME = "metrics.jsonl"
 
 
 @dataclass
@@ -75,14 +78,14 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
         main=True,
     )
     outputs.prepare()
-    device = "cpu" if args.use_cpu or not torch.cuda.is_available() else "cuda"
+    device = "cpu" if args.use_cpu else torch_device(None)
     model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32, device=device)
     model.requires_grad_(False)
     task = load_task(cfg.task, cfg.task_options, dataset_seed=cfg.dataset_seed, size=cfg.problems)
     prompts = task_prompts(tokenizer, task, task.problems, cfg.chat, cfg.shots)
     projection = OutputProjection.from_model(model)
-    heads = _build_heads(args, model, device)
-    _check_heads(args, heads, projection)
+    heads = build_heads(args, model, device)
+    check_heads(args, heads, projection)
     reference = None
     if cfg.kl_weight > 0:
         source = cfg.reference_heads or args.init_heads
@@ -90,12 +93,8 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
             raise ValueError("`--kl-weight` > 0 needs `--reference-heads` (or `--init-heads`) to pull towards")
         reference = AutoDecoHeads.from_pretrained(source, device=device).eval().requires_grad_(False)
         check_heads_fit_model(reference.config, projection.hidden_size, projection.vocab_size, args.model)
-    params = [
-        p
-        for name, head in (("temperature", heads.temp_head), ("top_p", heads.top_p_head))
-        if head is not None and args.trains(name)
-        for p in head.parameters()
-    ]
+    trained = LossConfig(train_temperature=args.trains("temperature"), train_top_p=args.trains("top_p"))
+    params = list(trainable_parameters(heads, trained).values())
     optimizer = torch.optim.AdamW(
         params,
         lr=args.learning_rate,
@@ -120,8 +119,9 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
         heads.load_state_dict(AutoDecoHeads.from_pretrained(folder, device=device).state_dict())
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed = int(state["step"]), float(state["elapsed_seconds"])
-    outputs.register(ROUNDS_NAME, OUTCOME_METRICS_NAME)
-    _truncate_logs(outputs.path, start)
+    outputs.register(ROUNDS_NAME)
+    _truncate_rounds(outputs.path / ROUNDS_NAME, start)
+    log = MetricsLog(outputs, start, args.report_to, enabled=True)
 
     started = time.perf_counter() - elapsed
     record: dict = {}
@@ -152,16 +152,16 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
             [float(task.score(task.problems[i], s.text) >= 1.0) for s in group]
             for i, group in zip(chosen, rollouts.samples)
         ]
-        samples = len(chosen) * cfg.group_size
+        sample_weights = round_weights(torch.tensor(rewards), cfg.k, cfg.normalise_advantages).tolist()
+        samples = [s for group in rollouts.samples for s in group]  # problem-major, as the weights
+        states = [h for group in rollouts.hidden for h in group]
         hidden, chosen_tokens, weights = [], [], []
-        for group_rewards, group_samples, group_hidden in zip(rewards, rollouts.samples, rollouts.hidden):
-            advantages = group_advantages(torch.tensor(group_rewards), cfg.k, cfg.normalise_advantages)
-            for advantage, sample, states in zip(advantages.tolist(), group_samples, group_hidden):
-                if (advantage == 0 and reference is None) or not sample.sampled_ids:
-                    continue  # no gradient from this sample
-                hidden.append(states)
-                chosen_tokens.append(torch.tensor(sample.sampled_ids))
-                weights.append(torch.full((len(sample.sampled_ids),), advantage / samples))
+        for weight, sample, sample_states in zip(sample_weights, samples, states, strict=True):
+            if (weight == 0 and reference is None) or not sample.sampled_ids:
+                continue  # no gradient from this sample
+            hidden.append(sample_states)
+            chosen_tokens.append(torch.tensor(sample.sampled_ids))
+            weights.append(torch.full((len(sample.sampled_ids),), weight))
         optimizer.zero_grad()
         totals = {"policy_loss": 0.0, "kl": 0.0, "mean_temperature": float("nan"), "mean_top_p": float("nan")}
         if hidden:
@@ -184,7 +184,7 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
                 totals["skipped_step"] = 1.0
         flat = [r for group in rewards for r in group]
         record = {
-            "round": round_index + 1,
+            "step": round_index + 1,  # the round
             "reward": sum(flat) / len(flat),
             "solved": sum(max(group) for group in rewards) / len(rewards),
             "trained_positions": int(sum(len(w) for w in weights)),
@@ -193,16 +193,11 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
             "seconds": round(time.perf_counter() - started, 2),
             **{k: round(v, 6) for k, v in totals.items()},
         }
-        _append(outputs.path / OUTCOME_METRICS_NAME, record)
-        _append(
-            outputs.path / ROUNDS_NAME,
-            {
-                "round": round_index + 1,
-                "problems": chosen,
-                "rewards": rewards,
-                "texts": [[s.text for s in group] for group in rollouts.samples],
-            },
-        )
+        log.log(record)
+        with open(outputs.path / ROUNDS_NAME, "a", encoding="utf-8") as f:
+            texts = [[s.text for s in group] for group in rollouts.samples]
+            f.write(json.dumps({"round": round_index + 1, "problems": chosen, "rewards": rewards, "texts": texts}))
+            f.write("\n")
         state = {
             "step": round_index + 1,
             "optimizer": optimizer.state_dict(),
@@ -229,28 +224,23 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
     outputs.register(*HEADS_NAMES, CARD_NAME)
     heads.save_pretrained(outputs.path)
     _write_card(outputs.path, args, result, command or " ".join(sys.argv), device)
+    log.finish()  # metrics.jsonl only once the heads and card are saved, as the likelihood fit
     return result
 
 
-def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_logs(folder: Path, rounds_done: int) -> None:
-    """Keep the log lines of the rounds a resumed run does not redo (none for a fresh run)."""
-    for name in (ROUNDS_NAME, OUTCOME_METRICS_NAME):
-        path = folder / name
-        if path.exists():
-            kept = []
-            for line in path.read_text(encoding="utf-8").split("\n"):
-                try:
-                    if line and json.loads(line)["round"] <= rounds_done:
-                        kept.append(line + "\n")
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line a kill left torn
-            text = "".join(kept)
-            atomic_write(path, lambda tmp, text=text: write_text(tmp, text))
+def _truncate_rounds(path: Path, rounds_done: int) -> None:
+    """Keep the rounds.jsonl lines of the rounds a resumed run does not redo (none for a fresh run)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in jsonl_lines(path.read_text(encoding="utf-8")):
+        try:
+            if json.loads(line)["round"] <= rounds_done:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line a kill left torn
+    text = "".join(kept)
+    atomic_write(path, lambda tmp: write_text(tmp, text))
 
 
 def _write_card(folder: Path, args, result: OutcomeResult, command: str, device: str) -> None:
@@ -267,16 +257,10 @@ def _write_card(folder: Path, args, result: OutcomeResult, command: str, device:
         ("top-p exploration (sigma of logit P)", str(cfg.top_p_sigma)),
         ("KL weight / reference", f"{cfg.kl_weight} / {cfg.reference_heads or args.init_heads}"),
         ("initialised from", f"`{args.init_heads}`" if args.init_heads else f"random (seed {args.seed})"),
-        ("training time", f"{result.seconds:.0f} s on {device}"),
+        ("training time", f"{result.seconds:.0f} s on {hardware(1, device)}"),
         (
             "last round: reward / mean T / mean P",
             f"{result.mean_reward:.3f} / {result.mean_temperature:.3f} / {result.mean_top_p:.3f}",
         ),
     ]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    text = (
-        f"---\nlibrary_name: autodeco_lp\nbase_model: {base}\ntags: [autodeco, decoding]\n---\n\n"
-        f"# AutoDeco heads for {base}, trained on the outcome\n\n| | |\n|---|---|\n{table}\n\n"
-        f"Command:\n\n```bash\n{command}\n```\n"
-    )
-    atomic_write(folder / CARD_NAME, lambda tmp: write_text(tmp, text))
+    write_card(folder, base, rows, command, args.to_dict())

@@ -83,6 +83,8 @@ class OutcomeConfig:
             raise ValueError(f"`--reward` has to be one of {', '.join(REWARDS)}, but is {self.reward!r}")
         if self.group_size < 2:
             raise ValueError(f"`--group-size` has to be >= 2 (the baseline is the group), but is {self.group_size}")
+        if self.reward == "pass@k" and self.normalise_advantages:
+            raise ValueError("`--normalise-advantages` scales pass@1 advantages only; drop it with --reward pass@k")
         if self.reward == "pass@k" and not 2 <= self.pass_k < self.group_size:
             raise ValueError(
                 f"`--pass-k` has to be in [2, --group-size - 1] = [2, {self.group_size - 1}], but is {self.pass_k}"

@@ -24,7 +24,7 @@ from autodeco_lp.hub.config import AutoDecoConfig
 from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.features import hard_top_p_filter, scale_by_temperature
 from autodeco_lp.inference.heads import AutoDecoHeads
-from autodeco_lp.training.advantages import group_advantages
+from autodeco_lp.training.advantages import round_weights
 from autodeco_lp.training.losses import autodeco_loss
 from autodeco_lp.training.outcome_loss import outcome_backward
 from autodeco_lp.training.policy import policy_distribution, sample_top_p
@@ -137,10 +137,8 @@ def fit_outcome_toy(
         targets = torch.randint(TARGETS, (problems_per_round,), generator=generator).repeat_interleave(group_size)
         tokens = sample_policy_tokens(heads, hidden, logits, sigma, generator)  # (samples * L,)
         rewards = task.correct(tokens.view(samples, -1), targets)  # (samples,)
-        advantages = torch.cat(
-            [group_advantages(group, task.k) for group in rewards.view(problems_per_round, group_size)]
-        )
-        weights = (advantages / samples).repeat_interleave(task.copies + 1)  # (samples * L,)
+        weights = round_weights(rewards.view(problems_per_round, group_size), task.k)  # (samples,)
+        weights = weights.repeat_interleave(task.copies + 1)  # (samples * L,)
         optimizer.zero_grad()
         outcome_backward(heads, hidden, tokens, weights, task.projection(), sigma=sigma, chunk_size=4096)
         optimizer.step()
