@@ -108,7 +108,7 @@ PY
 fi
 
 if [[ $SECTION == scale-chain_sum || $SECTION == all ]]; then
-    # Issue 13 part 2, second in-domain task: the scale protocol on one-digit chain sums (2-3 terms).
+    # Second in-domain task: the scale protocol on one-digit chain sums (2-3 terms).
     scale_protocol chain_sum 64 hf 24 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}"
 fi
 
@@ -134,7 +134,7 @@ if [[ $SECTION == scale-long-screen || $SECTION == all ]]; then
 fi
 
 if [[ $SECTION == scale-long || $SECTION == all ]]; then
-    # Issue 13 part 5: longer reasoning, 160 new tokens, on the vllm backend (2.5-3.3x hf here). The two
+    # Longer reasoning: 160 new tokens, on the vllm backend (2.5-3.3x hf here). The two
     # configurations were chosen on validation problems by scale-long-screen (docs/results/scale/screen/summary.txt):
     # in the trained family, products of 3-4 one-digit factors (greedy 0.150, 52 tokens on average);
     # out of domain, basic arithmetic with 2-3 one-digit terms (greedy 0.125, 82 tokens on average).
@@ -147,7 +147,7 @@ if [[ $SECTION == scale-long || $SECTION == all ]]; then
 fi
 
 if [[ $SECTION == scale-data || $SECTION == all ]]; then
-    # Issue 13 part 4: rejection samples at paper scale, vllm (per-sample seeds), fp32 as the shipped heads' data;
+    # Rejection samples at paper scale: vllm (per-sample seeds), fp32 as the shipped heads' data;
     # T = 0.5 (the shipped recipe's; >= 6,000 rows) and T = 1.0 (the paper's) from the same 2 x 2400 problems x 4
     # samples, so both cost the same sampling time. The summary lines (kept / sampled, seconds) go to
     # docs/ablation/scale/data/sampling.txt.
@@ -256,7 +256,7 @@ PY
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then
-    # Issue 14 part 5: the shipped recipe refitted with the sort-free loss (same seed) and with the exact
+    # The shipped recipe refitted with the sort-free loss (same seed) and with the exact
     # loss at another seed (the seed-to-seed spread), compared per position and on the scale section's problems.
     for spec in topk:42 exact:1; do
         loss=${spec%%:*}; seed=${spec##*:}
@@ -315,7 +315,7 @@ fi
 
 if [[ $SECTION == gemma3 || $SECTION == all ]]; then
     # Second architecture family: the Gemma3-270m base model, few-shot prompts (3 shots), answers end at a newline.
-    # Issue 13 part 6. The learning rate, chosen on validation problems (docs/ablation-gemma3.yaml, ~25 min): the first
+    # Gemma3: the learning rate, chosen on validation problems (docs/ablation-gemma3.yaml, ~25 min): the first
     # heads (lr 1e-3, batch 32) collapsed to greedy decoding. The ablation fits the first heads' rows (train-v1.jsonl),
     # whose completions end with an appended "\n" that Gemma3 does not sample there (fixed since in `data sample`).
     $AUTODECO eval ablation --config docs/ablation-gemma3.yaml
