@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
 from autodeco_lp.engines.vllm_sampler import quiet_vllm_logs
+from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.compare import read_report
 from autodeco_lp.evaluation.merge import earlier_methods, merged_names
 from autodeco_lp.evaluation.oracle import validation_choice
@@ -135,6 +137,25 @@ def test_data_sample_refuses_to_replace_an_existing_out(tmp_path):
     assert SampleArgs(task="reasoning_gym:products", out=str(out), backend="hf", overwrite=True).overwrite
     with pytest.raises(ValueError, match="is a folder"):
         SampleArgs(task="reasoning_gym:products", out=str(tmp_path), backend="hf", overwrite=True)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"problems": 0}, "`--problems` has to be a positive int, but is 0"),
+        ({"samples": -1}, "`--samples` has to be a positive int, but is -1"),
+        ({"max_new_tokens": True}, "`--max-new-tokens` has to be a positive int, but is True"),
+        ({"batch_size": 0}, "`--batch-size` has to be a positive int, but is 0; leave it out"),
+        ({"device": "gpu0"}, "`--device` has to be a torch device such as cpu or cuda:0, but is 'gpu0'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "data sample"])
+def test_eval_and_data_sample_refuse_bad_counts_and_devices_before_loading(tmp_path, command, bad, match):
+    options = {"task": "reasoning_gym:products", "backend": "hf", **bad}
+    make = EvalArgs if command == "eval" else SampleArgs
+    out = tmp_path if command == "eval" else tmp_path / "train.jsonl"
+    with pytest.raises(ValueError, match=re.escape(match)):
+        make(**options, out=str(out))
 
 
 def test_each_engine_runs_once_whatever_the_method_order():

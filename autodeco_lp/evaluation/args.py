@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from autodeco_lp.engines.factory import check_dtype, choose_backend
+from autodeco_lp.evaluation.arg_checks import check_positive_int, check_torch_device
 from autodeco_lp.evaluation.methods import parse_methods
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED
 from autodeco_lp.tasks.prompting import DEFAULT_SHOTS
@@ -68,7 +69,7 @@ class EvalArgs:
         default="auto",
         metadata={
             "help": "Engine that generates: vllm (vLLM with the AutoDeco plugin; 2.5-3.3x the tokens/s of hf on "
-            "the 2-core CPU, README Benchmarks), hf (transformers' generate with the AutoDeco processor), or "
+            "the 2-core CPU, docs/benchmarks.md), hf (transformers' generate with the AutoDeco processor), or "
             "auto: vllm when vLLM is installed and no --device is given, else hf. Completions differ between "
             "engines (their caches are kept apart); their agreement is tested."
         },
@@ -87,9 +88,11 @@ class EvalArgs:
             raise ValueError(
                 "`--task` and `--out` are required, e.g. --task reasoning_gym:basic_arithmetic --out results/"
             )
-        for name in ("problems", "samples", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
+        check_positive_int("--problems", self.problems, "pass e.g. --problems 200")
+        check_positive_int("--samples", self.samples, "pass e.g. --samples 16")
+        check_positive_int("--max-new-tokens", self.max_new_tokens, "pass e.g. --max-new-tokens 128")
+        check_positive_int("--batch-size", self.batch_size, "leave it out for the default")
+        check_torch_device("--device", self.device)
         self.seed_list()
         methods = parse_methods(self.methods)
         check_dtype(self.dtype)

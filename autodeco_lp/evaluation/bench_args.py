@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autodeco_lp.engines.factory import BACKENDS
 from autodeco_lp.evaluation.arg_checks import check_positive_int, check_torch_device
 from autodeco_lp.evaluation.bench import STATIC_TEMPERATURE, STATIC_TOP_P
-
-BACKENDS = ("hf", "vllm")
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from autodeco_lp.engines import Decoding, Seeding, check_dtype, choose_backend, make_sampler
+from autodeco_lp.evaluation.arg_checks import check_positive_int, check_torch_device
 from autodeco_lp.hub.atomic import atomic_write
 from autodeco_lp.inference.sampling import Sample
 from autodeco_lp.tasks.problems import EVAL_DATASET_SEED, TRAIN_DATASET_SEED, load_task
@@ -106,9 +107,11 @@ class SampleArgs:
                 f"`--dataset-seed {EVAL_DATASET_SEED}` is the evaluation seed; training data from it would leak "
                 f"evaluation problems. Pick another (default {TRAIN_DATASET_SEED})."
             )
-        for name in ("problems", "samples", "max_new_tokens", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"`--{name.replace('_', '-')}` has to be a positive int, but is {getattr(self, name)}")
+        check_positive_int("--problems", self.problems, "pass e.g. --problems 2000")
+        check_positive_int("--samples", self.samples, "pass e.g. --samples 4")
+        check_positive_int("--max-new-tokens", self.max_new_tokens, "pass e.g. --max-new-tokens 256")
+        check_positive_int("--batch-size", self.batch_size, "leave it out for the default")
+        check_torch_device("--device", self.device)
         if not (self.temperature >= 0 and 0 < self.top_p <= 1):
             raise ValueError(
                 f"`--temperature` has to be >= 0 and `--top-p` in (0, 1], but are {self.temperature}, {self.top_p}"
