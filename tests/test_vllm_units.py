@@ -117,3 +117,48 @@ def test_wheel_checker_passes_on_the_installed_vllm_and_names_what_is_missing(tm
     out = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "LogitsProcessor.apply takes ('self', 'logits'), not ('self', 'logits', 'ctx')" in out.stdout
+
+
+class _StandInLLM(torch.nn.Module):
+    """The base model as the AutoDeco model sees it: a parameter (for the device) and `compute_logits`."""
+
+    def __init__(self, lm_head: torch.Tensor) -> None:
+        super().__init__()
+        self.lm_head = torch.nn.Parameter(lm_head, requires_grad=False)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.lm_head.T  # (rows, H) -> (rows, V)
+
+
+@pytest.mark.parametrize(("enable_top_p_head", "use_top_p_head"), [(True, True), (False, True), (True, False)])
+def test_compute_logits_stages_p_only_when_the_checkpoint_has_the_head_and_it_is_on(
+    tmp_path, enable_top_p_head, use_top_p_head
+):
+    """Heads fitted without a top-p head used to stage P = 1 for every row, so the processor sorted the
+    vocabulary at every step for nothing; the HF processor turns such a head off, and so does the plugin."""
+    from autodeco_lp.vllm import sampling
+    from autodeco_lp.vllm.model import AutoDecoForCausalLM
+    from tests.conftest import HIDDEN, VOCAB, random_heads
+
+    heads = random_heads(enable_top_p_head=enable_top_p_head)
+    heads.save_pretrained(tmp_path / "heads")
+    model = AutoDecoForCausalLM.__new__(AutoDecoForCausalLM)  # no engine: the attributes __init__ sets
+    torch.nn.Module.__init__(model)
+    model.llm = _StandInLLM(torch.randn(VOCAB, HIDDEN))
+    model.autodeco_options = AutoDecoVllmOptions.from_block({"use_top_p_head": use_top_p_head, "top_p_scale": 0.5})
+    model.autodeco_settings = model.autodeco_options.settings
+    model.autodeco_heads_source, model.autodeco_model_name = str(tmp_path / "heads"), "stand-in"
+    model.autodeco_hidden_size, model.autodeco_vocab_size = HIDDEN, VOCAB
+    model.autodeco_trace, model.autodeco_checked_processor = None, True
+    model._load_heads()
+    hidden = torch.randn(3, HIDDEN)
+    logits = model.compute_logits(hidden)
+    staged = sampling.take(3)
+    assert torch.equal(logits, model.llm.compute_logits(hidden))  # the base logits, unchanged
+    expected_t, expected_p = heads(hidden, logits)
+    torch.testing.assert_close(staged.temperature, expected_t.clamp_min(1e-2))
+    if enable_top_p_head and use_top_p_head:
+        torch.testing.assert_close(staged.top_p, expected_p * 0.5)
+    else:
+        assert staged.top_p is None
+    assert model.autodeco_settings.use_top_p_head is (enable_top_p_head and use_top_p_head)

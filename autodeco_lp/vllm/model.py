@@ -15,6 +15,7 @@ The heads are plain `nn.Linear`s, replicated on every TP rank
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -149,6 +150,8 @@ class AutoDecoForCausalLM(nn.Module):
         self.autodeco_check_weights = model_config.quantization is None  # vLLM checks quantized ones itself
         # Loaded in load_weights, on the base weights' device; not a parameter vLLM loads.
         self.autodeco_heads: AutoDecoHeads | None = None
+        # The options' settings with a head the checkpoint lacks switched off (set with the heads).
+        self.autodeco_settings = options.settings
 
     # -- what vLLM calls --
 
@@ -174,8 +177,8 @@ class AutoDecoForCausalLM(nn.Module):
             self._check_processor()
         with torch.no_grad():
             temperature, top_p = self.autodeco_heads(hidden_states, logits)  # (rows,) each, fp32
-            temperature, top_p = self.autodeco_options.settings.apply(temperature, top_p)
-        use_p = self.autodeco_options.settings.use_top_p_head  # off: P = 1, the processor skips the sort
+            temperature, top_p = self.autodeco_settings.apply(temperature, top_p)
+        use_p = self.autodeco_settings.use_top_p_head  # off or absent: P = 1, the processor skips the sort
         stage(Staged(temperature, top_p if use_p else None, self.autodeco_trace))
         return logits
 
@@ -210,7 +213,15 @@ class AutoDecoForCausalLM(nn.Module):
             what=f"the heads {self.autodeco_heads_source!r}",
         )
         object.__setattr__(self, "autodeco_heads", heads.eval())  # kept out of named_parameters()
-        logger.info(heads_log_line(self.autodeco_heads_source, heads.config, self.autodeco_options.settings))
+        # As the HF processor does: a head the checkpoint lacks is off, so heads fitted without a top-p head
+        # stage no P and the processor skips its sort over the vocabulary at every step.
+        settings = self.autodeco_options.settings
+        self.autodeco_settings = replace(
+            settings,
+            use_temperature_head=settings.use_temperature_head and heads.temp_head is not None,
+            use_top_p_head=settings.use_top_p_head and heads.top_p_head is not None,
+        )
+        logger.info(heads_log_line(self.autodeco_heads_source, heads.config, self.autodeco_settings))
 
     def __getattr__(self, name: str):
         # Everything else (runner hooks such as make_empty_intermediate_tensors) is the base model's.
