@@ -103,9 +103,10 @@ def test_wheel_checker_passes_on_the_installed_vllm_and_names_what_is_missing(tm
     import sys
     from pathlib import Path
 
-    from tests.conftest import REPO, run_bench
+    from tests.conftest import REPO, require, run_bench
 
-    site = Path(importlib.util.find_spec("vllm").origin).parent.parent
+    spec = importlib.util.find_spec("vllm") or require("vllm")  # without vLLM: a skip locally, a failure in CI
+    site = Path(spec.origin).parent.parent
     out = run_bench("check_vllm_wheel.py", str(site), timeout=120)
     assert "0 public missing" in out.stdout, out.stdout
     # A vLLM whose MRv2 interface lost `apply(logits, ctx)` fails, naming it.
