@@ -15,6 +15,7 @@ from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.compare import read_report
 from autodeco_lp.evaluation.merge import earlier_methods, merged_names
 from autodeco_lp.evaluation.oracle import validation_choice
+from autodeco_lp.evaluation.problems import training_questions
 from autodeco_lp.evaluation.rejection import SampleArgs
 from autodeco_lp.evaluation.runner import Evaluator, engine_order
 from autodeco_lp.evaluation.store import ResultStore
@@ -156,6 +157,26 @@ def test_eval_and_data_sample_refuse_bad_counts_and_devices_before_loading(tmp_p
     out = tmp_path if command == "eval" else tmp_path / "train.jsonl"
     with pytest.raises(ValueError, match=re.escape(match)):
         make(**options, out=str(out))
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("{not json", r"d.jsonl:2: not JSON"),
+        ("[" * 200 + "]" * 200, r"d.jsonl:2: JSON nested 200 levels deep"),
+        ('["a"]', r"d.jsonl:2: not a training row"),
+        ('{"messages": "hi"}', r"d.jsonl:2: not a training row"),
+        (b'{"prompt": "\xff"}', r"d.jsonl:2: not UTF-8"),
+    ],
+)
+def test_exclude_data_refuses_a_malformed_line_naming_file_and_line(tmp_path, line, match):
+    path = tmp_path / "d.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "q?"}, {"role": "assistant", "content": "a"}]})
+    path.write_bytes(good.encode() + b"\n" + (line if isinstance(line, bytes) else line.encode()) + b"\n")
+    with pytest.raises(ValueError, match=match):
+        training_questions(path)
+    path.write_text(good + "\n\n" + json.dumps({"prompt": "Question: 1+1?\nAnswer:", "completion": " 2"}) + "\n")
+    assert training_questions(path) == {"q?", "Question: 1+1?\nAnswer:", "1+1?"}
 
 
 def test_each_engine_runs_once_whatever_the_method_order():

@@ -11,29 +11,31 @@ each per-problem pass@1 is an unbiased estimate whatever its sample count.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from autodeco_lp.evaluation.records import read_text, report_error
 from autodeco_lp.evaluation.stats import paired_bootstrap
+from autodeco_lp.hub.jsonl import parse_json
 
 SAME_PROBLEMS = ("task", "task_options", "dataset_seed", "problems_evaluated")
 
 
-def read_report(path: str | Path, option: str) -> tuple[Path, dict]:
+def read_report(
+    path: str | Path, option: str, fix: str = "pass the --out folder (or its results.json) of an `autodeco eval` run"
+) -> tuple[Path, dict]:
     """`(file, report)` of an `autodeco eval` results.json, or of the one in a folder.
 
     Raises ValueError naming `option` (the command-line argument it came from), what is wrong
-    (`records.report_error`: wrong types, shares outside [0, 1], bytes that are not UTF-8) and the fix.
+    (`records.report_error`: wrong types, shares outside [0, 1], bytes that are not UTF-8, not JSON or
+    nested too deep: `hub.jsonl.parse_json`) and `fix`.
     """
     file = Path(path)
     file = file / "results.json" if file.is_dir() else file
-    fix = "pass the --out folder (or its results.json) of an `autodeco eval` run"
     if not file.is_file():
         raise ValueError(f"`{option} {path}`: {file} does not exist; {fix}")
     try:
-        report = json.loads(read_text(file, "an `autodeco eval` results.json"))
-    except (OSError, ValueError, RecursionError) as exc:
+        report = parse_json(read_text(file, "an `autodeco eval` results.json"), str(file))
+    except (OSError, ValueError) as exc:
         raise ValueError(f"`{option} {path}`: {file} is not an `autodeco eval` results.json ({exc}); {fix}") from exc
     error = report_error(report)  # every number a reader uses, checked (a hand-edited file is refused)
     if error:

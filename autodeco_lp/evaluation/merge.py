@@ -12,15 +12,14 @@ seeds and model and problem digests) reports that file's methods too, re-summari
 from __future__ import annotations
 
 import fcntl
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from autodeco_lp.evaluation.cache_key import KEYED
+from autodeco_lp.evaluation.compare import read_report
 from autodeco_lp.evaluation.methods import parse_methods
-from autodeco_lp.evaluation.records import read_text, report_error
 
 LOCK_NAME = ".eval.lock"
 SAME_RUN = (*KEYED, "seeds", "task_options", "model_sha256", "problems_sha256")
@@ -47,18 +46,10 @@ def earlier_methods(out: Path, settings: dict) -> dict[str, dict]:
     """The methods of the results.json in `out` when it was written with these settings, else {}.
     A results.json that is not a well-formed report raises a ValueError naming it (never overwritten
     silently: it may be another tool's file)."""
-    file = out / "results.json"
-    if not file.exists():
+    if not (out / "results.json").exists():
         return {}
-    fix = "move it away or pass another --out"
-    try:
-        report = json.loads(read_text(file, "an `autodeco eval` results.json"))
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"{file} is not an `autodeco eval` results.json ({exc}); {fix}") from exc
-    error = report_error(report)
-    if error:
-        raise ValueError(f"{file} is not an `autodeco eval` results.json ({error}); {fix}")
-    earlier = report.get("settings", {})
+    _, report = read_report(out, "--out", "move it away or pass another --out")
+    earlier = report["settings"]
     if any(earlier.get(k) != settings.get(k) for k in SAME_RUN):
         return {}
     return report["methods"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from autodeco_lp.hub.jsonl import jsonl_lines
+from autodeco_lp.evaluation.records import read_text
+from autodeco_lp.hub.jsonl import jsonl_lines, parse_json
 from autodeco_lp.tasks.problems import load_task
 
 
@@ -26,14 +26,17 @@ def training_questions(path: Path) -> set[str]:
     """The questions of a training JSONL: chat rows' user turns, and prompt rows' prompts and the
     question inside a few-shot prompt."""
     seen = set()
-    for line in jsonl_lines(path.read_text(encoding="utf-8")):
-        if line.strip():
-            row = json.loads(line)
-            for message in row.get("messages", []):
-                if message.get("role") == "user":
-                    seen.add(message["content"])
-            if "prompt" in row:
-                seen.add(row["prompt"])
-                # A few-shot prompt (autodeco_lp.tasks.prompting) ends with "Question: <q>\nAnswer:".
-                seen.add(row["prompt"].rsplit("Question: ", 1)[-1].removesuffix("\nAnswer:"))
+    for number, line in enumerate(jsonl_lines(read_text(path, "a training JSONL")), start=1):
+        if not line.strip():
+            continue
+        where = f"`--exclude-data` {path}:{number}"
+        row = parse_json(line, where)  # names path:line itself, deep nesting included
+        messages = row.get("messages", []) if isinstance(row, dict) else None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise ValueError(f"{where}: not a training row ({{messages: [...]}} or {{prompt, completion}})")
+        seen.update(m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str))
+        if isinstance(row.get("prompt"), str):
+            seen.add(row["prompt"])
+            # A few-shot prompt (autodeco_lp.tasks.prompting) ends with "Question: <q>\nAnswer:".
+            seen.add(row["prompt"].rsplit("Question: ", 1)[-1].removesuffix("\nAnswer:"))
     return seen
