@@ -125,5 +125,5 @@ def test_vllm_backend_keeps_its_own_cache_and_loads_no_hf_model(small_eval, monk
     hf = runner.Evaluator(EvalArgs(**small_eval), None, progress=False)
     monkeypatch.setattr(factory, "load_model", lambda *a, **k: pytest.fail("the vllm backend loaded the HF model"))
     vllm = runner.Evaluator(EvalArgs(**{**small_eval, "device": None}, backend="vllm"), None, progress=False)
-    assert vllm.model is None and vllm.texts == hf.texts
+    assert vllm.sampler.model is None and vllm.prompts.texts == hf.prompts.texts
     assert vllm.store.path != hf.store.path  # completions of one engine never answer for the other's

@@ -46,12 +46,10 @@ class Evaluator:
         self.sampler = make_sampler(
             args.backend, args.model, heads=lambda: self.heads_id, dtype=args.dtype, device=args.device
         )
-        self.model, self.tokenizer = self.sampler.model, self.sampler.tokenizer
         self.task, self.problems = eval_problems(
             args.task, task_options, args.dataset_seed, args.problems, args.exclude_data
         )
-        self.prompts = task_prompts(self.tokenizer, self.task, self.problems, args.chat, args.shots)
-        self.texts = self.prompts.texts
+        self.prompts = task_prompts(self.sampler.tokenizer, self.task, self.problems, args.chat, args.shots)
         self.batch_size = args.batch_size or self.sampler.default_batch_size(self.prompts, args.max_new_tokens)
         self._heads_digest: str | None = None
         # The cache is found by content: the model's weights and the problems with their gold answers.

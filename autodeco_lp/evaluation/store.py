@@ -37,10 +37,6 @@ class ResultStore:
         line = self.records[(key, seed, index)][1]
         return f"{self.path}:{line}" if line is not None else str(self.path)
 
-    def drop(self, key: str, seed: int, index: int) -> None:
-        """Forget a record (it will be generated again and appended: later lines win)."""
-        self.records.pop((key, seed, index), None)
-
     def add(self, records: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._torn_at is not None:  # drop the torn fragment: appending to it would break the next line
