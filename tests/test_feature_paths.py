@@ -50,9 +50,9 @@ class RecordingHeads(AutoDecoHeads):
         self.load_state_dict(heads.state_dict())
         self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def forward(self, hidden_states, logits=None):
+    def forward(self, hidden_states, logits=None, run_top_p_head=True):
         self.calls.append((hidden_states.detach().float().clone(), logits.detach().float().clone()))
-        return super().forward(hidden_states, logits)
+        return super().forward(hidden_states, logits, run_top_p_head)
 
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All recorded calls, concatenated: `(hidden (N, H), logits (N, V))`; then forget them."""

@@ -347,3 +347,24 @@ def test_processors_never_closed_release_their_hooks_and_warn():
             pass
         with AutoDeco(model, heads):  # the first was closed: no warning
             pass
+
+
+def test_a_top_p_head_switched_off_or_absent_is_never_run(model, heads):
+    """P = 1 needs no top-p head: neither its MLP nor the statistics over the vocabulary run at a step,
+    and settings built for heads without a top-p head switch it off (both engines use `for_heads`)."""
+    from autodeco_lp.inference.settings import DecodingSettings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the top-p head ran although P = 1 is applied")
+
+    heads.top_p_head.forward = refuse
+    prompt = torch.tensor([[1, 5, 6, 7]])
+    with AutoDeco(model, heads, use_top_p_head=False) as autodeco:
+        model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=None, max_new_tokens=3,
+            min_new_tokens=3, logits_processor=[autodeco],
+        )  # fmt: skip
+        assert torch.equal(autodeco.trace.top_p, torch.ones(3, 1))
+    heads.top_p_head = None
+    settings = DecodingSettings().for_heads(heads)
+    assert settings.use_temperature_head and not settings.use_top_p_head

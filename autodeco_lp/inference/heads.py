@@ -79,7 +79,7 @@ class AutoDecoHeads(nn.Module):
         return next(self.parameters()).device
 
     def forward(
-        self, hidden_states: torch.Tensor, logits: torch.Tensor | None = None
+        self, hidden_states: torch.Tensor, logits: torch.Tensor | None = None, run_top_p_head: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict per-position temperature and top-p.
 
@@ -87,6 +87,8 @@ class AutoDecoHeads(nn.Module):
             hidden_states: `(..., H)` final hidden states (the input of `lm_head`), any dtype.
             logits: `(..., V)` raw logits for the same positions; needed only by the top-p head
                 with enhanced features.
+            run_top_p_head: False returns P = 1 without running the top-p head (a decoder that does not
+                apply P need not pay for it).
 
         Returns:
             `(temperature, top_p)`, each `(...)` in fp32. T is detached before it feeds the
@@ -104,7 +106,7 @@ class AutoDecoHeads(nn.Module):
             return torch.ones(hidden_states.shape[:-1], dtype=torch.float32, device=hidden_states.device)
 
         temperature = self.temp_head(h).float() if self.temp_head is not None else ones()
-        if self.top_p_head is None:
+        if self.top_p_head is None or not run_top_p_head:
             return temperature, ones()
         t_in = temperature.detach()  # (...)
         features = [h, t_in.unsqueeze(-1).to(h.dtype)]  # [(..., H), (..., 1)]

@@ -65,7 +65,7 @@ def autodeco_step(
     The only branch is on `settings` (Python values fixed at construction), so a compiled step has one
     graph per shape.
     """
-    temperature, top_p = settings.apply(*heads(hidden, logits))  # (rows,) each
+    temperature, top_p = settings.predict(heads, hidden, logits)  # (rows,) each
     out = scores.float() / temperature.unsqueeze(-1)  # (rows, V), a new tensor
     if settings.use_top_p_head:  # without it P = 1 everywhere: nothing to filter, no sort
         out = hard_top_p_filter(out, top_p, min_tokens_to_keep)
@@ -150,10 +150,9 @@ class AutoDeco(LogitsProcessor):
             max_temperature=max_temperature,
             min_top_p=min_top_p,
             max_top_p=max_top_p,
-            use_temperature_head=check_bool("use_temperature_head", use_temperature_head)
-            and heads.temp_head is not None,
-            use_top_p_head=check_bool("use_top_p_head", use_top_p_head) and heads.top_p_head is not None,
-        )
+            use_temperature_head=check_bool("use_temperature_head", use_temperature_head),
+            use_top_p_head=check_bool("use_top_p_head", use_top_p_head),
+        ).for_heads(heads)
         if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
             raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep!r}")
         self.min_tokens_to_keep = min_tokens_to_keep
@@ -229,7 +228,7 @@ class AutoDeco(LogitsProcessor):
     def predict(self, hidden: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Applied `(T, P)`, each `(rows,)` fp32: head outputs, scaled, clamped, or 1 for a head off
         (what `autodeco_step` applies, without the filter)."""
-        return self.settings.apply(*self.heads(hidden, logits))
+        return self.settings.predict(self.heads, hidden, logits)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not self._capture.attached:

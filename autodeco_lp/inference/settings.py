@@ -7,7 +7,7 @@ heads' outputs into the same applied values and refuse the same bad options with
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -90,6 +90,20 @@ class DecodingSettings:
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {unknown}; known options are {sorted(known)}.")
         return cls(**options)
+
+    def for_heads(self, heads) -> DecodingSettings:
+        """These settings with a head the checkpoint lacks switched off (its output is then 1), so heads
+        fitted without a top-p head never pay for a nucleus sort. Both engines call this once."""
+        return replace(
+            self,
+            use_temperature_head=self.use_temperature_head and heads.temp_head is not None,
+            use_top_p_head=self.use_top_p_head and heads.top_p_head is not None,
+        )
+
+    def predict(self, heads, hidden: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Applied `(T, P)`, each `(rows,)` fp32, from `heads` on hidden `(rows, H)` and raw logits `(rows, V)`.
+        A top-p head switched off is not run (its MLP and the statistics over the vocabulary are skipped)."""
+        return self.apply(*heads(hidden, logits, run_top_p_head=self.use_top_p_head))
 
     def apply(self, temperature: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Applied `(T, P)` from the heads' `(T, P)`, each `(rows,)` fp32: scaled, clamped, or 1 for a head off."""

@@ -15,7 +15,6 @@ The heads are plain `nn.Linear`s, replicated on every TP rank
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -176,8 +175,7 @@ class AutoDecoForCausalLM(nn.Module):
         if not self.autodeco_checked_processor:
             self._check_processor()
         with torch.no_grad():
-            temperature, top_p = self.autodeco_heads(hidden_states, logits)  # (rows,) each, fp32
-            temperature, top_p = self.autodeco_settings.apply(temperature, top_p)
+            temperature, top_p = self.autodeco_settings.predict(self.autodeco_heads, hidden_states, logits)
         use_p = self.autodeco_settings.use_top_p_head  # off or absent: P = 1, the processor skips the sort
         stage(Staged(temperature, top_p if use_p else None, self.autodeco_trace))
         return logits
@@ -213,14 +211,9 @@ class AutoDecoForCausalLM(nn.Module):
             what=f"the heads {self.autodeco_heads_source!r}",
         )
         object.__setattr__(self, "autodeco_heads", heads.eval())  # kept out of named_parameters()
-        # As the HF processor does: a head the checkpoint lacks is off, so heads fitted without a top-p head
-        # stage no P and the processor skips its sort over the vocabulary at every step.
-        settings = self.autodeco_options.settings
-        self.autodeco_settings = replace(
-            settings,
-            use_temperature_head=settings.use_temperature_head and heads.temp_head is not None,
-            use_top_p_head=settings.use_top_p_head and heads.top_p_head is not None,
-        )
+        # A head the checkpoint lacks is off (DecodingSettings.for_heads, as in the HF processor): heads fitted
+        # without a top-p head stage no P, and neither engine runs that head or sorts the vocabulary for it.
+        self.autodeco_settings = self.autodeco_options.settings.for_heads(heads)
         logger.info(heads_log_line(self.autodeco_heads_source, heads.config, self.autodeco_settings))
 
     def __getattr__(self, name: str):
