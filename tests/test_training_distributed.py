@@ -23,8 +23,11 @@ def _run(command: list[str]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+# accelerate is a dependency: its CLI is missing only from a broken install. Locally that skips; under CI
+# (the README's set-up) it fails, since a skipped multi-process test proves nothing there.
 @pytest.mark.skipif(
-    shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None, reason="accelerate CLI missing"
+    shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None and not os.environ.get("CI"),
+    reason="accelerate CLI missing",
 )
 @pytest.mark.parametrize("cache", ["--cache", "--no-cache"])
 def test_two_processes_match_one(tiny_model_dir, tmp_path, cache):

@@ -11,9 +11,10 @@ import shutil
 import pytest
 import torch
 
+from autodeco_lp.hub.digest import model_sha256
 from autodeco_lp.training import fit
 from autodeco_lp.training.data import tokenize_row
-from autodeco_lp.training.hidden import CacheSpec, examples_sha256, model_sha256
+from autodeco_lp.training.hidden import CacheSpec, examples_sha256
 from tests.conftest import tiny_char_tokenizer, tiny_llama
 from tests.test_training_fit import fit_args, heads_state, write_data
 

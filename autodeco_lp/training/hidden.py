@@ -36,7 +36,6 @@ import torch
 from tqdm.auto import tqdm
 
 from autodeco_lp.hub.atomic import write_text
-from autodeco_lp.hub.digest import model_sha256  # noqa: F401 (the fit's model digest; imported from here)
 from autodeco_lp.training.data import Example
 
 CACHE_DIR_NAME = "hidden_cache"

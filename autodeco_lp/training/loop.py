@@ -33,6 +33,7 @@ from accelerate import Accelerator, DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from autodeco_lp.hub.digest import model_sha256
 from autodeco_lp.hub.models import load_model
 from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.heads import AutoDecoHeads
@@ -243,7 +244,7 @@ class Trainer:
         cache_spec = hidden.CacheSpec(
             output_dir=outputs.path,
             examples=_all_versions(dataset),
-            model_sha256=hidden.model_sha256(model),
+            model_sha256=model_sha256(model),
             dtype=next(model.parameters()).dtype,
             hidden_size=projection.hidden_size,
             pad_id=pad_id,
