@@ -28,6 +28,8 @@ import functools
 
 import torch
 
+from autodeco_lp.inference.row_sort import sort_rows_inplace
+
 # Floor applied to predicted temperatures before dividing logits. 1e-2 is the floor the
 # authors' training loss uses (`clamp_min(T, 1e-2)`); below it sampling is greedy in practice.
 MIN_TEMPERATURE = 1e-2
@@ -110,8 +112,8 @@ def rank_order(values: torch.Tensor, descending: bool = True) -> tuple[torch.Ten
     - on a CPU: `torch.sort` with indices is the most expensive step of nucleus filtering and of the
       exact soft top-p loss there (about 3 ms per row at V = 49152, ten times the top-p head), so each
       value becomes one int64 key, `(reversed order of the float's bits) << 31 | token id`, and numpy's
-      SIMD integer sort orders the keys in place (through a custom operator, so that `torch.compile`
-      keeps it in its graph);
+      SIMD integer sort orders the keys in place, blocks of rows on torch's threads (`row_sort.py`), through
+      a custom operator, so that `torch.compile` keeps it in its graph;
     - on any other device (CUDA): `torch.sort(stable=True)` itself. Measured on an H200 at
       64 x 152064, the integer keys took 1.73 ms against 0.73 ms for the stable sort.
     Neither path branches on the values (no host-device synchronisation).
@@ -160,7 +162,7 @@ def _sort_int64_rows(keys: torch.Tensor) -> None:
     operator in its graph (functionalised: the compiled graph sorts a copy), so the compiled step sorts
     the same keys as the eager one with no graph break.
     """
-    keys.numpy().sort(axis=-1)  # on the tensor's memory
+    sort_rows_inplace(keys.numpy())  # on the tensor's memory, rows spread over torch's threads
 
 
 def _torch_rank_order(values: torch.Tensor, descending: bool) -> tuple[torch.Tensor, torch.Tensor]:
