@@ -100,3 +100,46 @@ def test_results_page_verdict_table_matches_results_json():
         else:
             met = versus_ms["low"] > 0 and versus_best["mean"] >= -0.01 and verdict.startswith("above")
         assert goal.startswith("yes" if met else "no"), row
+
+
+def test_outcome_scale_table_matches_results_json():
+    """docs/outcome.md's table of heads at scale: each row's numbers are its run's results.json, the paired
+    intervals against the shipped heads and the validation-chosen static (T = 0.1) are recomputed from the
+    per-problem results, and the two frontier verdicts are `static_frontier` over the `products` run's statics,
+    then with the static T = 0.2 of the `products-outcome-pass4` run added (nearest deciding static named)."""
+    from autodeco_lp.evaluation.compare import paired
+    from autodeco_lp.evaluation.frontier import static_frontier
+
+    page = (ROOT / "docs" / "outcome.md").read_text(encoding="utf-8")
+    marker = "<!-- outcome-scale-table -->"
+    assert page.count(marker) == 2, marker
+    rows = [line for line in page.split(marker)[1].splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 3, rows
+    scale = ROOT / "docs" / "results" / "scale"
+    base = json.loads((scale / "products" / "results.json").read_text())["methods"]
+    finer = {**base, "static:0.2,1.0": _methods(scale / "products-outcome-pass4")["static:0.2,1.0"]}
+
+    def interval(c: dict) -> str:
+        return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        _, run, pass1, pass4, pass16, mean_t, vs_shipped, vs_static1, vs_static16, frontier, finer_frontier = cells
+        m = _methods(scale / run.strip("`"))["autodeco"]
+        assert [pass1, pass4, pass16, mean_t] == [
+            f"{m['pass@1']:.3f}",
+            f"{m['pass@k']['4']:.3f}",
+            f"{m['pass@k']['16']:.3f}",
+            f"{m['mean_temperature']:.3f}",
+        ], row
+        shipped, static = paired(m, base["autodeco"]), paired(m, base["oracle-validation"])
+        assert vs_shipped == ("-" if run == "`products`" else interval(shipped["pass@1"])), row
+        assert vs_static1 == interval(static["pass@1"]), row
+        assert vs_static16 == interval(static["pass@k"]["16"]), row
+        assert frontier == static_frontier({**base, "autodeco": m}, 16)["candidates"]["autodeco"]["verdict"], row
+        v = static_frontier({**finer, "autodeco": m}, 16)["candidates"]["autodeco"]
+        assert finer_frontier == f"{v['verdict']} ({v['nearest']})", row
+
+
+def _methods(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())["methods"]

@@ -191,3 +191,17 @@ def test_plot_frontier_writes_an_image(tmp_path):
         assert out.read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(cli, ["plot", "frontier", "--results", str(tmp_path), "--k", "8", "--out", "x.png"])
     assert bad.exit_code != 0 and "asked for k = 8" in bad.output
+
+
+def test_plot_frontier_draws_candidates_of_other_runs(tmp_path):
+    require("matplotlib")
+    import pytest
+
+    from autodeco_lp.evaluation.plots import plot_frontier
+
+    report = _report({**statics(), "autodeco": summary(0.40, 0.50, noise=BLOCKS)})
+    other = summary(0.45, 0.55, noise=BLOCKS)
+    out = plot_frontier(report, tmp_path / "f.png", extra={"refit heads": other})
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="'refit heads' has no pass@16"):
+        plot_frontier(report, tmp_path / "g.png", extra={"refit heads": {**other, "pass@k": {"1": 0.45}}})

@@ -111,11 +111,13 @@ FRONTIER_MARKS = {
 }
 
 
-def plot_frontier(report: dict, out: Path, k: int | None = None) -> Path:
+def plot_frontier(report: dict, out: Path, k: int | None = None, extra: dict[str, dict] | None = None) -> Path:
     """x = pass@1, y = pass@k (k: 16 or the largest available, `frontier.available_k`): every static
     decoding as a point labelled "T,P", the Pareto frontier as a line through its points by pass@1,
     AutoDeco and the other candidates as distinct markers (with their verdicts from the report's
     `frontier` section when it has one for this k), greedy as a vertical dotted line.
+    `extra`: more candidates from other runs on the same problems (e.g. other heads), label -> method
+    summary, drawn as numbered markers.
 
     Uses the means only, so results written before per-problem pass@k existed plot too."""
     methods = report["methods"]
@@ -137,6 +139,12 @@ def plot_frontier(report: dict, out: Path, k: int | None = None) -> Path:
         if m and str(k) in m["pass@k"]:
             label = f"{name}: {verdicts[name]['verdict']}" if name in verdicts else name
             ax.scatter([m["pass@1"]], [m["pass@k"][str(k)]], marker=marker, color=colour, s=90, label=label, zorder=3)
+    for index, (label, m) in enumerate((extra or {}).items()):
+        if str(k) not in m["pass@k"]:
+            raise ValueError(f"`extra` candidate {label!r} has no pass@{k}; it has {sorted(m['pass@k'])}")
+        ax.scatter(
+            [m["pass@1"]], [m["pass@k"][str(k)]], marker="P", color=f"C{6 + index % 4}", s=90, label=label, zorder=3
+        )
     if "greedy" in methods:
         ax.axvline(methods["greedy"]["pass@1"], linestyle=":", color="C0", label="greedy (pass@1)")
     ax.set_xlabel("pass@1")
