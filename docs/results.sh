@@ -277,18 +277,30 @@ print(f"vs meanshift (T={run['meanshift']['temperature']:.3f}, P={run['meanshift
       f"pass@1 {cell(ms['pass@1'])}, pass@16 {cell(ms['pass@k']['16'])}")
 print(f"pass@4-trained heads: {v['verdict']}; nearest deciding static {v['nearest']}")
 PY
+    if [[ $chosen != shipped ]]; then  # the outcome heads' frontier plot and their out-of-domain run
     $PYTHON - <<'PY'
 import json, pathlib
+from autodeco_lp.evaluation.frontier import static_frontier
 from autodeco_lp.evaluation.plots import plot_frontier
 scale = pathlib.Path("docs/results/scale")
 report = json.loads((scale / "products" / "results.json").read_text())
 pass4 = json.loads((scale / "products-outcome-pass4" / "results.json").read_text())["methods"]
 pass1 = json.loads((scale / "products-outcome" / "results.json").read_text())["methods"]
 report["methods"]["static:0.2,1.0"] = pass4["static:0.2,1.0"]
+report["frontier"] = static_frontier(report["methods"], 16)  # the legend's verdicts over the finer grid
 extra = {"outcome heads, pass@1 reward": pass1["autodeco"], "outcome heads, pass@4 reward": pass4["autodeco"],
          "MeanShift of the pass@4 heads": pass4["meanshift"]}
 print(plot_frontier(report, scale / "products-outcome" / "frontier.png", extra=extra))
 PY
+    # Out of domain: the chosen heads on the scale protocol's basic_arithmetic-long problems (vLLM, 160 tokens), paired
+    # with that run's methods (the goal: no significant loss to the validation-chosen static or to default sampling).
+    $AUTODECO eval --backend vllm --model smollm2 --max-new-tokens 160 --batch-size 512 --seeds 0 --dtype bfloat16 \
+        --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 200 --samples 16 \
+        --heads $out/heads --methods autodeco --out docs/results/scale/basic_arithmetic-long-outcome
+    $AUTODECO eval compare docs/results/scale/basic_arithmetic-long-outcome docs/results/scale/basic_arithmetic-long \
+        --methods autodeco --against autodeco,meanshift,oracle-validation,greedy,default \
+        | tee docs/results/scale/basic_arithmetic-long-outcome/compare.md
+    fi
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then

@@ -34,8 +34,10 @@ def main(prompt: str) -> None:
     # Request T = P = 1: the heads' T and P are used as they are (the request's values scale them).
     params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=32, seed=0)
     (output,) = llm.chat([[{"role": "user", "content": prompt}]], params, use_tqdm=False)
-    pairs = trace_for(pop_trace(llm), output.request_id)  # [(T, P)] per sampled token
     completion = output.outputs[0]
+    # [(T, P)] per sampled token. With async scheduling (vLLM's default on GPUs) the engine may sample one step past
+    # a request's end before it knows the request stopped; that draw is recorded but is no token of the output.
+    pairs = trace_for(pop_trace(llm), output.request_id)[: len(completion.token_ids)]
     print(completion.text)
     for token, (temperature, top_p) in zip(completion.token_ids, pairs, strict=True):
         print(f"{llm.get_tokenizer().decode([token])!r:>14}  T={temperature:.3f}  P={top_p:.3f}")

@@ -118,6 +118,22 @@ def test_outcome_scale_table_matches_results_json():
     scale = ROOT / "docs" / "results" / "scale"
     base = json.loads((scale / "products" / "results.json").read_text())["methods"]
     finer = {**base, "static:0.2,1.0": _methods(scale / "products-outcome-pass4")["static:0.2,1.0"]}
+    assert (base["oracle-validation"]["temperature"], base["oracle-validation"]["top_p"]) == (0.1, 1.0)
+    # Paired intervals need the same problems, samples and decoding budget in every run.
+    same = (
+        "task",
+        "task_options",
+        "dataset_seed",
+        "problems_evaluated",
+        "samples",
+        "max_new_tokens",
+        "dtype",
+        "backend",
+    )
+    settings = json.loads((scale / "products" / "results.json").read_text())["settings"]
+    for run in ("products-outcome", "products-outcome-pass4"):
+        other = json.loads((scale / run / "results.json").read_text())["settings"]
+        assert {k: other.get(k) for k in same} == {k: settings.get(k) for k in same}, run
 
     def interval(c: dict) -> str:
         return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"

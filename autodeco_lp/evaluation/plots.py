@@ -102,6 +102,7 @@ def plot_passk(report: dict, out: Path) -> Path:
 
 
 # Methods drawn over the statics: (marker, colour); greedy is a vertical line (pass@1 only).
+EXTRA_COLOURS = ("C6", "C8", "C9", "C0")  # C7 is grey, the statics' colour
 FRONTIER_MARKS = {
     "autodeco": ("*", "C3"),
     "temperature-only": ("^", "C4"),
@@ -117,7 +118,7 @@ def plot_frontier(report: dict, out: Path, k: int | None = None, extra: dict[str
     AutoDeco and the other candidates as distinct markers (with their verdicts from the report's
     `frontier` section when it has one for this k), greedy as a vertical dotted line.
     `extra`: more candidates from other runs on the same problems (e.g. other heads), label -> method
-    summary, drawn as numbered markers.
+    summary, drawn as "P" markers in colours of their own (not the statics' grey).
 
     Uses the means only, so results written before per-problem pass@k existed plot too."""
     methods = report["methods"]
@@ -143,7 +144,13 @@ def plot_frontier(report: dict, out: Path, k: int | None = None, extra: dict[str
         if str(k) not in m["pass@k"]:
             raise ValueError(f"`extra` candidate {label!r} has no pass@{k}; it has {sorted(m['pass@k'])}")
         ax.scatter(
-            [m["pass@1"]], [m["pass@k"][str(k)]], marker="P", color=f"C{6 + index % 4}", s=90, label=label, zorder=3
+            [m["pass@1"]],
+            [m["pass@k"][str(k)]],
+            marker="P",
+            color=EXTRA_COLOURS[index % len(EXTRA_COLOURS)],
+            s=90,
+            label=label,
+            zorder=3,
         )
     if "greedy" in methods:
         ax.axvline(methods["greedy"]["pass@1"], linestyle=":", color="C0", label="greedy (pass@1)")
