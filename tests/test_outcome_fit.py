@@ -73,6 +73,12 @@ def test_outcome_fit_trains_logs_and_resumes_exactly(tiny_model_dir, task_file, 
     again = [json.loads(line)["reward"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert again == [m["reward"] for m in metrics]
 
+    # Resuming a finished run (a rerun of a script) redoes nothing and keeps the card's numbers and the log.
+    last_round = next(line for line in card.splitlines() if "last round" in line)
+    _fit(tiny_model_dir, task_file, straight, "--rounds", "3", "--resume-from-checkpoint")
+    assert last_round in (straight / "README.md").read_text() and "nan" not in last_round
+    assert [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()] == metrics
+
 
 def test_outcome_resume_with_other_options_is_refused(tiny_model_dir, task_file, even_reward, tmp_path):
     _fit(tiny_model_dir, task_file, tmp_path / "run", "--rounds", "1")

@@ -122,10 +122,14 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
     outputs.register(ROUNDS_NAME)
     _truncate_rounds(outputs.path / ROUNDS_NAME, start)
     log = MetricsLog(outputs, start, args.report_to, enabled=True)
+    # The rounds done before a resume count in the result and the card (a resumed run that has no round left
+    # to do rewrites the same card, not one with no numbers).
+    done = [json.loads(line) for line in jsonl_lines(log.path.read_text(encoding="utf-8")) if line]
 
     started = time.perf_counter() - elapsed
-    record: dict = {}
-    rollout_seconds, tokens = [], []
+    record: dict = done[-1] if done else {}
+    rollout_seconds = [r["rollout_seconds"] for r in done]
+    tokens = [r["tokens"] for r in done]
     bar = tqdm(total=cfg.rounds, initial=start, desc="fit (outcome)", disable=args.disable_tqdm, file=sys.stderr)
     heads.train()
     for round_index in range(start, cfg.rounds):
