@@ -248,6 +248,7 @@ PY
             --against autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9 \
             | tee $scale/$name-outcome/compare.md
     fi
+    mkdir -p $scale/$name-outcome  # frontier.txt and the plot go there even when the shipped heads are chosen
     # Secondary (reported as such, not chosen on test problems): the pass@k fit's last checkpoint, the candidate its
     # objective aims at the frontier's pass@k side, with its MeanShift and a static T = 0.2, a grid point between the
     # grid's 0.1 and 0.3 (on products it was added after the secondary's first result, which fell in that gap; on
@@ -317,18 +318,39 @@ if [[ $SECTION == outcome || $SECTION == all ]]; then
     $AUTODECO eval compare docs/results/scale/basic_arithmetic-long-outcome-pass4 docs/results/scale/basic_arithmetic-long \
         --methods autodeco --against autodeco,meanshift,oracle-validation,greedy,default,static:0.3,1.0 \
         | tee docs/results/scale/basic_arithmetic-long-outcome-pass4/compare.md
+    # Both outcome heads' verdicts against that run's static grid (same problems).
+    for run in basic_arithmetic-long-outcome basic_arithmetic-long-outcome-pass4; do
+        [[ -f docs/results/scale/$run/results.json ]] || continue
+        $PYTHON - $run <<'PY' | tee docs/results/scale/$run/frontier.txt
+import json, pathlib, sys
+from autodeco_lp.evaluation.frontier import static_frontier
+run, scale = sys.argv[1], pathlib.Path("docs/results/scale")
+methods = json.loads((scale / "basic_arithmetic-long" / "results.json").read_text())["methods"]
+heads = json.loads((scale / run / "results.json").read_text())["methods"]["autodeco"]
+v = static_frontier({**methods, "autodeco": heads}, 16)["candidates"]["autodeco"]
+near = v["versus"][v["nearest"]]
+cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
+print(f"{run}: {v['verdict']}; nearest deciding static {v['nearest']}: "
+      f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
+PY
+    done
 fi
 
 if [[ $SECTION == outcome-chain_sum || $SECTION == all ]]; then
     # The same on one-digit chain sums (batch 64, as scale-chain_sum; after it), 10 rounds per fit.
     ROUNDS_PASS1=${ROUNDS_PASS1:-10} ROUNDS_PASS4=${ROUNDS_PASS4:-10} \
         outcome_protocol chain_sum 64 --task reasoning_gym:chain_sum "${ONE_DIGIT[@]}" "${TERMS[@]}"
-    # Per-token T and P of the shipped heads and both chain_sum fits on the chain_sum rows of the T = 1 data.
-    grep -v multiplication docs/ablation/train-t1.jsonl > docs/ablation/outcome-chain_sum/rows.jsonl.partial
-    $PYTHON benchmarks/compare_heads.py --data docs/ablation/outcome-chain_sum/rows.jsonl.partial --max-rows 100 --by-token 12 \
-        --heads shipped=$HEADS outcome-pass1=docs/ablation/outcome-chain_sum/pass1/checkpoint-5 \
-        outcome-pass4=docs/ablation/outcome-chain_sum/pass4/checkpoint-10 | tee docs/ablation/outcome-chain_sum/heads.txt
-    rm docs/ablation/outcome-chain_sum/rows.jsonl.partial
+    # Per-token T and P of the shipped heads, the chosen heads and the pass@4 fit's last checkpoint on the chain_sum
+    # rows (by their meta.task) of the T = 1 data.
+    rows=$(mktemp --suffix=.jsonl)
+    $PYTHON -c 'import json, sys
+for line in open(sys.argv[1]):
+    if json.loads(line)["meta"]["task"] == "reasoning_gym:chain_sum": print(line, end="")' docs/ablation/train-t1.jsonl > "$rows"
+    heads=docs/ablation/outcome-chain_sum/heads; [[ -d $heads ]] || heads=$HEADS
+    $PYTHON benchmarks/compare_heads.py --data "$rows" --max-rows 100 --by-token 12 --heads shipped=$HEADS chosen=$heads \
+        outcome-pass4=docs/ablation/outcome-chain_sum/pass4/checkpoint-${ROUNDS_PASS4:-10} \
+        | tee docs/ablation/outcome-chain_sum/heads.txt
+    rm "$rows"
 fi
 
 if [[ $SECTION == losses || $SECTION == all ]]; then

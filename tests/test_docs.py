@@ -117,8 +117,22 @@ def test_outcome_scale_table_matches_results_json(task):
     rows = [line for line in page.split(marker)[1].splitlines() if line.startswith("| ") and "`" in line]
     runs = [row.split("`")[1] for row in rows]
     assert runs[0] == task and f"{task}-outcome-pass4" in runs, runs
-    assert set(runs) <= {task, f"{task}-outcome", f"{task}-outcome-pass4"} and len(set(runs)) == len(runs), runs
     scale = ROOT / "docs" / "results" / "scale"
+    # One row per run: the chosen heads' row exactly when their test run exists (none when the shipped heads won).
+    expected = (
+        [task] + [f"{task}-outcome"] * (scale / f"{task}-outcome" / "results.json").exists() + [f"{task}-outcome-pass4"]
+    )
+    assert runs == expected, runs
+    # The chosen row names the checkpoint `docs/results.sh` chose on validation problems (its chosen.txt).
+    ablation = ROOT / "docs" / "ablation" / ("outcome" if task == "products" else f"outcome-{task}")
+    chosen = (ablation / "chosen.txt").read_text().splitlines()[-1].removeprefix("chosen: ")
+    if f"{task}-outcome" in runs:
+        fit, checkpoint = chosen.split("/checkpoint-")
+        label = rows[1].split("|")[1]
+        reward = {"pass1": "pass@1 reward", "pass4": "pass@4 reward"}[fit]
+        assert f"{reward}, round {checkpoint} (the validation choice)" in label, (label, chosen)
+    else:
+        assert chosen == "shipped", chosen
     base = _methods(scale / task)
     finer = {**base, "static:0.2,1.0": _methods(scale / f"{task}-outcome-pass4")["static:0.2,1.0"]}
     assert (base["oracle-validation"]["temperature"], base["oracle-validation"]["top_p"]) == (0.1, 1.0)

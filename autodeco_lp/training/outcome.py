@@ -128,8 +128,8 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
 
     started = time.perf_counter() - elapsed
     record: dict = done[-1] if done else {}
-    rollout_seconds = [r["rollout_seconds"] for r in done]
-    tokens = [r["tokens"] for r in done]
+    rollout_seconds = [r["rollout_seconds"] for r in done if "rollout_seconds" in r]
+    tokens = [r["tokens"] for r in done if "tokens" in r]
     bar = tqdm(total=cfg.rounds, initial=start, desc="fit (outcome)", disable=args.disable_tqdm, file=sys.stderr)
     heads.train()
     for round_index in range(start, cfg.rounds):
