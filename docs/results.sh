@@ -63,6 +63,28 @@ for folder in map(pathlib.Path, sys.argv[2:]):
 PY
 }
 
+# verdicts GRID_RUN ADDED_STATICS_RUN CANDIDATE...: `autodeco eval`'s frontier section for candidates of other runs on
+# GRID_RUN's problems (each CANDIDATE is RUN/METHOD under docs/results/scale; missing runs are left out), against
+# GRID_RUN's statics plus every static:* method of ADDED_STATICS_RUN ("-": none). GRID_RUN's own candidates
+# (autodeco, meanshift) are judged alongside.
+verdicts() {
+    $PYTHON - "$@" <<'PY'
+import json, pathlib, sys
+from autodeco_lp.evaluation.frontier import static_frontier
+from autodeco_lp.evaluation.report import frontier_section
+scale = pathlib.Path("docs/results/scale")
+def methods(run):
+    return json.loads((scale / run / "results.json").read_text())["methods"]
+grid, added, candidates = sys.argv[1], sys.argv[2], sys.argv[3:]
+statics = methods(grid)
+if added != "-":
+    statics |= {n: m for n, m in methods(added).items() if n.startswith("static:")}
+extra = {c: methods(c.rsplit("/", 1)[0])[c.rsplit("/", 1)[1]]
+         for c in candidates if (scale / c.rsplit("/", 1)[0] / "results.json").exists()}
+print(frontier_section(static_frontier(statics, 16, extra=extra)))
+PY
+}
+
 # The static grid of the scale section: a T sweep at P = 1 and P = 0.9 / 0.7 at three temperatures.
 GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0
 GRID=$GRID,static:0.5,0.9,static:0.7,0.9,static:1.0,0.9,static:1.0,0.7
@@ -178,19 +200,7 @@ if [[ $SECTION == scale-data || $SECTION == all ]]; then
             --against autodeco,meanshift,oracle-validation,greedy,static:0.3,1.0,static:0.5,0.9,static:0.7,0.9 \
             | tee docs/results/scale/$task-heads-6k/compare.md
         # The refit's frontier verdict: its AutoDeco and MeanShift against the task run's static grid, same problems.
-        $PYTHON - $task <<'PY' | tee docs/results/scale/$task-heads-6k/frontier.txt
-import json, pathlib, sys
-from autodeco_lp.evaluation.frontier import static_frontier
-task, scale = sys.argv[1], pathlib.Path("docs/results/scale")
-methods = json.loads((scale / task / "results.json").read_text())["methods"]
-refit = json.loads((scale / f"{task}-heads-6k" / "results.json").read_text())["methods"]
-frontier = static_frontier({**methods, "autodeco": refit["autodeco"], "meanshift": refit["meanshift"]}, 16)
-for name, v in frontier["candidates"].items():
-    near = v["versus"][v["nearest"]]
-    cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
-    print(f"{task} refit {name}: {v['verdict']}; nearest deciding static {v['nearest']}: "
-          f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
-PY
+        verdicts $task - $task-heads-6k/autodeco $task-heads-6k/meanshift | tee docs/results/scale/$task-heads-6k/frontier.txt
     done
 fi
 
@@ -255,31 +265,12 @@ PY
     # later tasks it runs from the start). A finer grid only makes "above" harder.
     $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/pass4/checkpoint-${rounds[pass4]} \
         --methods autodeco,meanshift,static:0.2,1.0 --out $scale/$name-outcome-pass4
-    # Each outcome run's verdict over the task run's grid and over the grid with T = 0.2, and against its MeanShift.
-    $PYTHON - $name <<'PY' | tee $scale/$name-outcome/frontier.txt
-import json, pathlib, sys
-from autodeco_lp.evaluation.compare import paired
-from autodeco_lp.evaluation.frontier import static_frontier
-name, scale = sys.argv[1], pathlib.Path("docs/results/scale")
-def methods(run):
-    path = scale / run / "results.json"
-    return json.loads(path.read_text())["methods"] if path.exists() else None
-grid, pass4 = methods(name), methods(f"{name}-outcome-pass4")
-finer = {**grid, "static:0.2,1.0": pass4["static:0.2,1.0"]}
-cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
-for run, label in ((f"{name}-outcome", "chosen heads"), (f"{name}-outcome-pass4", "pass@4-trained heads (secondary)")):
-    if (heads := methods(run)) is None:
-        continue
-    for statics, which in ((grid, "grid"), (finer, "grid + T = 0.2")):
-        v = static_frontier({**statics, "autodeco": heads["autodeco"]}, 16)["candidates"]["autodeco"]
-        near = v["versus"][v["nearest"]]
-        print(f"{label}, {which}: {v['verdict']}; nearest deciding static {v['nearest']}: "
-              f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
-    if "meanshift" in heads:
-        ms = paired(heads["autodeco"], heads["meanshift"])
-        print(f"{label} vs their meanshift (T={heads['meanshift']['temperature']:.3f}, "
-              f"P={heads['meanshift']['top_p']:.3f}): pass@1 {cell(ms['pass@1'])}, pass@16 {cell(ms['pass@k']['16'])}")
-PY
+    # Both outcome heads' verdicts over the task run's grid, then over the grid with the static T = 0.2 (their paired
+    # differences to their own MeanShift are in each run's results.md).
+    local heads=("$name-outcome/autodeco" "$name-outcome-pass4/autodeco")
+    { echo "Over the $name run's grid:"; verdicts $name - "${heads[@]}"
+      echo "Over that grid plus the static T = 0.2:"; verdicts $name $name-outcome-pass4 "${heads[@]}"
+    } | tee $scale/$name-outcome/frontier.txt
     # The frontier plot with both outcome heads (the legend's verdicts over the grid with T = 0.2).
     $PYTHON - $name <<'PY'
 import json, pathlib, sys
@@ -289,11 +280,11 @@ name, scale = sys.argv[1], pathlib.Path("docs/results/scale")
 report = json.loads((scale / name / "results.json").read_text())
 pass4 = json.loads((scale / f"{name}-outcome-pass4" / "results.json").read_text())["methods"]
 report["methods"]["static:0.2,1.0"] = pass4["static:0.2,1.0"]
-report["frontier"] = static_frontier(report["methods"], 16)
 extra = {"outcome heads, pass@4 reward": pass4["autodeco"], "MeanShift of the pass@4 heads": pass4["meanshift"]}
 chosen = scale / f"{name}-outcome" / "results.json"
 if chosen.exists():
     extra = {"outcome heads, validation choice": json.loads(chosen.read_text())["methods"]["autodeco"], **extra}
+report["frontier"] = static_frontier(report["methods"], 16, extra=extra)  # every legend verdict over the finer grid
 print(plot_frontier(report, scale / f"{name}-outcome" / "frontier.png", extra=extra))
 PY
 }
@@ -319,21 +310,8 @@ if [[ $SECTION == outcome || $SECTION == all ]]; then
         --methods autodeco --against autodeco,meanshift,oracle-validation,greedy,default,static:0.3,1.0 \
         | tee docs/results/scale/basic_arithmetic-long-outcome-pass4/compare.md
     # Both outcome heads' verdicts against that run's static grid (same problems).
-    for run in basic_arithmetic-long-outcome basic_arithmetic-long-outcome-pass4; do
-        [[ -f docs/results/scale/$run/results.json ]] || continue
-        $PYTHON - $run <<'PY' | tee docs/results/scale/$run/frontier.txt
-import json, pathlib, sys
-from autodeco_lp.evaluation.frontier import static_frontier
-run, scale = sys.argv[1], pathlib.Path("docs/results/scale")
-methods = json.loads((scale / "basic_arithmetic-long" / "results.json").read_text())["methods"]
-heads = json.loads((scale / run / "results.json").read_text())["methods"]["autodeco"]
-v = static_frontier({**methods, "autodeco": heads}, 16)["candidates"]["autodeco"]
-near = v["versus"][v["nearest"]]
-cell = lambda m: f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"
-print(f"{run}: {v['verdict']}; nearest deciding static {v['nearest']}: "
-      f"pass@1 {cell(near['pass@1'])}, pass@16 {cell(near['pass@16'])}")
-PY
-    done
+    verdicts basic_arithmetic-long - basic_arithmetic-long-outcome/autodeco basic_arithmetic-long-outcome-pass4/autodeco \
+        | tee docs/results/scale/basic_arithmetic-long-outcome/frontier.txt
 fi
 
 if [[ $SECTION == outcome-chain_sum || $SECTION == all ]]; then

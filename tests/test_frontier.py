@@ -109,6 +109,16 @@ def test_static_frontier_section():
     assert static_frontier({n: m for n, m in methods.items() if n != "default"}) is None
     old = {n: {k: v for k, v in m.items() if k != "per_problem_pass@k"} for n, m in methods.items()}
     assert static_frontier(old) is None
+    # Candidates of other runs on the same problems: judged exactly as the run's own, under their labels.
+    other = {"other heads": methods["autodeco"], "other meanshift": methods["meanshift"]}
+    mine = {n: m for n, m in methods.items() if n not in ("autodeco", "meanshift")}
+    joined = static_frontier(mine, extra=other)["candidates"]
+    assert joined == {
+        "other heads": section["candidates"]["autodeco"],
+        "other meanshift": section["candidates"]["meanshift"],
+    }
+    with pytest.raises(ValueError, match=r"\['default'\] have the names of methods"):
+        static_frontier(methods, extra={"default": methods["autodeco"]})
 
 
 def test_statics_are_collected_once_per_setting_from_every_source():
@@ -193,15 +203,23 @@ def test_plot_frontier_writes_an_image(tmp_path):
     assert bad.exit_code != 0 and "asked for k = 8" in bad.output
 
 
-def test_plot_frontier_draws_candidates_of_other_runs(tmp_path):
+def test_plot_frontier_draws_candidates_of_other_runs(tmp_path, monkeypatch):
     require("matplotlib")
     import pytest
 
+    from autodeco_lp.evaluation import plots
     from autodeco_lp.evaluation.plots import plot_frontier
 
     report = _report({**statics(), "autodeco": summary(0.40, 0.50, noise=BLOCKS)})
     other = summary(0.45, 0.55, noise=BLOCKS)
     out = plot_frontier(report, tmp_path / "f.png", extra={"refit heads": other})
     assert out.read_bytes()[:4] == b"\x89PNG"
+    # With the extra candidate's verdict in the report's frontier, its legend entry says it.
+    report["frontier"] = static_frontier(report["methods"], extra={"refit heads": other})
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda plt, fig, out: figures.append(fig) or out)  # keep the figure
+    plot_frontier(report, tmp_path / "h.png", extra={"refit heads": other})
+    legend = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+    assert f"refit heads: {report['frontier']['candidates']['refit heads']['verdict']}" in legend
     with pytest.raises(ValueError, match="'refit heads' has no pass@16"):
         plot_frontier(report, tmp_path / "g.png", extra={"refit heads": {**other, "pass@k": {"1": 0.45}}})

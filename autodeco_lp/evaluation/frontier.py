@@ -169,15 +169,21 @@ def verdict(candidate: dict, statics: dict[str, dict], k: int) -> dict:
     }
 
 
-def static_frontier(methods: dict[str, dict], k: int | None = None) -> dict | None:
+def static_frontier(
+    methods: dict[str, dict], k: int | None = None, extra: dict[str, dict] | None = None
+) -> dict | None:
     """The frontier section of results.json, or None when there is nothing trustworthy to say:
     fewer than MIN_STATICS statics, or statics without per-problem pass@k (results written before
     it existed, or --samples < 4).
 
     Returns `{"k": k, "statics": {name: {"temperature", "top_p", "pass@1", "pass@<k>"}},
     "pareto": [names by pass@1], "candidates": {name: verdict(...)}}` for each of CANDIDATES
-    present with per-problem pass@k.
+    present with per-problem pass@k, then each of `extra`: candidates from other runs on the same
+    problems (e.g. other heads), label -> method summary, judged the same way.
     """
+    clash = sorted(set(extra or {}) & set(methods))
+    if clash:
+        raise ValueError(f"`extra` candidates {clash} have the names of methods of the run; label them otherwise")
     statics = static_decodings(methods)
     if len(statics) < MIN_STATICS:
         return None
@@ -196,8 +202,8 @@ def static_frontier(methods: dict[str, dict], k: int | None = None) -> dict | No
         },
         "pareto": pareto_frontier(pts),
         "candidates": {
-            name: verdict(methods[name], statics, k)
-            for name in CANDIDATES
-            if str(k) in methods.get(name, {}).get("per_problem_pass@k", {})
+            name: verdict(m, statics, k)
+            for name, m in [*((n, methods.get(n, {})) for n in CANDIDATES), *(extra or {}).items()]
+            if str(k) in m.get("per_problem_pass@k", {})
         },
     }

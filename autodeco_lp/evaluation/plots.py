@@ -118,7 +118,8 @@ def plot_frontier(report: dict, out: Path, k: int | None = None, extra: dict[str
     AutoDeco and the other candidates as distinct markers (with their verdicts from the report's
     `frontier` section when it has one for this k), greedy as a vertical dotted line.
     `extra`: more candidates from other runs on the same problems (e.g. other heads), label -> method
-    summary, drawn as "P" markers in colours of their own (not the statics' grey).
+    summary, drawn as "P" markers in colours of their own (not the statics' grey), with their verdicts
+    when the report's `frontier` has them (`static_frontier(..., extra=...)`).
 
     Uses the means only, so results written before per-problem pass@k existed plot too."""
     methods = report["methods"]
@@ -149,7 +150,7 @@ def plot_frontier(report: dict, out: Path, k: int | None = None, extra: dict[str
             marker="P",
             color=EXTRA_COLOURS[index % len(EXTRA_COLOURS)],
             s=90,
-            label=label,
+            label=f"{label}: {verdicts[label]['verdict']}" if label in verdicts else label,
             zorder=3,
         )
     if "greedy" in methods:
