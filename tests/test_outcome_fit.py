@@ -106,3 +106,32 @@ def test_outcome_resume_with_other_options_is_refused(tiny_model_dir, task_file,
 def test_bad_outcome_options_are_refused_naming_the_flag(options, message):
     with pytest.raises(ValueError, match=message):
         OutcomeConfig(**options).check()
+
+
+def test_loss_chunk_size_reaches_the_outcome_loss(tiny_model_dir, task_file, even_reward, tmp_path, monkeypatch):
+    seen = []
+    real = outcome_module.outcome_backward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["chunk_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(outcome_module, "outcome_backward", spy)
+    _fit(tiny_model_dir, task_file, tmp_path / "given", "--rounds", "1", "--loss-chunk-size", "3")
+    _fit(tiny_model_dir, task_file, tmp_path / "default", "--rounds", "1")
+    assert seen == [3, None]  # None: outcome_loss.default_chunk_size of the vocabulary
+
+
+def test_outcome_fit_leaves_the_base_unchanged_without_freezing_it(
+    tiny_model_dir, task_file, even_reward, tmp_path, monkeypatch
+):
+    # requires_grad_(False) on the base sends its prefill lm_head onto a slow, memory-growing CPU path (outcome.py);
+    # the base must still come out of the fit bit for bit unchanged.
+    loaded = []
+    real = outcome_module.load_model
+    monkeypatch.setattr(outcome_module, "load_model", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    _fit(tiny_model_dir, task_file, tmp_path / "run", "--rounds", "2")
+    model = loaded[0][0]
+    assert model.get_output_embeddings().weight.requires_grad
+    fresh = real(str(tiny_model_dir))[0].state_dict()
+    assert all(torch.equal(v.float(), fresh[k].float()) for k, v in model.state_dict().items())

@@ -50,3 +50,27 @@ def test_top_k_path_matches_the_exact_path_with_gradients(sigma):
     assert torch.allclose(exact[finite], fast[finite], atol=5e-5)
     assert torch.allclose(t_exact, t_fast, atol=1e-3, rtol=1e-3)
     assert torch.allclose(p_exact, p_fast, atol=1e-3, rtol=1e-3)
+
+
+def test_outcome_loss_chunks_by_vocabulary_and_any_chunk_gives_the_same_gradient():
+    from autodeco_lp.inference.capture import OutputProjection
+    from autodeco_lp.inference.heads import AutoDecoConfig, AutoDecoHeads
+    from autodeco_lp.training.outcome_loss import default_chunk_size, outcome_backward
+
+    # The default holds positions x vocabulary fixed: SmolLM2's 256 positions, fewer for Gemma3's 262,144 tokens.
+    assert default_chunk_size(49152) == 256 and default_chunk_size(262144) == 48 and default_chunk_size(10**9) == 1
+    torch.manual_seed(3)
+    n, hidden_size, vocab = 37, 16, 50
+    projection = OutputProjection(torch.randn(vocab, hidden_size), None, None)
+    hidden, tokens, weights = torch.randn(n, hidden_size), torch.randint(0, vocab, (n,)), torch.randn(n)
+    grads = []
+    for chunk in (None, 5, n):
+        heads = AutoDecoHeads(AutoDecoConfig(hidden_size=hidden_size, vocab_size=vocab))
+        torch.manual_seed(4)
+        for p in heads.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+        totals = outcome_backward(heads, hidden, tokens, weights, projection, sigma=0.5, chunk_size=chunk, top_k=None)
+        grads.append((totals["policy_loss"], [p.grad.clone() for p in heads.parameters()]))
+    for loss, grad in grads[1:]:
+        assert loss == pytest.approx(grads[0][0], rel=1e-5)
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(grad, grads[0][1]))

@@ -5,7 +5,7 @@ gradient of the expected reward is estimated by `mean_i A_i * sum_t grad log pi(
 sample's advantage on every token it chose, summed over its tokens, averaged over the round's
 samples (no per-token length normalisation, so the estimate stays unbiased). Positions are given
 flat with one weight each (`A_i / samples`); the loss is processed in chunks of positions so that
-only one chunk's `(C, V)` tensors exist at a time.
+only one chunk's `(C, V)` tensors exist at a time (`--loss-chunk-size`, else `default_chunk_size`).
 
 The optional reference term keeps the heads near reference heads (e.g. the likelihood-trained
 ones): per position `KL(softmax(l / T) || softmax(l / T_ref))` for the temperature and
@@ -21,6 +21,17 @@ from autodeco_lp.inference.capture import OutputProjection
 from autodeco_lp.inference.features import scale_by_temperature
 from autodeco_lp.inference.heads import AutoDecoHeads
 from autodeco_lp.training.policy import policy_log_prob, top_p_logit
+
+# Positions x vocabulary entries per loss chunk when `--loss-chunk-size` is not given: 256 positions of SmolLM2's
+# 49,152-token vocabulary. Rows whose top 256 tokens miss the mass take the exact path, whose backward pass keeps
+# ~100 bytes per entry (measured: a 256 x 262,144 chunk, Gemma3's vocabulary, peaked 6.7 GB above the model), so a
+# budget in entries rather than positions keeps that ~1.3 GB for any vocabulary.
+CHUNK_ENTRIES = 256 * 49152
+
+
+def default_chunk_size(vocab_size: int) -> int:
+    """Positions per loss chunk for a vocabulary of `vocab_size` tokens (`CHUNK_ENTRIES`)."""
+    return max(1, CHUNK_ENTRIES // vocab_size)
 
 
 def _reference_kl(logits, temperature, top_p, reference: AutoDecoHeads, hidden, sigma: float) -> torch.Tensor:
@@ -43,7 +54,7 @@ def outcome_backward(
     projection: OutputProjection,
     *,
     sigma: float,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     reference: AutoDecoHeads | None = None,
     kl_weight: float = 0.0,
     top_k: int | None = 256,
@@ -54,9 +65,11 @@ def outcome_backward(
     hidden: `(N, H)` the positions' final hidden states; tokens: `(N,)` the tokens the policy chose;
     weights: `(N,)` each position's sample advantage / number of samples; projection: the base
     model's `lm_head` (the logits are recomputed from `hidden`, no gradient); top_k: see
-    `policy.policy_log_prob` (256: 3-5x faster than sorting V = 49152, log pi within 5e-5).
+    `policy.policy_log_prob` (256: 3-5x faster than sorting V = 49152, log pi within 5e-5); chunk_size:
+    positions per chunk (None: `default_chunk_size` of the vocabulary).
     """
     n = hidden.shape[0]
+    chunk_size = chunk_size or default_chunk_size(projection.vocab_size)
     device = heads.device
     totals = {"policy_loss": 0.0, "kl": 0.0, "mean_temperature": 0.0, "mean_top_p": 0.0}
     projection = projection.to_float()
