@@ -213,7 +213,9 @@ fi
 # OUTCOME_MODEL / OUTCOME_HEADS / OUTCOME_TOKENS (default smollm2, its registry heads, 24 new tokens) set the model, the
 # heads the fits start from and the completion length, as NAME's scale run had them; OUTCOME_STATIC (default
 # static:0.2,1.0) is the static the secondary run adds inside the grid's widest gap near the frontier, and
-# OUTCOME_AGAINST the methods of NAME's run the chosen heads are compared with.
+# OUTCOME_AGAINST the methods of NAME's run the chosen heads are compared with. OUTCOME_LRS (default 1e-3): the
+# learning rates, each with both fits (the first into $out/pass1 and pass4, the others into $out/lr-LR/pass1 and pass4);
+# all their checkpoints compete on validation, and the secondary is the pass@4 fit whose last checkpoint validates best.
 outcome_protocol() {
     local name=$1 batch=$2
     shift 2
@@ -224,20 +226,30 @@ outcome_protocol() {
     local against=${OUTCOME_AGAINST:-autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9}
     declare -A rounds=([pass1]=${ROUNDS_PASS1:-10} [pass4]=${ROUNDS_PASS4:-8})
     declare -A reward=([pass1]="--reward pass@1" [pass4]="--reward pass@k --pass-k 4")
-    for fit in pass1 pass4; do
-        resume=(); compgen -G "$out/$fit/checkpoint-*" > /dev/null && resume=(--resume-from-checkpoint)
-        OMP_NUM_THREADS=1 $FIT --objective outcome --model "$model" --bf16 "$@" \
-            --init-heads "$init" --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
-            --max-new-tokens "$tokens" --rollout-batch-size 64 --learning-rate 1e-3 --save-total-limit 100 \
-            --output-dir $out/$fit "${resume[@]}"
+    local lrs=(${OUTCOME_LRS:-1e-3}) lr dir fit
+    declare -A fits=()  # fit directory (relative to $out) -> its reward
+    for lr in "${lrs[@]}"; do
+        dir=""; [[ $lr != "${lrs[0]}" ]] && dir="lr-$lr/"
+        for fit in pass1 pass4; do
+            fits[$dir$fit]=$fit
+            resume=(); compgen -G "$out/$dir$fit/checkpoint-*" > /dev/null && resume=(--resume-from-checkpoint)
+            OMP_NUM_THREADS=1 $FIT --objective outcome --model "$model" --bf16 "$@" \
+                --init-heads "$init" --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
+                --max-new-tokens "$tokens" --rollout-batch-size 64 --learning-rate "$lr" --save-total-limit 100 \
+                --output-dir "$out/$dir$fit" "${resume[@]}"
+        done
     done
     # The choice, on validation problems (seed 7, 100 x 4, the scale protocol's settings), fixed before any test run:
     # the shipped heads and each fit's checkpoints at half and at the end; the best validation pass@1 wins (ties: the
     # shipped heads, then fewer rounds).
     local common=(--backend hf --model "$model" --max-new-tokens "$tokens" --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
-    local candidates=(shipped)
-    for fit in pass1 pass4; do
-        candidates+=("$fit/checkpoint-$(( ${rounds[$fit]} / 2 ))" "$fit/checkpoint-${rounds[$fit]}")
+    local candidates=(shipped) pass4_last=()
+    for lr in "${lrs[@]}"; do
+        dir=""; [[ $lr != "${lrs[0]}" ]] && dir="lr-$lr/"
+        for fit in pass1 pass4; do
+            candidates+=("$dir$fit/checkpoint-$(( ${rounds[$fit]} / 2 ))" "$dir$fit/checkpoint-${rounds[$fit]}")
+        done
+        pass4_last+=("${dir}pass4/checkpoint-${rounds[pass4]}")
     done
     for c in "${candidates[@]}"; do
         heads=$out/$c; [[ $c == shipped ]] && heads=$init
@@ -270,7 +282,13 @@ PY
     # objective aims at the frontier's pass@k side, with its MeanShift and the static $added, a grid point inside the
     # grid's gap there (on products T = 0.2 was added after the secondary's first result, which fell between 0.1 and
     # 0.3; on later tasks it runs from the start, fixed before any test run). A finer grid only makes "above" harder.
-    $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads $out/pass4/checkpoint-${rounds[pass4]} \
+    local secondary=${pass4_last[0]}
+    if (( ${#pass4_last[@]} > 1 )); then  # the learning rate whose pass@4 fit ends best on validation (ties: the first)
+        secondary=$(for c in "${pass4_last[@]}"; do awk -v c="$c" '$4 == c {print $3, $4}' $out/chosen.txt; done \
+            | sort -s -k1,1gr | head -1 | cut -d' ' -f2)
+    fi
+    echo "secondary: $secondary" | tee $out/secondary.txt
+    $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads "$out/$secondary" \
         --methods "autodeco,meanshift,$added" --out $scale/$name-outcome-pass4
     # Both outcome heads' verdicts over the task run's grid, then over the grid with the added static (their paired
     # differences to their own MeanShift are in each run's results.md).
@@ -423,8 +441,10 @@ fi
 if [[ $SECTION == outcome-gemma3 || $SECTION == all ]]; then
     # The second family: the same protocol on Gemma3-270m's products run (after gemma3), from its registry heads, with
     # that run's 8 new tokens and batch size. Its grid is a T sweep at P = 1 with the frontier between T = 0.7 and 1.5
-    # (hotter is better on this model), so the secondary adds T = 1.25 (chosen before any fit finished).
-    OUTCOME_MODEL=gemma3 OUTCOME_HEADS=heads/gemma-3-270m OUTCOME_TOKENS=8 OUTCOME_STATIC=static:1.25,1.0 \
+    # (hotter is better on this model), so the secondary adds T = 1.25 (chosen before any fit finished). Two learning
+    # rates: SmolLM2's 1e-3 overshoots on these heads (its first step took the mean T from 0.52 to 1.6, and every
+    # checkpoint validated below the registry heads), so 1e-4 was added after those validation runs, before any test run.
+    OUTCOME_MODEL=gemma3 OUTCOME_HEADS=heads/gemma-3-270m OUTCOME_TOKENS=8 OUTCOME_STATIC=static:1.25,1.0 OUTCOME_LRS="1e-3 1e-4" \
         OUTCOME_AGAINST=autodeco,meanshift,oracle-validation,greedy,default,static:0.7,1.0,static:1.5,1.0 \
         ROUNDS_PASS1=${ROUNDS_PASS1:-10} ROUNDS_PASS4=${ROUNDS_PASS4:-10} \
         outcome_protocol gemma3-products 64 --task reasoning_gym:products "${ONE_DIGIT[@]}"

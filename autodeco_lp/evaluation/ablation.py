@@ -37,6 +37,7 @@ from typing import Any
 
 from autodeco_lp.evaluation.args import EvalArgs
 from autodeco_lp.evaluation.compare import paired
+from autodeco_lp.evaluation.report import interval_text, pass1_text
 from autodeco_lp.evaluation.runner import run_eval
 from autodeco_lp.hub.atomic import atomic_write, write_text
 from autodeco_lp.hub.options_file import read_mapping, shown, typed_fields, typed_value
@@ -158,18 +159,13 @@ def run_ablation(config: dict, progress: bool = True) -> dict:
     return report
 
 
-def _score(m: dict) -> str:
-    return f"{m['pass@1']:.3f} ± {m['pass@1_std']:.3f}"
-
-
 def _pass4(m: dict) -> str:
     value = m["pass@k"].get("4")
     return "-" if value is None else f"{value:.3f}"
 
 
 def _versus(r: dict, task: str) -> str:
-    d = r["vs_baseline"][task]["pass@1"]
-    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+    return interval_text(r["vs_baseline"][task]["pass@1"])
 
 
 def ablation_table(report: dict) -> str:
@@ -185,7 +181,7 @@ def ablation_table(report: dict) -> str:
         cells = []
         for t in tasks:
             m = r["scores"][t]
-            cells += [_score(m), _pass4(m), f"{m.get('mean_temperature', 0):.2f} / {m.get('mean_top_p', 0):.2f}"]
+            cells += [pass1_text(m), _pass4(m), f"{m.get('mean_temperature', 0):.2f} / {m.get('mean_top_p', 0):.2f}"]
             cells += [_versus(r, t)] if baseline else []
         lines.append(
             f"| {name} | {changes} | {r['fit']['steps']} | {r['fit']['seconds']:.0f} | " + " | ".join(cells) + " |"
@@ -195,6 +191,6 @@ def ablation_table(report: dict) -> str:
         cells = []
         for t in tasks:
             m = report["references"][t].get(method)
-            cells += [_score(m) if m else "-", _pass4(m) if m else "-", "-"] + (["-"] if baseline else [])
+            cells += [pass1_text(m) if m else "-", _pass4(m) if m else "-", "-"] + (["-"] if baseline else [])
         lines.append(f"| *{method}* | reference | - | - | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

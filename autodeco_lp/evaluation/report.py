@@ -25,14 +25,20 @@ def markdown_table(report: dict) -> str:
         passk = " | ".join(_fmt(m["pass@k"].get(str(k))) for k in ks)
         lines.append(
             f"| {name} | {_fmt(m['temperature'], 2)} | {_fmt(m['top_p'], 2)} "
-            f"| {m['pass@1']:.3f} ± {m['pass@1_std']:.3f} "
+            f"| {pass1_text(m)} "
             f"| {passk} | {_fmt(m.get('mean_temperature'))} | {_fmt(m.get('mean_top_p'))} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _interval(c: dict) -> str:
+def interval_text(c: dict) -> str:
+    """A paired difference as `+0.012 [-0.003, +0.027]` (mean [95% interval]), as every table prints it."""
     return f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+
+
+def pass1_text(m: dict) -> str:
+    """A method's pass@1 as `0.512 ± 0.004` (mean ± std over seeds)."""
+    return f"{m['pass@1']:.3f} ± {m['pass@1_std']:.3f}"
 
 
 def _setting(m: dict) -> str:
@@ -108,8 +114,8 @@ def frontier_section(frontier: dict | None) -> str:
     for name, v in frontier["candidates"].items():
         versus = v["versus"][v["nearest"]]
         text += (
-            f"| {name} | {v['pass@1']:.3f} | {v[f'pass@{k}']:.3f} | {v['nearest']} | {_interval(versus['pass@1'])} | "
-            f"{_interval(versus[f'pass@{k}'])} | {v['verdict']} |\n"
+            f"| {name} | {v['pass@1']:.3f} | {v[f'pass@{k}']:.3f} | {v['nearest']} | "
+            f"{interval_text(versus['pass@1'])} | {interval_text(versus[f'pass@{k}'])} | {v['verdict']} |\n"
         )
     return text
 

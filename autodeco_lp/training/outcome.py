@@ -127,7 +127,7 @@ def fit_outcome(args, command: str | None = None) -> OutcomeResult:
     log = MetricsLog(outputs, start, args.report_to, enabled=True)
     # The rounds done before a resume count in the result and the card (a resumed run that has no round left
     # to do rewrites the same card, not one with no numbers).
-    done = [json.loads(line) for line in jsonl_lines(log.path.read_text(encoding="utf-8")) if line]
+    done = log.earlier
 
     started = time.perf_counter() - elapsed
     record: dict = done[-1] if done else {}

@@ -142,6 +142,7 @@ class MetricsLog:
         self.path = outputs.path / METRICS_PARTIAL_NAME
         self.enabled = enabled
         self.writer = None
+        self.earlier: list[dict] = []  # the records kept from before a resume, oldest first
         if not enabled:
             return
         outputs.register(METRICS_PARTIAL_NAME, METRICS_NAME)
@@ -150,6 +151,7 @@ class MetricsLog:
         source = self.path if self.path.exists() else outputs.path / METRICS_NAME
         lines = jsonl_lines(source.read_text(encoding="utf-8")) if resume_step and source.is_file() else []
         kept = [line for line in lines if _metrics_step(line) <= resume_step]
+        self.earlier = [json.loads(line) for line in kept]
         atomic_write(self.path, lambda tmp: write_text(tmp, "".join(line + "\n" for line in kept)))
         if report_to == "tensorboard":
             try:
