@@ -102,12 +102,19 @@ def test_results_page_verdict_table_matches_results_json():
         assert goal.startswith("yes" if met else "no"), row
 
 
-@pytest.mark.parametrize("task", ["products", "chain_sum"])
-def test_outcome_scale_table_matches_results_json(task):
+@pytest.mark.parametrize(
+    ("task", "added", "validation_static"),
+    [
+        ("products", "static:0.2,1.0", (0.1, 1.0)),
+        ("chain_sum", "static:0.2,1.0", (0.1, 1.0)),
+        ("gemma3-products", "static:1.25,1.0", (1.0, 1.0)),
+    ],
+)
+def test_outcome_scale_table_matches_results_json(task, added, validation_static):
     """docs/outcome.md's table of heads at scale on TASK: each row's numbers are its run's results.json, the paired
-    intervals against the shipped heads, the validation-chosen static (T = 0.1) and the heads' own MeanShift are
-    recomputed from the per-problem results, and the two frontier verdicts are `static_frontier` over the TASK run's
-    statics, then with the static T = 0.2 of the `TASK-outcome-pass4` run added (nearest deciding static named)."""
+    intervals against the shipped heads, the validation-chosen static (VALIDATION_STATIC) and the heads' own MeanShift
+    are recomputed from the per-problem results, and the two frontier verdicts are `static_frontier` over the TASK
+    run's statics, then with the static ADDED of the `TASK-outcome-pass4` run added (nearest deciding static named)."""
     from autodeco_lp.evaluation.compare import paired
     from autodeco_lp.evaluation.frontier import static_frontier
 
@@ -127,15 +134,17 @@ def test_outcome_scale_table_matches_results_json(task):
     ablation = ROOT / "docs" / "ablation" / ("outcome" if task == "products" else f"outcome-{task}")
     chosen = (ablation / "chosen.txt").read_text().splitlines()[-1].removeprefix("chosen: ")
     if f"{task}-outcome" in runs:
-        fit, checkpoint = chosen.split("/checkpoint-")
-        label = rows[1].split("|")[1]
-        reward = {"pass1": "pass@1 reward", "pass4": "pass@4 reward"}[fit]
-        assert f"{reward}, round {checkpoint} (the validation choice)" in label, (label, chosen)
+        assert f"{_fit_label(chosen)} (the validation choice)" in rows[1].split("|")[1], (rows[1], chosen)
     else:
         assert chosen == "shipped", chosen
+    # The secondary row names the pass@4 checkpoint the script ran (its secondary.txt, where it writes one).
+    secondary = ablation / "secondary.txt"
+    if secondary.exists():
+        name = secondary.read_text().split()[-1]
+        assert f"{_fit_label(name)} (secondary)" in rows[-1].split("|")[1], (rows[-1], name)
     base = _methods(scale / task)
-    finer = {**base, "static:0.2,1.0": _methods(scale / f"{task}-outcome-pass4")["static:0.2,1.0"]}
-    assert (base["oracle-validation"]["temperature"], base["oracle-validation"]["top_p"]) == (0.1, 1.0)
+    finer = {**base, added: _methods(scale / f"{task}-outcome-pass4")[added]}
+    assert (base["oracle-validation"]["temperature"], base["oracle-validation"]["top_p"]) == validation_static
     # Paired intervals need the same problems, samples and decoding budget in every run.
     same = (
         "task",
@@ -178,6 +187,15 @@ def test_outcome_scale_table_matches_results_json(task):
         assert frontier == static_frontier({**base, "autodeco": m}, 16)["candidates"]["autodeco"]["verdict"], row
         v = static_frontier({**finer, "autodeco": m}, 16)["candidates"]["autodeco"]
         assert finer_frontier == f"{v['verdict']} ({v['nearest']})", row
+
+
+def _fit_label(checkpoint: str) -> str:
+    """How docs/outcome.md names a fit's checkpoint: `lr-1e-4/pass4/checkpoint-10` -> "pass@4 reward, lr 1e-4,
+    round 10" (the learning rate only for fits outside the first learning rate's folders)."""
+    fit, round_ = checkpoint.split("/checkpoint-")
+    lr = fit.split("/")[0].removeprefix("lr-") if "/" in fit else None
+    reward = {"pass1": "pass@1 reward", "pass4": "pass@4 reward"}[fit.split("/")[-1]]
+    return f"{reward}{f', lr {lr}' if lr else ''}, round {round_}"
 
 
 def _methods(run: Path) -> dict:
