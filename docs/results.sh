@@ -448,4 +448,9 @@ if [[ $SECTION == outcome-gemma3 || $SECTION == all ]]; then
         OUTCOME_AGAINST=autodeco,meanshift,oracle-validation,greedy,default,static:0.7,1.0,static:1.5,1.0 \
         ROUNDS_PASS1=${ROUNDS_PASS1:-10} ROUNDS_PASS4=${ROUNDS_PASS4:-10} \
         outcome_protocol gemma3-products 64 --task reasoning_gym:products "${ONE_DIGIT[@]}"
+    # Per-token T and P of the registry heads, the chosen heads and the secondary on the registry heads' training data.
+    d=docs/ablation/outcome-gemma3-products
+    OMP_NUM_THREADS=1 $PYTHON benchmarks/compare_heads.py --model gemma3 --data heads/gemma-3-270m/train.jsonl \
+        --max-rows 214 --by-token 4 --heads registry=heads/gemma-3-270m "outcome-pass1=$d/$(tail -1 $d/chosen.txt | cut -d' ' -f2)" \
+        "outcome-pass4=$d/$(cut -d' ' -f2 $d/secondary.txt)" | tee $d/heads.txt
 fi
