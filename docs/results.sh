@@ -64,9 +64,9 @@ for folder in map(pathlib.Path, sys.argv[2:]):
 PY
 }
 
-# verdicts GRID_RUN ADDED_STATICS_RUN CANDIDATE...: `autodeco eval`'s frontier section for candidates of other runs on
+# verdicts GRID_RUN ADDED_STATICS_RUNS CANDIDATE...: `autodeco eval`'s frontier section for candidates of other runs on
 # GRID_RUN's problems (each CANDIDATE is RUN/METHOD under docs/results/scale; missing runs are left out), against
-# GRID_RUN's statics plus every static:* method of ADDED_STATICS_RUN ("-": none). GRID_RUN's own candidates
+# GRID_RUN's statics plus every static:* method of the comma-separated ADDED_STATICS_RUNS ("-": none). GRID_RUN's own candidates
 # (autodeco, meanshift) are judged alongside.
 verdicts() {
     $PYTHON - "$@" <<'PY'
@@ -78,8 +78,8 @@ def methods(run):
     return json.loads((scale / run / "results.json").read_text())["methods"]
 grid, added, candidates = sys.argv[1], sys.argv[2], sys.argv[3:]
 statics = methods(grid)
-if added != "-":
-    statics |= {n: m for n, m in methods(added).items() if n.startswith("static:")}
+for run in [] if added == "-" else added.split(","):
+    statics |= {n: m for n, m in methods(run).items() if n.startswith("static:")}
 extra = {c: methods(c.rsplit("/", 1)[0])[c.rsplit("/", 1)[1]]
          for c in candidates if (scale / c.rsplit("/", 1)[0] / "results.json").exists()}
 print(frontier_section(static_frontier(statics, 16, extra=extra)))
@@ -226,12 +226,10 @@ outcome_protocol() {
     local against=${OUTCOME_AGAINST:-autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9}
     declare -A rounds=([pass1]=${ROUNDS_PASS1:-10} [pass4]=${ROUNDS_PASS4:-8})
     declare -A reward=([pass1]="--reward pass@1" [pass4]="--reward pass@k --pass-k 4")
-    local lrs=(${OUTCOME_LRS:-1e-3}) lr dir fit
-    declare -A fits=()  # fit directory (relative to $out) -> its reward
+    local lrs=(${OUTCOME_LRS:-1e-3}) lr dir fit  # distinct values: a repeated one would refit the first's folders
     for lr in "${lrs[@]}"; do
         dir=""; [[ $lr != "${lrs[0]}" ]] && dir="lr-$lr/"
         for fit in pass1 pass4; do
-            fits[$dir$fit]=$fit
             resume=(); compgen -G "$out/$dir$fit/checkpoint-*" > /dev/null && resume=(--resume-from-checkpoint)
             OMP_NUM_THREADS=1 $FIT --objective outcome --model "$model" --bf16 "$@" \
                 --init-heads "$init" --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
@@ -285,8 +283,9 @@ PY
     local secondary=${pass4_last[0]}
     if (( ${#pass4_last[@]} > 1 )); then  # the learning rate whose pass@4 fit ends best on validation (ties: the first)
         secondary=$(for c in "${pass4_last[@]}"; do awk -v c="$c" '$4 == c {print $3, $4}' $out/chosen.txt; done \
-            | sort -s -k1,1gr | head -1 | cut -d' ' -f2)
+            | LC_ALL=C sort -s -k1,1gr | head -1 | cut -d' ' -f2)
     fi
+    [[ -n $secondary ]] || { echo "no validation result for ${pass4_last[*]} in $out/chosen.txt" >&2; return 1; }
     echo "secondary: $secondary" | tee $out/secondary.txt
     $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads "$out/$secondary" \
         --methods "autodeco,meanshift,$added" --out $scale/$name-outcome-pass4
@@ -448,9 +447,20 @@ if [[ $SECTION == outcome-gemma3 || $SECTION == all ]]; then
         OUTCOME_AGAINST=autodeco,meanshift,oracle-validation,greedy,default,static:0.7,1.0,static:1.5,1.0 \
         ROUNDS_PASS1=${ROUNDS_PASS1:-10} ROUNDS_PASS4=${ROUNDS_PASS4:-10} \
         outcome_protocol gemma3-products 64 --task reasoning_gym:products "${ONE_DIGIT[@]}"
-    # Per-token T and P of the registry heads, the chosen heads and the secondary on the registry heads' training data.
-    d=docs/ablation/outcome-gemma3-products
+    # Per-token T and P of the registry heads, the chosen heads (the registry's again when they were chosen) and the
+    # secondary on the registry heads' training data.
+    d=docs/ablation/outcome-gemma3-products chosen=heads/gemma-3-270m
+    [[ $(tail -1 $d/chosen.txt) != "chosen: shipped" ]] && chosen=$d/heads
     OMP_NUM_THREADS=1 $PYTHON benchmarks/compare_heads.py --model gemma3 --data heads/gemma-3-270m/train.jsonl \
-        --max-rows 214 --by-token 4 --heads registry=heads/gemma-3-270m "outcome-pass1=$d/$(tail -1 $d/chosen.txt | cut -d' ' -f2)" \
-        "outcome-pass4=$d/$(cut -d' ' -f2 $d/secondary.txt)" | tee $d/heads.txt
+        --max-rows 214 --by-token 4 --heads registry=heads/gemma-3-270m "chosen=$chosen" \
+        "secondary=$d/$(cut -d' ' -f2 $d/secondary.txt)" | tee $d/heads.txt
+    # Control (after the test runs, set from heads.txt's training positions, not from test results): the outcome heads
+    # sample the answer digit hot and truncated (pass@1 heads T 1.4 at P 0.6, pass@4 heads T 1.6 at P 0.9) and the
+    # sure tokens near-greedy, which a static with the same T and P also does (a nucleus of P < 0.97 keeps only the top
+    # token where the base is that sure). Are the heads more than that static?
+    $AUTODECO eval --backend hf --model gemma3 --max-new-tokens 8 --batch-size 64 --seeds 0 --dtype bfloat16 \
+        --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 200 --samples 16 --methods static:1.4,0.6,static:1.6,0.9 \
+        --out docs/results/scale/gemma3-products-outcome-hot
+    verdicts gemma3-products gemma3-products-outcome-pass4,gemma3-products-outcome-hot gemma3-products-outcome/autodeco \
+        gemma3-products-outcome-pass4/autodeco | tee docs/results/scale/gemma3-products-outcome-hot/frontier.txt
 fi

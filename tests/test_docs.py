@@ -137,11 +137,10 @@ def test_outcome_scale_table_matches_results_json(task, added, validation_static
         assert f"{_fit_label(chosen)} (the validation choice)" in rows[1].split("|")[1], (rows[1], chosen)
     else:
         assert chosen == "shipped", chosen
-    # The secondary row names the pass@4 checkpoint the script ran (its secondary.txt, where it writes one).
-    secondary = ablation / "secondary.txt"
-    if secondary.exists():
-        name = secondary.read_text().split()[-1]
-        assert f"{_fit_label(name)} (secondary)" in rows[-1].split("|")[1], (rows[-1], name)
+    # The secondary row names the checkpoint its run evaluated (the heads in its results.json's settings).
+    heads = json.loads((scale / f"{task}-outcome-pass4" / "results.json").read_text())["settings"]["heads"]
+    name = Path(heads).relative_to(ablation.relative_to(ROOT)).as_posix()
+    assert f"{_fit_label(name)} (secondary)" in rows[-1].split("|")[1], (rows[-1], name)
     base = _methods(scale / task)
     finer = {**base, added: _methods(scale / f"{task}-outcome-pass4")[added]}
     assert (base["oracle-validation"]["temperature"], base["oracle-validation"]["top_p"]) == validation_static
