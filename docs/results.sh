@@ -205,6 +205,39 @@ if [[ $SECTION == scale-data || $SECTION == all ]]; then
     done
 fi
 
+# outcome_choice OUT VALIDATION_RUN PASS4_LAST CANDIDATE...: the outcome protocol's choice from the candidates'
+# validation runs (OUT/validation/CANDIDATE with / as -): OUT/chosen.txt (every candidate's pass@1, then "chosen: C",
+# the best; ties: the earlier candidate), OUT/secondary.txt (of the space-separated PASS4_LAST, the one validating
+# best) and OUT/validation/compare.md (the chosen heads minus every other candidate and minus the best static of
+# VALIDATION_RUN, the scale protocol's validation grid on the same problems; pass@1, 95% paired intervals).
+outcome_choice() {
+    $PYTHON - "$@" <<'PY'
+import json, pathlib, sys
+from autodeco_lp.evaluation.compare import paired
+from autodeco_lp.evaluation.report import interval_text
+out, grid, pass4_last, candidates = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3].split(), sys.argv[4:]
+def autodeco(c):
+    return json.loads((out / "validation" / c.replace("/", "-") / "results.json").read_text())["methods"]["autodeco"]
+def best(names):
+    return max(names, key=lambda c: (round(autodeco(c)["pass@1"], 12), -names.index(c)))
+chosen = best(candidates)
+statics = {n: m for n, m in json.loads((grid / "results.json").read_text())["methods"].items() if n.startswith("static:")}
+static = max(statics, key=lambda n: statics[n]["pass@1"])
+rows = [f"| {c} | {interval_text(paired(autodeco(chosen), autodeco(c))['pass@1'])} |" for c in candidates if c != chosen]
+rows.append(f"| {static} ({grid.name}) | {interval_text(paired(autodeco(chosen), statics[static])['pass@1'])} |")
+lines = [f"validation pass@1 {autodeco(c)['pass@1']:.4f}  {c}" for c in candidates] + [f"chosen: {chosen}"]
+files = {  # written once everything is computed, so a failure leaves the earlier files as they were
+    "validation/compare.md": f"Validation pass@1, {chosen} minus each method (95% paired bootstrap over problems):\n\n"
+    "| method | difference |\n|---|---|\n" + "\n".join(rows) + "\n",
+    "secondary.txt": f"secondary: {best(pass4_last)}\n",
+    "chosen.txt": "\n".join(lines) + "\n",
+}
+for name, text in files.items():
+    (out / name).write_text(text)
+print(files["chosen.txt"] + files["secondary.txt"] + files["validation/compare.md"], end="")
+PY
+}
+
 # outcome_protocol NAME BATCH_SIZE TASK_ARGS...: the outcome objective on one task of the scale protocol (after its
 # scale section). Two fits from the shipped heads on training problems (seed 1000), 32 problems x 8 samples per round,
 # lr 1e-3, a checkpoint per round: reward pass@1 (group-mean baseline) and pass@4 (leave-one-out), into
@@ -226,7 +259,9 @@ outcome_protocol() {
     local against=${OUTCOME_AGAINST:-autodeco,meanshift,oracle-validation,greedy,default,static:0.1,1.0,static:0.3,1.0,static:0.5,0.9}
     declare -A rounds=([pass1]=${ROUNDS_PASS1:-10} [pass4]=${ROUNDS_PASS4:-8})
     declare -A reward=([pass1]="--reward pass@1" [pass4]="--reward pass@k --pass-k 4")
+    # Each learning rate's two fits; their checkpoints at half and at the end are the validation candidates.
     local lrs=(${OUTCOME_LRS:-1e-3}) lr dir fit  # distinct values: a repeated one would refit the first's folders
+    local candidates=(shipped) pass4_last=()
     for lr in "${lrs[@]}"; do
         dir=""; [[ $lr != "${lrs[0]}" ]] && dir="lr-$lr/"
         for fit in pass1 pass4; do
@@ -235,36 +270,19 @@ outcome_protocol() {
                 --init-heads "$init" --rounds "${rounds[$fit]}" --problems-per-round 32 --group-size 8 ${reward[$fit]} \
                 --max-new-tokens "$tokens" --rollout-batch-size 64 --learning-rate "$lr" --save-total-limit 100 \
                 --output-dir "$out/$dir$fit" "${resume[@]}"
-        done
-    done
-    # The choice, on validation problems (seed 7, 100 x 4, the scale protocol's settings), fixed before any test run:
-    # the shipped heads and each fit's checkpoints at half and at the end; the best validation pass@1 wins (ties: the
-    # shipped heads, then fewer rounds).
-    local common=(--backend hf --model "$model" --max-new-tokens "$tokens" --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
-    local candidates=(shipped) pass4_last=()
-    for lr in "${lrs[@]}"; do
-        dir=""; [[ $lr != "${lrs[0]}" ]] && dir="lr-$lr/"
-        for fit in pass1 pass4; do
             candidates+=("$dir$fit/checkpoint-$(( ${rounds[$fit]} / 2 ))" "$dir$fit/checkpoint-${rounds[$fit]}")
         done
         pass4_last+=("${dir}pass4/checkpoint-${rounds[pass4]}")
     done
+    # The choice, on validation problems (seed 7, 100 x 4, the scale protocol's settings), fixed before any test run:
+    # the shipped heads and every candidate; the best validation pass@1 wins (ties: the shipped heads, then fewer rounds).
+    local common=(--backend hf --model "$model" --max-new-tokens "$tokens" --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
     for c in "${candidates[@]}"; do
         heads=$out/$c; [[ $c == shipped ]] && heads=$init
         $AUTODECO eval "${common[@]}" --problems 100 --samples 4 --dataset-seed 7 --heads "$heads" --methods autodeco \
             --out "$out/validation/${c//\//-}"
     done
-    $PYTHON - $out "${candidates[@]}" <<'PY' | tee $out/chosen.txt
-import json, pathlib, sys
-out, candidates = pathlib.Path(sys.argv[1]), sys.argv[2:]
-def score(c):
-    report = json.loads((out / "validation" / c.replace("/", "-") / "results.json").read_text())
-    return report["methods"]["autodeco"]["pass@1"]
-for c in candidates:
-    print(f"validation pass@1 {score(c):.4f}  {c}")
-best = max(candidates, key=lambda c: (round(score(c), 12), -candidates.index(c)))
-print(f"chosen: {best}")
-PY
+    outcome_choice $out $scale/$name-validation "${pass4_last[*]}" "${candidates[@]}"
     local chosen
     chosen=$(tail -1 $out/chosen.txt | cut -d' ' -f2)
     if [[ $chosen != shipped ]]; then
@@ -280,13 +298,8 @@ PY
     # objective aims at the frontier's pass@k side, with its MeanShift and the static $added, a grid point inside the
     # grid's gap there (on products T = 0.2 was added after the secondary's first result, which fell between 0.1 and
     # 0.3; on later tasks it runs from the start, fixed before any test run). A finer grid only makes "above" harder.
-    local secondary=${pass4_last[0]}
-    if (( ${#pass4_last[@]} > 1 )); then  # the learning rate whose pass@4 fit ends best on validation (ties: the first)
-        secondary=$(for c in "${pass4_last[@]}"; do awk -v c="$c" '$4 == c {print $3, $4}' $out/chosen.txt; done \
-            | LC_ALL=C sort -s -k1,1gr | head -1 | cut -d' ' -f2)
-    fi
-    [[ -n $secondary ]] || { echo "no validation result for ${pass4_last[*]} in $out/chosen.txt" >&2; return 1; }
-    echo "secondary: $secondary" | tee $out/secondary.txt
+    local secondary
+    secondary=$(cut -d' ' -f2 $out/secondary.txt)
     $AUTODECO eval "${common[@]}" --problems 200 --samples 16 --heads "$out/$secondary" \
         --methods "autodeco,meanshift,$added" --out $scale/$name-outcome-pass4
     # Both outcome heads' verdicts over the task run's grid, then over the grid with the added static (their paired
@@ -456,8 +469,8 @@ if [[ $SECTION == outcome-gemma3 || $SECTION == all ]]; then
         "secondary=$d/$(cut -d' ' -f2 $d/secondary.txt)" | tee $d/heads.txt
     # Control (after the test runs, set from heads.txt's training positions, not from test results): the outcome heads
     # sample the answer digit hot and truncated (pass@1 heads T 1.4 at P 0.6, pass@4 heads T 1.6 at P 0.9) and the
-    # sure tokens near-greedy, which a static with the same T and P also does (a nucleus of P < 0.97 keeps only the top
-    # token where the base is that sure). Are the heads more than that static?
+    # sure tokens near-greedy, which a static with the same T and P mostly does too (a nucleus of P keeps only the top
+    # token wherever it holds at least P of the tempered probability). Are the heads more than that static?
     $AUTODECO eval --backend hf --model gemma3 --max-new-tokens 8 --batch-size 64 --seeds 0 --dtype bfloat16 \
         --task reasoning_gym:products "${ONE_DIGIT[@]}" --problems 200 --samples 16 --methods static:1.4,0.6,static:1.6,0.9 \
         --out docs/results/scale/gemma3-products-outcome-hot

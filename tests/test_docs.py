@@ -199,3 +199,46 @@ def _fit_label(checkpoint: str) -> str:
 
 def _methods(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())["methods"]
+
+
+@pytest.mark.parametrize(
+    ("folder", "grid"),
+    [("outcome", "products"), ("outcome-chain_sum", "chain_sum"), ("outcome-gemma3-products", "gemma3-products")],
+)
+def test_outcome_choice_files_match_the_validation_runs(folder, grid):
+    """`outcome_choice` in docs/results.sh: chosen.txt lists each candidate's validation pass@1 and names the best
+    (ties: the earlier), secondary.txt the best-validating last pass@4 checkpoint, and validation/compare.md's paired
+    intervals (the chosen heads minus each other candidate and minus the grid's best validation static) recompute."""
+    from autodeco_lp.evaluation.compare import paired
+
+    out = ROOT / "docs" / "ablation" / folder
+    lines = (out / "chosen.txt").read_text().splitlines()
+    scores = {}
+    for line in lines[:-1]:
+        value, name = line.removeprefix("validation pass@1 ").split("  ")
+        m = _methods(out / "validation" / name.replace("/", "-"))["autodeco"]
+        assert value == f"{m['pass@1']:.4f}", line
+        scores[name] = m
+    names = list(scores)
+    best = max(names, key=lambda c: (round(scores[c]["pass@1"], 12), -names.index(c)))
+    assert lines[-1] == f"chosen: {best}", lines[-1]
+    last = {
+        n
+        for n in names
+        if "pass4/checkpoint-" in n
+        and int(n.rsplit("-", 1)[1]) == max(int(c.rsplit("-", 1)[1]) for c in names if "pass4/checkpoint-" in c)
+    }
+    secondary = (out / "secondary.txt").read_text().split()[-1]
+    assert secondary in last and scores[secondary]["pass@1"] == max(scores[c]["pass@1"] for c in last), secondary
+    statics = {
+        n: m
+        for n, m in _methods(ROOT / "docs" / "results" / "scale" / f"{grid}-validation").items()
+        if n.startswith("static:")
+    }
+    static = max(statics, key=lambda n: statics[n]["pass@1"])
+    rows = [r for r in (out / "validation" / "compare.md").read_text().splitlines() if r.startswith("| ")][1:]
+    against = {**{c: scores[c] for c in names if c != best}, f"{static} ({grid}-validation)": statics[static]}
+    assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == list(against), rows
+    for row, m in zip(rows, against.values()):
+        c = paired(scores[best], m)["pass@1"]
+        assert row.endswith(f"| {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] |"), row
