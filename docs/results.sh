@@ -275,7 +275,8 @@ outcome_protocol() {
         pass4_last+=("${dir}pass4/checkpoint-${rounds[pass4]}")
     done
     # The choice, on validation problems (seed 7, 100 x 4, the scale protocol's settings), fixed before any test run:
-    # the shipped heads and every candidate; the best validation pass@1 wins (ties: the shipped heads, then fewer rounds).
+    # the shipped heads and every candidate; the best validation pass@1 wins (ties: the earlier in this order: the shipped
+    # heads, then by learning rate as listed, pass@1 before pass@4, fewer rounds first).
     local common=(--backend hf --model "$model" --max-new-tokens "$tokens" --batch-size "$batch" --seeds 0 --dtype bfloat16 "$@")
     for c in "${candidates[@]}"; do
         heads=$out/$c; [[ $c == shipped ]] && heads=$init
